@@ -1,0 +1,185 @@
+#include "tape.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "../cuda/hy_cuda.h"
+
+void hy_tape_init(hy_tape *t, hy_arena *acts, hy_arena *scratch, int max_nodes, int max_slots) {
+    memset(t, 0, sizeof *t);
+    t->acts = acts;
+    t->scratch = scratch;
+    t->cap_nodes = max_nodes;
+    t->nodes = (hy_node *)hy_xcalloc((size_t)max_nodes, sizeof(hy_node));
+    t->cap_slots = max_slots;
+    t->grads = (hy_tensor **)hy_xcalloc((size_t)max_slots, sizeof(hy_tensor *));
+    t->owners = (hy_tensor **)hy_xcalloc((size_t)max_slots, sizeof(hy_tensor *));
+    hy_arena_init(&t->ctx_host, "contexts", HY_CPU, HY_TAPE_CTX_BYTES);
+    t->enabled = 1;
+}
+
+void hy_tape_free(hy_tape *t) {
+    free(t->nodes);
+    free(t->grads);
+    free(t->owners);
+    hy_arena_free(&t->ctx_host);
+    memset(t, 0, sizeof *t);
+}
+
+static hy_tensor *owner_of(hy_tensor *x) { return x->base ? x->base : x; }
+
+// The slot of x's owner if it has a live one, else -1. A tensor keeps a
+// stale slot number after a reset; `owners` tells whether it is still its.
+static int live_slot(const hy_tape *t, const hy_tensor *owner) {
+    int s = owner->slot;
+    if (s >= 0 && s < t->n_slots && t->owners[s] == owner) return s;
+    return -1;
+}
+
+static int new_slot(hy_tape *t, hy_tensor *owner) {
+    HY_CHECK(t->n_slots < t->cap_slots, "tape: more than %d tensors need gradients", t->cap_slots);
+    int s = t->n_slots++;
+    t->owners[s] = owner;
+    t->grads[s] = NULL;
+    owner->slot = s;
+    return s;
+}
+
+void hy_tape_bind_grad(hy_tape *t, hy_tensor *param, hy_tensor *grad) {
+    HY_CHECK(t->n_slots == t->n_bound, "tape: bind parameter gradients before the first forward");
+    HY_REQUIRE(param->base == NULL, "tape: parameter '%s' must not be a view", param->name);
+    hy_expect_same_shape("bind_grad", param, grad);
+    hy_expect_device("bind_grad", param, grad);
+    HY_REQUIRE(param->dtype != HY_I32, "tape: integer tensor '%s' cannot have a gradient",
+               param->name);
+    int s = new_slot(t, param);
+    t->grads[s] = grad;
+    t->n_bound = t->n_slots;
+    param->requires_grad = 1;
+}
+
+hy_node *hy_tape_record(hy_tape *t, const char *op, hy_backward_fn backward, hy_tensor **in,
+                        int n_in, hy_tensor **out, int n_out) {
+    HY_CHECK(n_in <= HY_MAX_IO && n_out <= HY_MAX_IO, "%s: too many inputs or outputs", op);
+    int needs = 0;
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && in[i]->dtype != HY_I32 && in[i]->requires_grad) needs = 1;
+    if (!t || !t->enabled) needs = 0;
+    for (int i = 0; i < n_out; i++) out[i]->requires_grad = needs && out[i]->dtype != HY_I32;
+    if (!needs) return NULL;
+    HY_REQUIRE(!t->backward_done,
+               "%s: the tape already ran backward; reset it before the next forward", op);
+    HY_CHECK(t->n_nodes < t->cap_nodes, "tape: more than %d ops in one step", t->cap_nodes);
+    hy_node *n = &t->nodes[t->n_nodes++];
+    memset(n, 0, sizeof *n);
+    n->op = op;
+    n->backward = backward;
+    n->n_in = n_in;
+    n->n_out = n_out;
+    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    for (int i = 0; i < n_out; i++) n->out[i] = out[i];
+    return n;
+}
+
+void *hy_tape_ctx(hy_tape *t, hy_node *node, size_t bytes) {
+    // Contexts are host structs (sizes, pointers to saved tensors), so they
+    // come from the tape's host arena even when activations live on a GPU.
+    node->ctx = hy_arena_calloc(&t->ctx_host, bytes);
+    return node->ctx;
+}
+
+hy_tensor *hy_tape_new(hy_tape *t, hy_dtype dt, int ndim, const int64_t *shape,
+                       const char *name) {
+    return hy_tensor_new(t->acts, dt, ndim, shape, name);
+}
+
+hy_tensor *hy_grad(hy_tape *t, const hy_tensor *x) {
+    const hy_tensor *owner = x->base ? x->base : x;
+    int s = live_slot(t, owner);
+    if (s < 0 || !t->grads[s]) return NULL;
+    if (!x->base) return t->grads[s];
+    // x is a view: hand back the matching window of its owner's gradient.
+    hy_tensor *g = t->grads[s];
+    hy_tensor *v = hy_arena_meta(t->scratch);
+    *v = *x;
+    v->dtype = g->dtype;
+    v->device = g->device;
+    v->data = (char *)g->data + (size_t)x->offset * hy_dtype_size(g->dtype);
+    v->base = NULL;
+    v->slot = -1;
+    v->requires_grad = 0;
+    return v;
+}
+
+hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x) {
+    if (!x || x->dtype == HY_I32 || !x->requires_grad) return NULL;
+    hy_tensor *owner = owner_of(x);
+    int s = live_slot(t, owner);
+    if (s < 0) s = new_slot(t, owner);
+    if (!t->grads[s]) {
+        // Gradients are f32 whatever the owner's storage type.
+        hy_tensor *g = hy_tensor_new(t->scratch, HY_F32, owner->ndim, owner->shape, owner->name);
+        if (g->device == HY_CUDA)
+            hy_cuda_memset(g->data, 0, hy_nbytes(g));
+        else
+            memset(g->data, 0, hy_nbytes(g));
+        t->grads[s] = g;
+    }
+    return hy_grad(t, x);
+}
+
+static void run_backward(hy_tape *t) {
+    for (int i = t->n_nodes - 1; i >= 0; i--) {
+        hy_node *n = &t->nodes[i];
+        int any = 0;
+        for (int j = 0; j < n->n_out; j++)
+            if (hy_grad(t, n->out[j])) any = 1;
+        if (any) n->backward(t, n);
+    }
+    t->backward_done = 1;
+}
+
+static void seed_grad(hy_tape *t, hy_tensor *out, const float *seed) {
+    HY_REQUIRE(!t->backward_done,
+               "backward: called twice on the same forward; run a new forward first");
+    HY_REQUIRE(out->dtype == HY_F32, "backward: the loss '%s' must be f32, not %s", out->name,
+               hy_dtype_name(out->dtype));
+    HY_REQUIRE(out->requires_grad,
+               "backward: '%s' %s does not depend on anything that needs a gradient "
+               "(was the tape disabled, or no parameter bound?)",
+               out->name, hy_shape_str(out));
+    hy_tensor *g = hy_grad_acc(t, out);
+    if (g->device == HY_CUDA)
+        hy_cuda_memcpy_h2d(g->data, seed, hy_nbytes(g));
+    else
+        memcpy(g->data, seed, hy_nbytes(g));
+}
+
+void hy_tape_backward(hy_tape *t, hy_tensor *loss) {
+    HY_REQUIRE(hy_numel(loss) == 1,
+               "backward: the loss must be a scalar, but '%s' has shape %s; reduce it first "
+               "(for example with hy_mean)",
+               loss->name, hy_shape_str(loss));
+    float one = 1.0f;
+    seed_grad(t, loss, &one);
+    run_backward(t);
+}
+
+void hy_tape_backward_seed(hy_tape *t, hy_tensor *out, const float *seed) {
+    seed_grad(t, out, seed);
+    run_backward(t);
+}
+
+void hy_tape_reset(hy_tape *t) {
+    for (int s = t->n_bound; s < t->n_slots; s++) {
+        t->owners[s] = NULL;
+        t->grads[s] = NULL;
+    }
+    t->n_slots = t->n_bound;
+    t->n_nodes = 0;
+    t->backward_done = 0;
+    hy_arena_reset(t->acts);
+    hy_arena_reset(t->scratch);
+    hy_arena_reset(&t->ctx_host);
+}

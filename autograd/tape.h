@@ -1,0 +1,85 @@
+// tape.h: the autograd tape.
+//
+// Ops are coarse and fused (a whole RMSNorm, a whole GDN scan). Each op that
+// runs with the tape enabled and at least one input that needs a gradient
+// records a node: its inputs, outputs, a saved context and a hand-written
+// backward. hy_tape_backward() walks the nodes in reverse; each backward
+// reads its outputs' gradients with hy_grad() and accumulates (+=) into its
+// inputs' gradients obtained with hy_grad_acc().
+//
+// Gradients live in a side table indexed by tensor slot, never on the
+// tensor. Parameter gradients are bound once (hy_tape_bind_grad) to buffers
+// in the gradient arena and survive resets, so micro-batches accumulate into
+// them; activation gradients come from the scratch arena and are dropped by
+// hy_tape_reset().
+#ifndef HY_TAPE_H
+#define HY_TAPE_H
+
+#include "tensor.h"
+
+#define HY_MAX_IO 8
+#define HY_TAPE_CTX_BYTES ((size_t)8 << 20)
+
+typedef struct hy_tape hy_tape;
+typedef struct hy_node hy_node;
+typedef void (*hy_backward_fn)(hy_tape *tape, hy_node *node);
+
+struct hy_node {
+    const char *op;
+    hy_tensor *in[HY_MAX_IO];
+    int n_in;
+    hy_tensor *out[HY_MAX_IO];
+    int n_out;
+    void *ctx;  // saved context, from the activation arena
+    hy_backward_fn backward;
+};
+
+struct hy_tape {
+    hy_arena *acts;     // op outputs and saved contexts
+    hy_arena *scratch;  // activation gradients and backward temporaries
+    hy_node *nodes;
+    int n_nodes, cap_nodes;
+    hy_tensor **grads;   // slot -> gradient (same shape as the owner)
+    hy_tensor **owners;  // slot -> the tensor that owns the slot
+    int n_slots, n_bound, cap_slots;
+    hy_arena ctx_host;   // saved contexts (host structs), reset with the tape
+    int enabled;         // 0: inference, nothing is recorded
+    int backward_done;   // set by backward, cleared by reset
+};
+
+void hy_tape_init(hy_tape *t, hy_arena *acts, hy_arena *scratch, int max_nodes, int max_slots);
+void hy_tape_free(hy_tape *t);
+
+// Gradients of `param` accumulate into `grad` (same shape) across resets.
+// Bind every parameter before the first forward.
+void hy_tape_bind_grad(hy_tape *t, hy_tensor *param, hy_tensor *grad);
+
+// Record an op. Returns NULL (and marks outputs as needing no gradient) when
+// the tape is disabled or no float input needs a gradient: the op then saves
+// nothing. Integer inputs never get gradients.
+hy_node *hy_tape_record(hy_tape *t, const char *op, hy_backward_fn backward, hy_tensor **in,
+                        int n_in, hy_tensor **out, int n_out);
+// Saved context for a recorded node (zeroed, from the activation arena).
+void *hy_tape_ctx(hy_tape *t, hy_node *node, size_t bytes);
+
+// An output tensor of an op, in the activation arena.
+hy_tensor *hy_tape_new(hy_tape *t, hy_dtype dt, int ndim, const int64_t *shape,
+                       const char *name);
+
+// In backward: the gradient of `x`, or NULL when nothing flowed into it.
+hy_tensor *hy_grad(hy_tape *t, const hy_tensor *x);
+// In backward: the buffer to accumulate x's gradient into (zeroed on first
+// use), or NULL when x needs no gradient.
+hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x);
+
+// Backpropagate from a scalar loss (d loss / d loss = 1).
+void hy_tape_backward(hy_tape *t, hy_tensor *loss);
+// Backpropagate from any output with a given seed gradient (same numel as
+// `out`, host memory). Used by gradient checks.
+void hy_tape_backward_seed(hy_tape *t, hy_tensor *out, const float *seed);
+
+// Drop all nodes and activation gradients and reset the activation and
+// scratch arenas. Bound parameter gradients are kept.
+void hy_tape_reset(hy_tape *t);
+
+#endif

@@ -1,0 +1,56 @@
+// device.cu: device query and raw device memory for the arenas.
+#include <stdio.h>
+
+#include "check.cuh"
+#include "hy_cuda.h"
+
+extern "C" int hy_cuda_built(void) { return 1; }
+
+extern "C" int hy_cuda_device_count(void) {
+    int n = 0;
+    // No driver or no device is not an error here: it means "no GPU".
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+
+extern "C" const char *hy_cuda_device_info(int device, char *buf, size_t n) {
+    cudaDeviceProp p;
+    CUDA_CHECK(cudaGetDeviceProperties(&p, device));
+    snprintf(buf, n, "%s (sm_%d%d, %.1f GiB, %d SMs)", p.name, p.major, p.minor,
+             p.totalGlobalMem / 1073741824.0, p.multiProcessorCount);
+    return buf;
+}
+
+extern "C" void hy_cuda_set_device(int device) { CUDA_CHECK(cudaSetDevice(device)); }
+
+extern "C" void *hy_cuda_malloc(size_t bytes) {
+    void *p = NULL;
+    cudaError_t err = cudaMalloc(&p, bytes);
+    if (err != cudaSuccess)
+        hy_die(HY_EXIT_FAIL, "CUDA: cannot reserve %.2f MiB of device memory: %s",
+               bytes / 1048576.0, cudaGetErrorString(err));
+    return p;
+}
+
+extern "C" void hy_cuda_free(void *p) { CUDA_CHECK(cudaFree(p)); }
+
+extern "C" void hy_cuda_memset(void *p, int value, size_t bytes) {
+    CUDA_CHECK(cudaMemset(p, value, bytes));
+}
+
+extern "C" void hy_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice));
+}
+
+extern "C" void hy_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
+extern "C" void hy_cuda_memcpy_d2d(void *dst, const void *src, size_t bytes) {
+    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+}
+
+extern "C" void hy_cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }

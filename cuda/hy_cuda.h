@@ -1,0 +1,36 @@
+// hy_cuda.h: the C face of the CUDA backend.
+//
+// Everything CUDA lives in cuda/*.cu behind these plain C declarations, so
+// no other folder needs a CUDA header or a C++ compiler. A build without
+// CUDA links cuda/nocuda.c instead: it reports no devices, and any call that
+// needs one is a clear error rather than a silent fallback.
+#ifndef HY_CUDA_H
+#define HY_CUDA_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// 1 when this binary was built with CUDA.
+int hy_cuda_built(void);
+// Number of usable GPUs; 0 without a driver, a device, or a CUDA build.
+int hy_cuda_device_count(void);
+// "NVIDIA H200 (sm_90, 139.8 GiB, 132 SMs)" into buf; returns buf.
+const char *hy_cuda_device_info(int device, char *buf, size_t n);
+void hy_cuda_set_device(int device);
+
+void *hy_cuda_malloc(size_t bytes);
+void hy_cuda_free(void *p);
+void hy_cuda_memset(void *p, int value, size_t bytes);
+void hy_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
+void hy_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
+void hy_cuda_memcpy_d2d(void *dst, const void *src, size_t bytes);
+void hy_cuda_synchronize(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

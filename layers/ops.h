@@ -1,0 +1,66 @@
+// ops.h: the basic differentiable ops.
+//
+// Each op checks its inputs (one clear error naming the op and the shapes),
+// computes its forward on the inputs' device, and, when the tape records,
+// saves what its hand-written backward needs. The CPU versions are the
+// fp32 references every other backend is tested against.
+//
+// Shapes: "..." is any number of leading dimensions (flattened to rows).
+#ifndef HY_OPS_H
+#define HY_OPS_H
+
+#include "../autograd/tape.h"
+
+// Embedding lookup. weight (V, D), ids (...) i32 -> (..., D).
+// Rows equal to padding_idx get no gradient from the lookup (as in PyTorch's
+// padding_idx); padding_idx < 0 means none. An id outside [0, V) is an error.
+hy_tensor *hy_embedding(hy_tape *t, hy_tensor *weight, hy_tensor *ids, int padding_idx);
+
+// y = x W^T (+ b). x (..., in), w (out, in), b (out) or NULL -> (..., out).
+hy_tensor *hy_linear(hy_tape *t, hy_tensor *x, hy_tensor *w, hy_tensor *b);
+
+// y = x / sqrt(mean(x^2) + eps) * w. x (..., D), w (D) -> (..., D).
+hy_tensor *hy_rmsnorm(hy_tape *t, hy_tensor *x, hy_tensor *w, float eps);
+
+// SwiGLU activation: gv (..., 2H) = [gate | value] -> silu(gate) * value (..., H).
+hy_tensor *hy_swiglu(hy_tape *t, hy_tensor *gv);
+
+// Elementwise, same shapes: a + b (the residual add), a * b.
+hy_tensor *hy_add(hy_tape *t, hy_tensor *a, hy_tensor *b);
+hy_tensor *hy_mul(hy_tape *t, hy_tensor *a, hy_tensor *b);
+
+// Elementwise activations.
+hy_tensor *hy_silu(hy_tape *t, hy_tensor *x);
+hy_tensor *hy_sigmoid(hy_tape *t, hy_tensor *x);
+
+// Per-head L2 normalisation: x (..., H * head_dim), each head's vector
+// divided by max(||x||, eps) (PyTorch's F.normalize; eps 1e-12 there).
+hy_tensor *hy_l2norm_heads(hy_tape *t, hy_tensor *x, int head_dim, float eps);
+
+// Causal depthwise convolution with K taps plus bias, no activation.
+// x (B, T, C), w (C, 1, K) or (C, K), b (C) -> (B, T, C):
+//   y[b,t,c] = b[c] + sum_j w[c,j] * x[b, t - (K-1) + j, c]
+// where positions before 0 read `cache` (B, C, K-1) if given, else zero.
+// The cache gets no gradient.
+hy_tensor *hy_short_conv(hy_tape *t, hy_tensor *x, hy_tensor *w, hy_tensor *b,
+                         const hy_tensor *cache);
+
+// Rotary embedding, split-half form, on x (B, T, H, D) with D even:
+//   x1 = x[..., :D/2], x2 = x[..., D/2:], theta_i = pos * base^(-2i/D)
+//   y = [x1 cos - x2 sin, x2 cos + x1 sin], pos = pos0 + t.
+hy_tensor *hy_rope(hy_tape *t, hy_tensor *x, int64_t pos0, float base);
+
+// Columns [start, start + len) of the last dimension, as a new contiguous
+// tensor: x (..., N) -> (..., len). Used to split fused projections.
+hy_tensor *hy_slice_last(hy_tape *t, hy_tensor *x, int64_t start, int64_t len);
+
+// Mean softmax cross-entropy. logits (..., V) f32, targets (...) i32 -> (1).
+// Targets equal to ignore_index are skipped (and excluded from the mean);
+// any other target outside [0, V) is an error. All ignored -> loss 0.
+hy_tensor *hy_cross_entropy(hy_tape *t, hy_tensor *logits, hy_tensor *targets,
+                            int ignore_index);
+
+// Mean of all elements -> (1).
+hy_tensor *hy_mean(hy_tape *t, hy_tensor *x);
+
+#endif
