@@ -83,6 +83,8 @@ void hy_params_initialise(hy_param_table *t, hy_rng *rng) {
         case HY_INIT_ZEROS: hy_fill_const(p->value, 0.0f); break;
         case HY_INIT_ONES: hy_fill_const(p->value, 1.0f); break;
         case HY_INIT_CONST: hy_fill_const(p->value, p->init.value); break;
+        case HY_INIT_UNIFORM: hy_fill_uniform(p->value, rng, -p->init.value, p->init.value); break;
+        case HY_INIT_CUSTOM: break;
         }
     }
 }
@@ -99,7 +101,7 @@ void hy_params_bind(hy_param_table *t, hy_tape *tape) {
 }
 
 void hy_params_print(const hy_param_table *t, FILE *f) {
-    static const char *init_names[] = {"normal", "zeros", "ones", "const"};
+    static const char *init_names[] = {"normal", "zeros", "ones", "const", "uniform", "custom"};
     for (int i = 0; i < t->n; i++) {
         const hy_param *p = &t->p[i];
         char shape[64];
@@ -107,9 +109,19 @@ void hy_params_print(const hy_param_table *t, FILE *f) {
         for (int d = 0; d < p->ndim; d++)
             k += snprintf(shape + k, sizeof shape - k, d ? ", %lld" : "%lld", (long long)p->shape[d]);
         snprintf(shape + k, sizeof shape - k, ")");
-        fprintf(f, "  %-48s %-16s %-6s %-6s wd x%.0f init %s %.4g\n", p->name, shape,
-                p->group == HY_GROUP_MUON ? "muon" : "adamw", "", p->weight_decay,
+        fprintf(f, "  %-44s %-16s %-5s wd x%.0f  init %s %.4g\n", p->name, shape,
+                p->group == HY_GROUP_MUON ? "muon" : "adamw", p->weight_decay,
                 init_names[p->init.kind], p->init.value);
     }
-    fprintf(f, "  %d parameters, %zu elements\n", t->n, t->numel);
+    fprintf(f, "  %d tensors, %lld parameters\n", t->n, (long long)hy_params_count(t));
+}
+
+int64_t hy_params_count(const hy_param_table *t) {
+    int64_t total = 0;
+    for (int i = 0; i < t->n; i++) {
+        int64_t n = 1;
+        for (int d = 0; d < t->p[i].ndim; d++) n *= t->p[i].shape[d];
+        total += n;
+    }
+    return total;
 }

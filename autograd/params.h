@@ -14,11 +14,20 @@
 #include "rng.h"
 #include "tape.h"
 
-typedef enum { HY_INIT_NORMAL = 0, HY_INIT_ZEROS, HY_INIT_ONES, HY_INIT_CONST } hy_init_kind;
+// CUSTOM: the owner (e.g. the model) writes the values after
+// hy_params_initialise(), which leaves them untouched.
+typedef enum {
+    HY_INIT_NORMAL = 0,
+    HY_INIT_ZEROS,
+    HY_INIT_ONES,
+    HY_INIT_CONST,
+    HY_INIT_UNIFORM,
+    HY_INIT_CUSTOM
+} hy_init_kind;
 
 typedef struct {
     hy_init_kind kind;
-    float value;  // std for NORMAL, the constant for CONST
+    float value;  // std for NORMAL, the constant for CONST, the bound b of U(-b, b)
 } hy_init;
 
 typedef enum { HY_GROUP_ADAMW = 0, HY_GROUP_MUON = 1 } hy_opt_group;
@@ -63,5 +72,7 @@ void hy_params_zero_grads(hy_param_table *t);
 void hy_params_bind(hy_param_table *t, hy_tape *tape);
 
 void hy_params_print(const hy_param_table *t, FILE *f);
+// Sum of the parameters' element counts (the flat buffers add alignment).
+int64_t hy_params_count(const hy_param_table *t);
 
 #endif

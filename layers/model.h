@@ -1,0 +1,87 @@
+// model.h: HydraLM and the matched dense Transformer, from one config.
+//
+// Both share one interface: build the parameter table, run a forward with
+// loss on the tape (training), and decode with a state object: `step` (one
+// token in, logits out) and chunked `prefill` (any number of tokens in,
+// state carried). HydraLM's decoding state has a fixed size (GDN state and
+// conv cache per GDN layer, ring buffer per SWA layer); the dense model's is
+// a KV cache that grows with the tokens processed.
+#ifndef HY_MODEL_H
+#define HY_MODEL_H
+
+#include <stdio.h>
+
+#include "../autograd/params.h"
+#include "config.h"
+#include "swa.h"
+
+typedef enum { HY_ARCH_HYDRA = 0, HY_ARCH_DENSE = 1 } hy_arch;
+
+// Indices into the parameter table; -1 where a layer kind has no such tensor.
+typedef struct {
+    hy_layer_kind kind;
+    int norm1, norm2;        // blocks.i.norm1 / norm2 (dense: attn_norm / mlp_norm)
+    int qkv, o;              // mixer.qkv_proj, mixer.o_proj (dense: attn.*)
+    int ab_w, ab_b;          // GDN: mixer.ab_proj.weight / .bias (alpha rows, then beta rows)
+    int conv_w, conv_b;      // GDN: mixer.short_conv.conv.weight (3I, 1, K) / .bias
+    int gate;                // GDN: mixer.gate_proj.weight (when dn_use_gate)
+    int w_fused, w_down;     // mlp.w_fused (2*hidden, d: gate rows first), mlp.w_down
+} hy_layer_params;
+
+typedef struct {
+    hy_arch arch;
+    hy_model_config cfg;
+    hy_param_table params;
+    hy_layer_params layer[HY_MAX_LAYERS];
+    int embed, norm_f;
+} hy_model;
+
+// Declare the parameters (names and shapes of the PyTorch reference, DESIGN
+// section 6) and their optimizer routing; does not allocate.
+void hy_model_build(hy_model *m, hy_arch arch, const hy_model_config *cfg);
+void hy_model_destroy(hy_model *m);
+// Reference initialisation: N(0, initializer_range), output projections
+// N(0, initializer_range / sqrt(2 n_layers)), norms 1, alpha bias
+// log(0.98/0.02), other biases 0.
+void hy_model_init_weights(hy_model *m, uint64_t seed);
+// Sum of the element counts of all parameters.
+int64_t hy_model_param_count(const hy_model *m);
+
+// Training forward. ids, targets (B, T) i32 -> logits (B, T, V); when
+// targets is not NULL, *loss receives the mean cross-entropy (targets equal
+// to ignore_index are skipped).
+hy_tensor *hy_model_forward(hy_model *m, hy_tape *t, hy_tensor *ids, hy_tensor *targets,
+                            int ignore_index, hy_tensor **loss);
+
+// ---------------------------------------------------------------- decoding
+typedef struct {
+    float *S;          // GDN (B, H, Dv, Dk)
+    float *conv;       // GDN (B, 3I, K-1): the last K-1 projected inputs
+    hy_swa_cache swa;  // SWA: ring buffer of the last W keys and values
+    float *k, *v;      // dense: (B, cap, H, D) growing caches
+} hy_layer_state;
+
+typedef struct {
+    const hy_model *model;
+    int B;
+    int64_t pos;        // tokens processed so far
+    int64_t dense_cap;  // dense: rows allocated in k/v
+    hy_layer_state layer[HY_MAX_LAYERS];
+    void *block;        // one allocation for HydraLM's fixed-size state
+    size_t bytes;       // bytes of decoding state now held
+} hy_decode_state;
+
+void hy_decode_init(hy_decode_state *s, const hy_model *m, int B);
+void hy_decode_reset(hy_decode_state *s);
+void hy_decode_free(hy_decode_state *s);
+
+// Chunked prefill: ids (B, T) i32 through the model from the current state;
+// logits (B, T, V) written to `logits` (host, may be NULL). The state then
+// holds all tokens so far. `work` supplies temporaries (reset inside).
+void hy_model_prefill(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, float *logits,
+                      hy_arena *work);
+// One token per row: ids (B) -> logits (B, V).
+void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits,
+                   hy_arena *work);
+
+#endif

@@ -1,0 +1,132 @@
+// model_decode.c: decoding state, chunked prefill and one-token steps.
+//
+// HydraLM's state is one fixed block sized at init (GDN state and conv
+// cache per GDN layer, a W-row ring buffer per SWA layer): it never grows
+// with the tokens processed. The dense baseline keeps a KV cache per layer
+// that grows (capacity doubling) with every token: that is its cost.
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autograd/check.h"
+#include "model_internal.h"
+
+static size_t gdn_floats(const hy_model_config *c, int B, size_t *conv) {
+    size_t I = (size_t)c->n_heads * c->head_dim;
+    *conv = (size_t)B * 3 * I * (c->dn_short_conv_kernel - 1);
+    return (size_t)B * c->n_heads * c->head_dim * c->head_dim;
+}
+
+void hy_decode_init(hy_decode_state *s, const hy_model *m, int B) {
+    memset(s, 0, sizeof *s);
+    s->model = m;
+    s->B = B;
+    const hy_model_config *c = &m->cfg;
+    if (m->arch == HY_ARCH_DENSE) return;  // caches grow on first use
+    size_t total = 0;
+    for (int i = 0; i < c->n_layers; i++) {
+        if (m->layer[i].kind == HY_LAYER_GDN) {
+            size_t conv, S = gdn_floats(c, B, &conv);
+            total += (S + conv) * sizeof(float);
+        } else {
+            total += hy_swa_cache_bytes(B, c->n_heads, c->head_dim, c->swa_window);
+        }
+    }
+    s->block = calloc(1, total ? total : 1);
+    HY_CHECK(s->block, "decode state: cannot reserve %zu bytes", total);
+    s->bytes = total;
+    char *p = (char *)s->block;
+    for (int i = 0; i < c->n_layers; i++) {
+        hy_layer_state *L = &s->layer[i];
+        if (m->layer[i].kind == HY_LAYER_GDN) {
+            size_t conv, S = gdn_floats(c, B, &conv);
+            L->S = (float *)p;
+            L->conv = L->S + S;
+            p += (S + conv) * sizeof(float);
+        } else {
+            hy_swa_cache_init(&L->swa, B, c->n_heads, c->head_dim, c->swa_window, (float *)p);
+            p += hy_swa_cache_bytes(B, c->n_heads, c->head_dim, c->swa_window);
+        }
+    }
+}
+
+void hy_decode_reset(hy_decode_state *s) {
+    const hy_model *m = s->model;
+    s->pos = 0;
+    if (m->arch == HY_ARCH_DENSE) return;  // rows past pos are never read
+    memset(s->block, 0, s->bytes);
+    for (int i = 0; i < m->cfg.n_layers; i++)
+        if (m->layer[i].kind == HY_LAYER_SWA) hy_swa_cache_reset(&s->layer[i].swa);
+}
+
+void hy_decode_free(hy_decode_state *s) {
+    free(s->block);
+    for (int i = 0; i < HY_MAX_LAYERS; i++) {
+        free(s->layer[i].k);
+        free(s->layer[i].v);
+    }
+    memset(s, 0, sizeof *s);
+}
+
+// Dense: make room for `need` rows per batch row (B, cap, H, D).
+static void dense_reserve(hy_decode_state *s, int64_t need) {
+    if (need <= s->dense_cap) return;
+    const hy_model_config *c = &s->model->cfg;
+    int64_t cap = s->dense_cap ? s->dense_cap : 256;
+    while (cap < need) cap *= 2;
+    int64_t HD = (int64_t)c->n_heads * c->head_dim;
+    for (int i = 0; i < c->n_layers; i++) {
+        hy_layer_state *L = &s->layer[i];
+        float *k = (float *)malloc((size_t)(s->B * cap * HD) * sizeof(float));
+        float *v = (float *)malloc((size_t)(s->B * cap * HD) * sizeof(float));
+        HY_CHECK(k && v, "dense KV cache: cannot grow to %lld positions", (long long)cap);
+        for (int64_t b = 0; b < s->B && s->pos > 0; b++) {
+            memcpy(k + b * cap * HD, L->k + b * s->dense_cap * HD, (size_t)(s->pos * HD) * sizeof(float));
+            memcpy(v + b * cap * HD, L->v + b * s->dense_cap * HD, (size_t)(s->pos * HD) * sizeof(float));
+        }
+        free(L->k);
+        free(L->v);
+        L->k = k, L->v = v;
+    }
+    s->dense_cap = cap;
+    s->bytes = (size_t)(2 * c->n_layers) * (size_t)(s->B * cap * HD) * sizeof(float);
+}
+
+void hy_dense_cache_append(hy_decode_state *s, int i, const float *k, const float *v, int64_t T) {
+    const hy_model_config *c = &s->model->cfg;
+    int64_t HD = (int64_t)c->n_heads * c->head_dim;
+    hy_layer_state *L = &s->layer[i];
+    for (int64_t b = 0; b < s->B; b++) {
+        memcpy(L->k + (b * s->dense_cap + s->pos) * HD, k + b * T * HD, (size_t)(T * HD) * sizeof(float));
+        memcpy(L->v + (b * s->dense_cap + s->pos) * HD, v + b * T * HD, (size_t)(T * HD) * sizeof(float));
+    }
+}
+
+static void run(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, float *logits,
+                hy_arena *work, int step) {
+    HY_REQUIRE(T >= 1, "prefill: needs at least one token");
+    hy_arena_mark_t mark = hy_arena_mark(work);
+    // A disabled tape: ops compute forward only, outputs in `work`.
+    hy_tape t;
+    memset(&t, 0, sizeof t);
+    t.acts = work;
+    t.scratch = work;
+    t.enabled = 0;
+    if (m->arch == HY_ARCH_DENSE) dense_reserve(s, s->pos + T);
+    int64_t shape[2] = {s->B, T};
+    hy_tensor *x = hy_tensor_new(work, HY_I32, 2, shape, "ids");  // (B, T)
+    memcpy(x->data, ids, (size_t)(s->B * T) * sizeof(int32_t));
+    hy_tensor *out = hy_model_blocks(m, &t, x, s, step);  // (B, T, V)
+    if (logits) memcpy(logits, out->data, hy_nbytes(out));
+    s->pos += T;
+    hy_arena_reset_to(work, mark);
+}
+
+void hy_model_prefill(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, float *logits,
+                      hy_arena *work) {
+    run(m, s, ids, T, logits, work, 0);
+}
+
+void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits,
+                   hy_arena *work) {
+    run(m, s, ids, 1, logits, work, 1);
+}

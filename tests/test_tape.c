@@ -1,0 +1,213 @@
+// The tape: training a small MLP, gradient accumulation for reused inputs,
+// arena resets, and the errors a misuse gets.
+#include <string.h>
+
+#include "../autograd/params.h"
+#include "../autograd/rng.h"
+#include "../layers/ops.h"
+#include "harness.h"
+
+typedef struct {
+    hy_arena params, grads, acts, scratch, data;
+    hy_tape tape;
+} env;
+
+static void env_init(env *e) {
+    hy_arena_init(&e->params, "params", HY_CPU, 1 << 20);
+    hy_arena_init(&e->grads, "grads", HY_CPU, 1 << 20);
+    hy_arena_init(&e->acts, "acts", HY_CPU, 4 << 20);
+    hy_arena_init(&e->scratch, "scratch", HY_CPU, 4 << 20);
+    hy_arena_init(&e->data, "data", HY_CPU, 1 << 20);
+    hy_tape_init(&e->tape, &e->acts, &e->scratch, 256, 1024);
+}
+
+static void env_free(env *e) {
+    hy_tape_free(&e->tape);
+    hy_arena_free(&e->params);
+    hy_arena_free(&e->grads);
+    hy_arena_free(&e->acts);
+    hy_arena_free(&e->scratch);
+    hy_arena_free(&e->data);
+}
+
+// A 2-layer MLP classifying which of 4 Gaussian blobs a point came from.
+typedef struct {
+    hy_param_table tbl;
+    int w1, b1, w2, b2;
+} mlp;
+
+static void mlp_build(mlp *m, env *e, hy_rng *r) {
+    hy_params_create(&m->tbl, 8);
+    int64_t s1[2] = {16, 2}, s2[1] = {16}, s3[2] = {4, 16}, s4[1] = {4};
+    hy_init nrm = {HY_INIT_NORMAL, 0.5f}, zero = {HY_INIT_ZEROS, 0};
+    m->w1 = hy_params_add(&m->tbl, "w1", 2, s1, nrm, HY_GROUP_ADAMW, 1);
+    m->b1 = hy_params_add(&m->tbl, "b1", 1, s2, zero, HY_GROUP_ADAMW, 0);
+    m->w2 = hy_params_add(&m->tbl, "w2", 2, s3, nrm, HY_GROUP_ADAMW, 1);
+    m->b2 = hy_params_add(&m->tbl, "b2", 1, s4, zero, HY_GROUP_ADAMW, 0);
+    hy_params_alloc(&m->tbl, &e->params, &e->grads);
+    hy_params_initialise(&m->tbl, r);
+    hy_params_bind(&m->tbl, &e->tape);
+}
+
+static hy_tensor *mlp_loss(mlp *m, hy_tape *t, hy_tensor *x, hy_tensor *y) {
+    hy_param *p = m->tbl.p;
+    hy_tensor *h = hy_silu(t, hy_linear(t, x, p[m->w1].value, p[m->b1].value));  // (N, 16)
+    hy_tensor *logits = hy_linear(t, h, p[m->w2].value, p[m->b2].value);          // (N, 4)
+    return hy_cross_entropy(t, logits, y, -1);
+}
+
+static void make_blobs(hy_tensor *x, hy_tensor *y, hy_rng *r) {
+    static const float cx[4] = {1, -1, 1, -1}, cy[4] = {1, 1, -1, -1};
+    for (int64_t i = 0; i < x->shape[0]; i++) {
+        int c = (int)hy_rng_below(r, 4);
+        hy_f32(x)[2 * i] = cx[c] + 0.3f * hy_rng_normal(r);
+        hy_f32(x)[2 * i + 1] = cy[c] + 0.3f * hy_rng_normal(r);
+        hy_i32(y)[i] = c;
+    }
+}
+
+HY_TEST(tape_mlp_sgd_lowers_loss, "cpu") {
+    env e;
+    env_init(&e);
+    hy_rng r;
+    hy_rng_seed(&r, 42);
+    mlp m;
+    mlp_build(&m, &e, &r);
+    hy_tensor *x = hy_new2(&e.data, HY_F32, 64, 2, "x"), *y = hy_new1(&e.data, HY_I32, 64, "y");
+    float first = 0, last = 0;
+    for (int step = 0; step < 200; step++) {
+        make_blobs(x, y, &r);
+        hy_tape_reset(&e.tape);
+        hy_params_zero_grads(&m.tbl);
+        hy_tensor *loss = mlp_loss(&m, &e.tape, x, y);
+        hy_tape_backward(&e.tape, loss);
+        for (size_t i = 0; i < m.tbl.numel; i++) m.tbl.values[i] -= 0.5f * m.tbl.grads[i];
+        float l = hy_f32(loss)[0];
+        if (step == 0) first = l;
+        last = l;
+    }
+    printf("  loss %.4f -> %.4f\n", first, last);
+    HY_ASSERT(first > 1.2f, "initial loss %.4f should be near log 4", first);
+    HY_ASSERT(last < 0.2f * first, "loss fell only from %.4f to %.4f", first, last);
+    hy_params_destroy(&m.tbl);
+    env_free(&e);
+}
+
+HY_TEST(tape_reused_input_sums_gradients, "cpu") {
+    env e;
+    env_init(&e);
+    hy_rng r;
+    hy_rng_seed(&r, 7);
+    hy_tensor *a = hy_new2(&e.params, HY_F32, 3, 5, "a");
+    hy_tensor *ga = hy_zeros_like(&e.grads, a, "grad a");
+    hy_fill_normal(a, &r, 0, 1);
+    hy_tape_bind_grad(&e.tape, a, ga);
+    // loss = mean(a * a + a): d/da = (2a + 1) / n, reaching `a` along three uses.
+    hy_tensor *loss = hy_mean(&e.tape, hy_add(&e.tape, hy_mul(&e.tape, a, a), a));
+    hy_tape_backward(&e.tape, loss);
+    for (int i = 0; i < 15; i++)
+        HY_ASSERT_CLOSE(hy_f32(ga)[i], (2 * hy_f32(a)[i] + 1) / 15.0, 1e-6, "d/da");
+    // A second forward+backward without zeroing accumulates on top.
+    hy_tape_reset(&e.tape);
+    loss = hy_mean(&e.tape, hy_add(&e.tape, hy_mul(&e.tape, a, a), a));
+    hy_tape_backward(&e.tape, loss);
+    for (int i = 0; i < 15; i++)
+        HY_ASSERT_CLOSE(hy_f32(ga)[i], 2 * (2 * hy_f32(a)[i] + 1) / 15.0, 1e-6, "accumulated");
+    env_free(&e);
+}
+
+HY_TEST(tape_view_gradients_reach_owner, "cpu") {
+    env e;
+    env_init(&e);
+    hy_tensor *a = hy_new2(&e.params, HY_F32, 4, 3, "a");
+    hy_tensor *ga = hy_zeros_like(&e.grads, a, "grad a");
+    for (int i = 0; i < 12; i++) hy_f32(a)[i] = (float)i;
+    hy_tape_bind_grad(&e.tape, a, ga);
+    hy_tensor *rows = hy_view_rows(&e.acts, a, 1, 2);  // rows 1 and 2
+    hy_tape_backward(&e.tape, hy_mean(&e.tape, rows));
+    for (int i = 0; i < 12; i++) {
+        float want = (i >= 3 && i < 9) ? 1.0f / 6 : 0.0f;
+        HY_ASSERT_CLOSE(hy_f32(ga)[i], want, 1e-7, "row-view gradient");
+    }
+    env_free(&e);
+}
+
+HY_TEST(tape_reset_no_leak, "cpu") {
+    // Many steps through reset: arenas return to empty, no host allocation
+    // grows (valgrind runs this test as tape_reset_valgrind).
+    env e;
+    env_init(&e);
+    hy_rng r;
+    hy_rng_seed(&r, 3);
+    mlp m;
+    mlp_build(&m, &e, &r);
+    hy_tensor *x = hy_new2(&e.data, HY_F32, 16, 2, "x"), *y = hy_new1(&e.data, HY_I32, 16, "y");
+    size_t peak_after_first = 0;
+    for (int step = 0; step < 50; step++) {
+        make_blobs(x, y, &r);
+        hy_tape_reset(&e.tape);
+        HY_ASSERT(e.acts.used == 0 && e.scratch.used == 0 && e.acts.meta_used == 0,
+                  "arenas not empty after reset");
+        hy_tape_backward(&e.tape, mlp_loss(&m, &e.tape, x, y));
+        if (step == 0) peak_after_first = e.acts.peak + e.scratch.peak;
+    }
+    HY_ASSERT(e.acts.peak + e.scratch.peak == peak_after_first,
+              "arena peak grew over steps: %zu -> %zu", peak_after_first,
+              e.acts.peak + e.scratch.peak);
+    hy_params_destroy(&m.tbl);
+    env_free(&e);
+}
+
+HY_TEST(tape_misuse_errors, "cpu") {
+    env e;
+    env_init(&e);
+    hy_tensor *a = hy_new2(&e.params, HY_F32, 2, 3, "a");
+    hy_tensor *ga = hy_zeros_like(&e.grads, a, "grad a");
+    hy_fill_const(a, 1.0f);
+    hy_tape_bind_grad(&e.tape, a, ga);
+
+    // Backward from a non-scalar.
+    hy_tensor *y = hy_mul(&e.tape, a, a);
+    HY_EXPECT_ERROR(hy_tape_backward(&e.tape, y), HY_EXIT_USAGE, "must be a scalar");
+    // Backward twice on one forward.
+    hy_tape_reset(&e.tape);
+    hy_tensor *loss = hy_mean(&e.tape, a);
+    hy_tape_backward(&e.tape, loss);
+    HY_EXPECT_ERROR(hy_tape_backward(&e.tape, loss), HY_EXIT_USAGE, "called twice");
+    // Backward from something that needs no gradient.
+    hy_tape_reset(&e.tape);
+    hy_tensor *c = hy_new2(&e.data, HY_F32, 2, 3, "c");
+    hy_fill_const(c, 2.0f);
+    HY_EXPECT_ERROR(hy_tape_backward(&e.tape, hy_mean(&e.tape, c)), HY_EXIT_USAGE,
+                    "does not depend");
+    // Shape mismatch names the op and both shapes.
+    hy_tensor *w = hy_new2(&e.data, HY_F32, 4, 5, "w");
+    HY_EXPECT_ERROR(hy_linear(&e.tape, a, w, NULL), HY_EXIT_USAGE, "linear: input 'a' (2, 3)");
+    HY_EXPECT_ERROR(hy_add(&e.tape, a, w), HY_EXIT_USAGE, "(2, 3)");
+    // Wrong dtype.
+    hy_tensor *ids = hy_new2(&e.data, HY_I32, 2, 3, "ids");
+    HY_EXPECT_ERROR(hy_rmsnorm(&e.tape, ids, a, 1e-5f), HY_EXIT_USAGE, "must be f32");
+    // Wrong device: a tensor that claims to live on a GPU.
+    hy_tensor *g = hy_new2(&e.data, HY_F32, 2, 3, "gpu_x");
+    g->device = HY_CUDA;
+    HY_EXPECT_ERROR(hy_add(&e.tape, a, g), HY_EXIT_USAGE, "different devices");
+    env_free(&e);
+}
+
+HY_TEST(arena_overflow_is_named, "cpu") {
+    hy_arena a;
+    hy_arena_init(&a, "tiny", HY_CPU, 1024);
+    hy_arena_alloc(&a, 1000);
+    HY_EXPECT_ERROR(hy_arena_alloc(&a, 1000), HY_EXIT_FAIL, "arena 'tiny'");
+    hy_arena_free(&a);
+}
+
+HY_TEST(bf16_round_trip, "cpu") {
+    // Round to nearest even; exact for values with 8 significant bits.
+    HY_ASSERT(hy_bf16_to_f32(hy_f32_to_bf16(1.5f)) == 1.5f, "1.5 exact");
+    HY_ASSERT(hy_bf16_to_f32(hy_f32_to_bf16(-3.0f)) == -3.0f, "-3 exact");
+    float x = 1.0f + 1.0f / 256;  // halfway between two bf16 values: rounds to even (1.0)
+    HY_ASSERT(hy_bf16_to_f32(hy_f32_to_bf16(x)) == 1.0f, "tie to even");
+    float z = 3.14159f;
+    HY_ASSERT(fabsf(hy_bf16_to_f32(hy_f32_to_bf16(z)) - z) < 0.0079f, "relative error <= 2^-8");
+}
