@@ -1,0 +1,422 @@
+// trainer.c: the training loop of hydra-train (see trainer.h).
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../autograd/check.h"
+#include "../cuda/hy_cuda.h"
+#include "../infer/sample.h"
+#include "../optim/clip.h"
+#include "batch.h"
+#include "checkpoint.h"
+#include "train_log.h"
+
+static volatile sig_atomic_t g_stop;  // set by SIGINT/SIGTERM: save and leave after this step
+
+static void on_signal(int sig) {
+    (void)sig;
+    g_stop = 1;
+}
+
+typedef struct {
+    const char *config;
+    const char *sets[128];
+    int n_sets;
+    const char *resume;
+    char out[1024];
+    int64_t stop_at_step;  // testing hook: behave as if SIGTERM arrived after this step
+    int64_t nan_at_step;   // testing hook: poison a weight before this step (1-based)
+} train_args;
+
+typedef struct {
+    hy_run_config cfg;
+    char *cfg_text;
+    hy_model model;
+    hy_arena params, grads, optim, acts, scratch;
+    hy_tape tape;
+    hy_optimizer opt;
+    hy_schedule sched;
+    hy_batcher data;
+    hy_train_state st;
+    int32_t *in, *tgt;  // (B, T) host batch
+    char last_ckpt[1300];
+    hy_metrics log;
+} run;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: hydra-train CONFIG.ini [--set section.key=value ...] [--resume PATH|latest]\n"
+            "                   [--out DIR]\n"
+            "       hydra-train --help-config      every config key, its type and default\n"
+            "Trains a model from an INI config. DIR (default runs/<config name>) receives\n"
+            "config.ini, metrics.jsonl, ckpt-STEP.h5 checkpoints and a `latest` pointer.\n");
+}
+
+static void parse_args(train_args *a, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    a->stop_at_step = -1;
+    a->nan_at_step = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        int has_value = i + 1 < argc;
+        if (!strcmp(s, "--set") && has_value) {
+            HY_REQUIRE(a->n_sets < 128, "hydra-train: too many --set options");
+            a->sets[a->n_sets++] = argv[++i];
+        } else if (!strcmp(s, "--resume") && has_value) {
+            a->resume = argv[++i];
+        } else if (!strcmp(s, "--out") && has_value) {
+            snprintf(a->out, sizeof a->out, "%s", argv[++i]);
+        } else if (!strcmp(s, "--stop-at-step") && has_value) {
+            a->stop_at_step = atoll(argv[++i]);
+        } else if (!strcmp(s, "--inject-nan-at-step") && has_value) {
+            a->nan_at_step = atoll(argv[++i]);
+        } else if (s[0] == '-') {
+            usage(stderr);
+            hy_die(HY_EXIT_USAGE, "hydra-train: unknown option '%s'%s", s,
+                   has_value ? "" : " (or a missing value)");
+        } else {
+            HY_REQUIRE(!a->config, "hydra-train: one config file, got '%s' and '%s'", a->config, s);
+            a->config = s;
+        }
+    }
+    if (!a->config) {
+        usage(stderr);
+        hy_die(HY_EXIT_USAGE, "hydra-train: no config file given");
+    }
+    if (!a->out[0]) {
+        const char *base = strrchr(a->config, '/');
+        base = base ? base + 1 : a->config;
+        int n = (int)strcspn(base, ".");
+        snprintf(a->out, sizeof a->out, "runs/%.*s", n, base);
+    }
+}
+
+static void mkdir_p(const char *dir) {
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            mkdir(buf, 0755);
+            *p = '/';
+        }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        hy_die(HY_EXIT_USAGE, "%s: cannot create the run directory: %s", dir, strerror(errno));
+}
+
+// Atomically replace `path` with `text`.
+static void write_file_atomic(const char *path, const char *text) {
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "wb");
+    HY_CHECK(f, "%s: cannot write: %s", tmp, strerror(errno));
+    int ok = fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        hy_die(HY_EXIT_FAIL, "%s: cannot write: %s", path, strerror(errno));
+    }
+}
+
+// ---------------------------------------------------------------- set-up
+static void load_config(run *r, const train_args *a) {
+    hy_run_config_defaults(&r->cfg);
+    hy_run_config_load(&r->cfg, a->config);
+    for (int i = 0; i < a->n_sets; i++) hy_run_config_set(&r->cfg, a->sets[i]);
+    hy_run_config_finalize(&r->cfg);
+    r->cfg_text = hy_run_config_format(&r->cfg);
+}
+
+static void choose_device(const hy_run_config *c) {
+    const char *d = c->train.device;
+    int gpus = hy_cuda_device_count();
+    // The CUDA training path is its own piece of work; until it exists a
+    // request for it is an error, never a silent fall back to the CPU.
+    if (!strcmp(d, "cuda"))
+        hy_die(HY_EXIT_USAGE, "%s: train.device = cuda: training on the GPU is not implemented yet; "
+                              "use cpu (or auto)", c->file);
+    printf("device: cpu (%s%s)\n", !strcmp(d, "auto") ? "auto: " : "",
+           !strcmp(d, "cpu") ? "as configured"
+           : gpus            ? "the GPU training path is not implemented yet"
+                             : "no GPU");
+}
+
+// Activations and their gradients per step, planned from the shapes: per
+// token and layer, the outputs the ops keep (about 24 vectors of
+// max(d_model, inner) floats plus 4 of the MLP width) and the logits.
+static size_t plan_activations(const hy_run_config *c) {
+    const hy_model_config *m = &c->model;
+    size_t width = (size_t)(m->d_model > m->n_heads * m->head_dim ? m->d_model : m->n_heads * m->head_dim);
+    size_t per_tok = (24 * width + 4 * (size_t)m->mlp_hidden) * m->n_layers + 3 * (size_t)m->vocab_size;
+    size_t tokens = (size_t)c->train.batch_size * c->train.seq_len;
+    return per_tok * tokens * sizeof(float) * 5 / 4 + ((size_t)64 << 20);
+}
+
+static void build(run *r) {
+    hy_run_config *c = &r->cfg;
+    hy_model_build(&r->model, c->arch, &c->model);
+    size_t pbytes = hy_params_bytes(&r->model.params);
+    size_t abytes = plan_activations(c);
+    hy_arena_init(&r->params, "params", HY_CPU, pbytes);
+    hy_arena_init(&r->grads, "grads", HY_CPU, pbytes);
+    hy_arena_init(&r->optim, "optim", HY_CPU, hy_optim_state_bytes(&c->optim, &r->model.params));
+    hy_arena_init(&r->acts, "acts", HY_CPU, abytes);
+    hy_arena_init(&r->scratch, "scratch", HY_CPU,
+                  abytes + hy_optim_scratch_bytes(&c->optim, &r->model.params));
+    hy_params_alloc(&r->model.params, &r->params, &r->grads);
+    hy_model_init_weights(&r->model, (uint64_t)c->train.seed);
+    hy_optim_init(&r->opt, &c->optim, &r->model.params, &r->optim, &r->scratch);
+    hy_tape_init(&r->tape, &r->acts, &r->scratch, 1 << 14, 1 << 15);
+    hy_params_bind(&r->model.params, &r->tape);
+    r->sched = hy_run_config_schedule(c);
+    size_t n = (size_t)c->train.batch_size * c->train.seq_len;
+    r->in = (int32_t *)hy_xmalloc(n * sizeof(int32_t));
+    r->tgt = (int32_t *)hy_xmalloc(n * sizeof(int32_t));
+    memset(&r->st, 0, sizeof r->st);
+    hy_rng_seed(&r->st.rng, (uint64_t)c->train.seed ^ 0x5a5a5a5aULL);
+    r->st.val_loss = NAN;
+}
+
+static void print_plan(const run *r) {
+    char sched[1100];
+    const hy_model_config *m = &r->cfg.model;
+    printf("model: %s, d_model %d, %d layers (%s), %d heads x %d, vocab %d: %lld parameters\n",
+           r->cfg.arch == HY_ARCH_DENSE ? "dense" : "HydraLM", m->d_model, m->n_layers,
+           r->cfg.arch == HY_ARCH_DENSE ? "attention" : hy_config_schedule(m, sched, sizeof sched),
+           m->n_heads, m->head_dim, m->vocab_size, (long long)hy_model_param_count(&r->model));
+    printf("memory plan (MiB):\n");
+    const hy_arena *all[5] = {&r->params, &r->grads, &r->optim, &r->acts, &r->scratch};
+    for (int i = 0; i < 5; i++) hy_arena_report(all[i], stdout);
+}
+
+static void resolve_resume(const train_args *a, char *path, size_t n) {
+    path[0] = 0;
+    if (!a->resume) return;
+    if (!strcmp(a->resume, "latest")) {
+        if (!hy_ckpt_latest(a->out, path, n))
+            hy_die(HY_EXIT_USAGE, "--resume latest: no checkpoint in %s", a->out);
+    } else {
+        snprintf(path, n, "%s", a->resume);
+    }
+}
+
+// ---------------------------------------------------------------- one step
+static float train_step(run *r, int64_t step) {
+    const hy_run_config *c = &r->cfg;
+    hy_params_zero_grads(&r->model.params);
+    double sum = 0;
+    int64_t shape[2] = {c->train.batch_size, c->train.seq_len};
+    for (int micro = 0; micro < c->train.grad_accum; micro++) {
+        hy_batcher_train(&r->data, step, micro, r->in, r->tgt);
+        hy_tape_reset(&r->tape);
+        hy_tensor *ids = hy_tensor_new(&r->acts, HY_I32, 2, shape, "ids");
+        hy_tensor *tgt = hy_tensor_new(&r->acts, HY_I32, 2, shape, "targets");
+        memcpy(ids->data, r->in, hy_nbytes(ids));
+        memcpy(tgt->data, r->tgt, hy_nbytes(tgt));
+        hy_tensor *loss;
+        hy_model_forward(&r->model, &r->tape, ids, tgt, HY_IGNORE_INDEX, &loss);
+        hy_tape_backward(&r->tape, loss);
+        sum += hy_f32(loss)[0];
+    }
+    if (c->train.grad_accum > 1) {
+        // Each micro-batch's loss is a mean; the step's gradient is their mean.
+        float s = 1.0f / c->train.grad_accum;
+        for (size_t i = 0; i < r->model.params.numel; i++) r->model.params.grads[i] *= s;
+    }
+    return (float)(sum / c->train.grad_accum);
+}
+
+// Mean validation loss and next-token accuracy over labelled positions.
+static void evaluate(run *r, float *loss_out, float *acc_out) {
+    const hy_run_config *c = &r->cfg;
+    int64_t shape[2] = {c->train.batch_size, c->train.seq_len};
+    double loss = 0;
+    int64_t right = 0, total = 0;
+    int V = c->model.vocab_size;
+    r->tape.enabled = 0;
+    for (int i = 0; i < c->train.eval_batches; i++) {
+        hy_batcher_val(&r->data, i, r->in, r->tgt);
+        hy_tape_reset(&r->tape);
+        hy_tensor *ids = hy_tensor_new(&r->acts, HY_I32, 2, shape, "ids");
+        hy_tensor *tgt = hy_tensor_new(&r->acts, HY_I32, 2, shape, "targets");
+        memcpy(ids->data, r->in, hy_nbytes(ids));
+        memcpy(tgt->data, r->tgt, hy_nbytes(tgt));
+        hy_tensor *l;
+        hy_tensor *logits = hy_model_forward(&r->model, &r->tape, ids, tgt, HY_IGNORE_INDEX, &l);
+        loss += hy_f32(l)[0];
+        const float *lg = hy_f32(logits);
+        for (int64_t p = 0; p < shape[0] * shape[1]; p++) {
+            if (r->tgt[p] == HY_IGNORE_INDEX) continue;
+            const float *row = lg + p * V;
+            int best = 0;
+            for (int v = 1; v < V; v++)
+                if (row[v] > row[best]) best = v;
+            right += best == r->tgt[p];
+            total++;
+        }
+    }
+    r->tape.enabled = 1;
+    hy_tape_reset(&r->tape);
+    *loss_out = (float)(loss / c->train.eval_batches);
+    *acc_out = total ? (float)right / (float)total : NAN;
+}
+
+// A short sample from a newline prompt, for byte-level models.
+static void print_sample(run *r) {
+    const hy_run_config *c = &r->cfg;
+    hy_decode_state s;
+    hy_decode_init(&s, &r->model, 1);
+    int V = c->model.vocab_size;
+    float *logits = (float *)hy_xmalloc((size_t)V * 2 * sizeof(float));
+    hy_sampler sm = {0.8f, 0, 0.95f};
+    int32_t tok = '\n';
+    hy_tape_reset(&r->tape);
+    printf("sample: ");
+    for (int i = 0; i < c->train.sample_tokens; i++) {
+        hy_model_step(&r->model, &s, &tok, logits, &r->acts);
+        tok = hy_sample(&sm, logits, V, &r->st.rng, logits + V);
+        unsigned char ch = (unsigned char)tok;
+        if (ch == '\n')
+            printf("\n        ");
+        else
+            putchar(ch >= 32 && ch < 127 ? ch : '?');
+    }
+    printf("\n");
+    free(logits);
+    hy_decode_free(&s);
+}
+
+static void save(run *r, const train_args *a) {
+    char name[64], path[1200];
+    snprintf(name, sizeof name, "ckpt-%lld.h5", (long long)r->st.step);
+    snprintf(path, sizeof path, "%s/%s", a->out, name);
+    hy_ckpt_save(path, r->cfg_text, &r->model.params, &r->opt, &r->st);
+    hy_ckpt_write_latest(a->out, name);
+    hy_ckpt_prune(a->out, r->cfg.train.keep_checkpoints);
+    snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+    printf("checkpoint: %s\n", path);
+}
+
+static void stop_on_bad_loss(const run *r, int64_t step, float loss, float norm) {
+    hy_die(HY_EXIT_FAIL,
+           "step %lld: the %s is %s; stopping. %s%s%s", (long long)(step + 1),
+           isfinite(loss) ? "gradient norm" : "loss", isfinite(loss) ? (isnan(norm) ? "nan" : "infinite")
+                                                                     : (isnan(loss) ? "nan" : "infinite"),
+           r->last_ckpt[0] ? "The last good checkpoint, " : "No checkpoint was written yet",
+           r->last_ckpt[0] ? r->last_ckpt : "", r->last_ckpt[0] ? ", is intact" : "");
+}
+
+// ---------------------------------------------------------------- the loop
+static int train_loop(run *r, const train_args *a) {
+    const hy_run_config *c = &r->cfg;
+    int64_t steps = c->train.steps, tokens_per_step =
+        (int64_t)c->train.batch_size * c->train.seq_len * c->train.grad_accum;
+    int bytes = hy_batcher_is_bytes(&r->data, c);
+    int saved_at = -1;
+    double ema_ms = 0;
+    for (int64_t step = r->st.step; step < steps; step++) {
+        double t0 = hy_now();
+        if (step + 1 == a->nan_at_step)  // fault injection for the NaN test
+            hy_f32(r->model.params.p[r->model.norm_f].value)[0] = NAN;
+        float loss = train_step(r, step);
+        float norm = hy_clip_grad_norm(&r->model.params, c->train.grad_clip);
+        if (!isfinite(loss) || !isfinite(norm)) stop_on_bad_loss(r, step, loss, norm);
+        float mult = hy_lr_mult(&r->sched, step);
+        hy_optim_step(&r->opt, mult);
+        r->st.step = step + 1;
+        r->st.tokens += tokens_per_step;
+        r->st.loss = loss;
+        double ms = (hy_now() - t0) * 1e3;
+        ema_ms = step == r->st.step - 1 && ema_ms == 0 ? ms : 0.9 * ema_ms + 0.1 * ms;
+        hy_step_line line = {step + 1, steps, loss, c->optim.lr * mult, norm, ms,
+                             tokens_per_step / (ms * 1e-3), ema_ms * (double)(steps - step - 1) * 1e-3,
+                             r->st.tokens};
+        hy_metrics_step(&r->log, &line, (step + 1) % c->train.log_every == 0 || step + 1 == steps);
+        int last = step + 1 == steps;
+        if ((c->train.eval_every && (step + 1) % c->train.eval_every == 0) || last) {
+            float vl, acc;
+            evaluate(r, &vl, &acc);
+            r->st.val_loss = vl;
+            hy_metrics_eval(&r->log, step + 1, vl, acc);
+        }
+        if (bytes && c->train.sample_every && (step + 1) % c->train.sample_every == 0)
+            print_sample(r);
+        if (a->stop_at_step >= 0 && step + 1 >= a->stop_at_step) g_stop = 1;
+        if ((c->train.checkpoint_every && (step + 1) % c->train.checkpoint_every == 0) || last ||
+            g_stop) {
+            save(r, a);
+            saved_at = (int)(step + 1);
+        }
+        if (g_stop && !last) {
+            printf("stopped after step %lld; resume with: --resume latest --out %s\n",
+                   (long long)(step + 1), a->out);
+            return 130;
+        }
+    }
+    if (saved_at < 0 && r->st.step == steps) printf("nothing to do: the run already has %lld steps\n",
+                                                     (long long)steps);
+    return 0;
+}
+
+int hy_train_main(int argc, char **argv) {
+    if (argc > 1 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        usage(stdout);
+        return 0;
+    }
+    if (argc > 1 && !strcmp(argv[1], "--help-config")) {
+        hy_run_config_print_help(stdout);
+        return 0;
+    }
+    train_args a;
+    parse_args(&a, argc, argv);
+    run *r = (run *)hy_xcalloc(1, sizeof *r);
+    load_config(r, &a);
+    choose_device(&r->cfg);
+    char resume[1100];
+    resolve_resume(&a, resume, sizeof resume);
+    // Everything the run reads is checked before DIR is touched.
+    hy_batcher_open(&r->data, &r->cfg, 0, 1);
+    build(r);
+    if (resume[0]) {
+        hy_ckpt_load(resume, &r->model.params, &r->opt, &r->st);
+        snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", resume);
+        printf("resumed from %s at step %lld\n", resume, (long long)r->st.step);
+    }
+    printf("config (resolved):\n%s\n", r->cfg_text);
+    print_plan(r);
+    mkdir_p(a.out);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/config.ini", a.out);
+    write_file_atomic(path, r->cfg_text);
+    hy_metrics_open(&r->log, a.out);
+    g_stop = 0;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = train_loop(r, &a);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    printf("peak memory (MiB): acts %.1f, scratch %.1f\n", r->acts.peak / 1048576.0,
+           r->scratch.peak / 1048576.0);
+    hy_metrics_close(&r->log);
+    hy_batcher_close(&r->data);
+    hy_tape_free(&r->tape);
+    hy_model_destroy(&r->model);
+    hy_arena *all[5] = {&r->params, &r->grads, &r->optim, &r->acts, &r->scratch};
+    for (int i = 0; i < 5; i++) hy_arena_free(all[i]);
+    free(r->in);
+    free(r->tgt);
+    free(r->cfg_text);
+    free(r);
+    return rc;
+}
