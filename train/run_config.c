@@ -405,9 +405,17 @@ void hy_run_config_print_help(FILE *f) {
     hy_run_config_defaults(&d);
     fprintf(f, "| key | type | default | meaning |\n|---|---|---|---|\n");
     for (int i = 0; i < N_KEYS; i++) {
-        char v[1100];
+        char v[1100], type[128];
         format_value(&d, &KEYS[i], v, sizeof v);
-        fprintf(f, "| `%s.%s` | %s | `%s` | %s |\n", KEYS[i].section, KEYS[i].key,
-                type_word(&KEYS[i]), v[0] ? v : "\"\"", KEYS[i].doc);
+        // A '|' inside a Markdown table cell must be escaped.
+        const char *t = type_word(&KEYS[i]);
+        int n = 0;
+        for (; *t && n < 120; t++) {
+            if (*t == '|') type[n++] = '\\';
+            type[n++] = *t;
+        }
+        type[n] = 0;
+        fprintf(f, "| `%s.%s` | %s | `%s` | %s |\n", KEYS[i].section, KEYS[i].key, type,
+                v[0] ? v : "\"\"", KEYS[i].doc);
     }
 }

@@ -67,11 +67,13 @@ void hy_metrics_step(hy_metrics *m, const hy_step_line *s, int print) {
     json_num(m->jsonl, "norm", s->norm, "%.9g");
     json_num(m->jsonl, "ms", s->ms, "%.3f");
     json_num(m->jsonl, "tok_per_s", s->tok_per_s, "%.1f");
+    json_num(m->jsonl, "elapsed_s", s->elapsed_s, "%.3f");
     fprintf(m->jsonl, ",\"tokens\":%lld}\n", (long long)s->tokens);
     fflush(m->jsonl);
 }
 
-void hy_metrics_eval(hy_metrics *m, int64_t step, float val_loss, float accuracy) {
+void hy_metrics_eval(hy_metrics *m, int64_t step, float val_loss, float accuracy,
+                     double elapsed_s) {
     printf("eval step %lld | val loss %.4f", (long long)step, val_loss);
     if (isfinite(accuracy)) printf(" | accuracy %.4f", accuracy);
     printf("\n");
@@ -79,6 +81,7 @@ void hy_metrics_eval(hy_metrics *m, int64_t step, float val_loss, float accuracy
     fprintf(m->jsonl, "{\"step\":%lld", (long long)step);
     json_num(m->jsonl, "val_loss", val_loss, "%.9g");
     json_num(m->jsonl, "val_accuracy", accuracy, "%.9g");
+    json_num(m->jsonl, "elapsed_s", elapsed_s, "%.3f");
     fprintf(m->jsonl, "}\n");
     fflush(m->jsonl);
 }

@@ -15,6 +15,7 @@ typedef struct {
     float loss, lr, norm;
     double ms, tok_per_s, eta_s;
     int64_t tokens;
+    double elapsed_s;  // wall-clock since this process started training
 } hy_step_line;
 
 typedef struct {
@@ -26,6 +27,7 @@ void hy_metrics_open(hy_metrics *m, const char *dir);
 void hy_metrics_close(hy_metrics *m);
 // Print the step line when `print`; always append the JSON line.
 void hy_metrics_step(hy_metrics *m, const hy_step_line *s, int print);
-void hy_metrics_eval(hy_metrics *m, int64_t step, float val_loss, float accuracy);
+void hy_metrics_eval(hy_metrics *m, int64_t step, float val_loss, float accuracy,
+                     double elapsed_s);
 
 #endif

@@ -321,7 +321,7 @@ static int train_loop(run *r, const train_args *a) {
         (int64_t)c->train.batch_size * c->train.seq_len * c->train.grad_accum;
     int bytes = hy_batcher_is_bytes(&r->data, c);
     int saved_at = -1;
-    double ema_ms = 0;
+    double ema_ms = 0, start = hy_now();
     for (int64_t step = r->st.step; step < steps; step++) {
         double t0 = hy_now();
         if (step + 1 == a->nan_at_step)  // fault injection for the NaN test
@@ -338,14 +338,14 @@ static int train_loop(run *r, const train_args *a) {
         ema_ms = step == r->st.step - 1 && ema_ms == 0 ? ms : 0.9 * ema_ms + 0.1 * ms;
         hy_step_line line = {step + 1, steps, loss, c->optim.lr * mult, norm, ms,
                              tokens_per_step / (ms * 1e-3), ema_ms * (double)(steps - step - 1) * 1e-3,
-                             r->st.tokens};
+                             r->st.tokens, hy_now() - start};
         hy_metrics_step(&r->log, &line, (step + 1) % c->train.log_every == 0 || step + 1 == steps);
         int last = step + 1 == steps;
         if ((c->train.eval_every && (step + 1) % c->train.eval_every == 0) || last) {
             float vl, acc;
             evaluate(r, &vl, &acc);
             r->st.val_loss = vl;
-            hy_metrics_eval(&r->log, step + 1, vl, acc);
+            hy_metrics_eval(&r->log, step + 1, vl, acc, hy_now() - start);
         }
         if (bytes && c->train.sample_every && (step + 1) % c->train.sample_every == 0)
             print_sample(r);
