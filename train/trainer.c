@@ -241,8 +241,12 @@ static void evaluate(run *r, float *loss_out, float *acc_out) {
     double loss = 0;
     int64_t right = 0, total = 0;
     int V = c->model.vocab_size;
+    // MQAR accuracy is measured on eval.mqar_sequences held-out sequences.
+    int batches = r->data.kind == HY_SRC_MQAR
+                      ? (c->eval.mqar_sequences + c->train.batch_size - 1) / c->train.batch_size
+                      : c->train.eval_batches;
     r->tape.enabled = 0;
-    for (int i = 0; i < c->train.eval_batches; i++) {
+    for (int i = 0; i < batches; i++) {
         hy_batcher_val(&r->data, i, r->in, r->tgt);
         hy_tape_reset(&r->tape);
         hy_tensor *ids = hy_tensor_new(&r->acts, HY_I32, 2, shape, "ids");
@@ -265,7 +269,7 @@ static void evaluate(run *r, float *loss_out, float *acc_out) {
     }
     r->tape.enabled = 1;
     hy_tape_reset(&r->tape);
-    *loss_out = (float)(loss / c->train.eval_batches);
+    *loss_out = (float)(loss / batches);
     *acc_out = total ? (float)right / (float)total : NAN;
 }
 
