@@ -1,0 +1,281 @@
+// blas.cu: the process's cuBLAS handle, bf16 GEMMs with fp32 accumulation,
+// float <-> bf16 conversion, and the linear layer (forward, backward).
+//
+// Row-major on top of column-major cuBLAS: a row-major (R, C) matrix is the
+// column-major (C, R) matrix, its transpose. So row-major C = op(A) op(B)
+// is column-major C^T = op(B)^T op(A)^T, i.e. cublasGemmEx with the operands
+// swapped, the same transpose flags, and M and N swapped.
+#include <cublas_v2.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "check.cuh"
+#include "hy_cuda_blas.h"
+
+// Every cuBLAS call is checked; a failure names the call, file and line.
+#define CUBLAS_CHECK(call)                                                            \
+    do {                                                                              \
+        cublasStatus_t st_ = (call);                                                  \
+        if (st_ != CUBLAS_STATUS_SUCCESS)                                             \
+            hy_die_at(__FILE__, __LINE__, HY_EXIT_FAIL, "cuBLAS: %s failed: %s (%d)", #call, \
+                      cublasGetStatusString(st_), (int)st_);                          \
+    } while (0)
+
+#define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+// ---------------------------------------------------------------- handle
+// One handle per process. cublasSetStream() resets the workspace to
+// cuBLAS's own pool (documented behaviour), so every stream change is
+// followed by cublasSetWorkspace() with ours: cuBLAS then never allocates
+// inside a step.
+static cublasHandle_t g_handle = NULL;
+static void *g_workspace = NULL;
+static const size_t WORKSPACE_BYTES = (size_t)32 << 20;  // NVIDIA's advice for Hopper
+static cudaStream_t g_stream = NULL;
+static int g_device = -1;
+
+extern "C" void hy_cuda_blas_init(void) {
+    if (g_handle) return;
+    CUDA_CHECK(cudaGetDevice(&g_device));
+    CUBLAS_CHECK(cublasCreate(&g_handle));
+    CUDA_CHECK(cudaMalloc(&g_workspace, WORKSPACE_BYTES));
+    g_stream = NULL;
+    CUBLAS_CHECK(cublasSetStream(g_handle, g_stream));
+    CUBLAS_CHECK(cublasSetWorkspace(g_handle, g_workspace, WORKSPACE_BYTES));
+    CUBLAS_CHECK(cublasSetPointerMode(g_handle, CUBLAS_POINTER_MODE_HOST));
+}
+
+extern "C" void hy_cuda_blas_shutdown(void) {
+    if (!g_handle) return;
+    CUDA_CHECK(cudaDeviceSynchronize());
+    CUBLAS_CHECK(cublasDestroy(g_handle));
+    CUDA_CHECK(cudaFree(g_workspace));
+    g_handle = NULL;
+    g_workspace = NULL;
+    g_device = -1;
+}
+
+// The handle, bound to `stream` (and our workspace).
+static cublasHandle_t handle_on(cudaStream_t stream) {
+    HY_CHECK(g_handle != NULL,
+             "cuBLAS: call hy_cuda_blas_init() once at start-up before any GEMM "
+             "(hy_cuda_gemm, hy_cuda_linear_*, hy_cuda_head_ce, hy_cuda_muon_step)");
+    if (stream != g_stream) {
+        CUBLAS_CHECK(cublasSetStream(g_handle, stream));
+        CUBLAS_CHECK(cublasSetWorkspace(g_handle, g_workspace, WORKSPACE_BYTES));
+        g_stream = stream;
+    }
+    return g_handle;
+}
+
+// ---------------------------------------------------------------- bf16
+// Bit for bit hy_f32_to_bf16() (autograd/tensor.c): round to nearest even,
+// NaN kept a quiet NaN with its sign.
+static __device__ __forceinline__ uint16_t f32_to_bf16(float x) {
+    uint32_t u = __float_as_uint(x);
+    if (x != x) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static __device__ __forceinline__ float bf16_to_f32(uint16_t h) {
+    return __uint_as_float((uint32_t)h << 16);
+}
+
+static int grid_for(size_t n, int block) {
+    size_t g = (n + block - 1) / block;
+    const size_t cap = 132 * 32;  // enough blocks to fill any Hopper; grid-stride beyond
+    return (int)(g < 1 ? 1 : (g > cap ? cap : g));
+}
+
+__global__ void k_f32_to_bf16(const float *__restrict__ x, uint16_t *__restrict__ y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = f32_to_bf16(x[i]);
+}
+
+__global__ void k_bf16_to_f32(const uint16_t *__restrict__ x, float *__restrict__ y, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = bf16_to_f32(x[i]);
+}
+
+extern "C" void hy_cuda_f32_to_bf16(const float *x, void *y, size_t n, void *stream) {
+    if (n == 0) return;
+    k_f32_to_bf16<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(x, (uint16_t *)y, n);
+    LAUNCH_CHECK();
+}
+
+extern "C" void hy_cuda_bf16_to_f32(const void *x, float *y, size_t n, void *stream) {
+    if (n == 0) return;
+    k_bf16_to_f32<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>((const uint16_t *)x, y, n);
+    LAUNCH_CHECK();
+}
+
+// ---------------------------------------------------------------- GEMM
+// Row-major C (M, N) = alpha op(A) op(B) + beta C on cuBLAS.
+static void gemm_rm(const char *what, int trans_a, int trans_b, int M, int N, int K, float alpha,
+                    const void *A, int lda, const void *B, int ldb, float beta, void *C, int ldc,
+                    cudaDataType ab_type, cudaDataType c_type, cublasComputeType_t compute,
+                    void *stream) {
+    HY_REQUIRE(M >= 0 && N >= 0 && K >= 0, "%s: negative size M %d N %d K %d", what, M, N, K);
+    if (M == 0 || N == 0) return;
+    // Stored row lengths: A is (M, K) or, transposed, (K, M); B is (K, N) or (N, K).
+    int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+    HY_REQUIRE(lda >= (a_cols > 1 ? a_cols : 1) && ldb >= (b_cols > 1 ? b_cols : 1) &&
+                   ldc >= (N > 1 ? N : 1),
+               "%s: leading dimensions lda %d ldb %d ldc %d too small for M %d N %d K %d "
+               "(trans_a %d, trans_b %d)",
+               what, lda, ldb, ldc, M, N, K, trans_a, trans_b);
+    cublasHandle_t h = handle_on((cudaStream_t)stream);
+    cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    // Column-major: C^T (N, M) = op(B)^T (N, K) . op(A)^T (K, M).
+    CUBLAS_CHECK(cublasGemmEx(h, tb, ta, N, M, K, &alpha, B, ab_type, ldb, A, ab_type, lda, &beta,
+                              C, c_type, ldc, compute, CUBLAS_GEMM_DEFAULT));
+}
+
+extern "C" void hy_cuda_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                             const void *A, int lda, const void *B, int ldb, float beta, void *C,
+                             int c_f32, int ldc, void *stream) {
+    gemm_rm("gemm", trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, CUDA_R_16BF,
+            c_f32 ? CUDA_R_32F : CUDA_R_16BF, CUBLAS_COMPUTE_32F, stream);
+}
+
+extern "C" void hy_cuda_gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                 const float *A, int lda, const float *B, int ldb, float beta,
+                                 float *C, int ldc, void *stream) {
+    // PEDANTIC: true fp32 products, never TF32 whatever the math mode.
+    gemm_rm("gemm_f32", trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+            CUDA_R_32F, CUDA_R_32F, CUBLAS_COMPUTE_32F_PEDANTIC, stream);
+}
+
+// ---------------------------------------------------------------- linear forward
+// y[r, j] = bf16(bias[j]), the C the GEMM adds to.
+__global__ void k_fill_bias(uint16_t *__restrict__ y, const float *__restrict__ bias, int rows,
+                            int out) {
+    size_t n = (size_t)rows * out;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = f32_to_bf16(bias[i % out]);
+}
+
+extern "C" void hy_cuda_linear_fwd(int rows, int in, int out, const void *x, const void *w,
+                                   const float *bias, void *y, void *stream) {
+    HY_REQUIRE(rows >= 0 && in > 0 && out > 0, "linear_fwd: bad sizes rows %d in %d out %d",
+               rows, in, out);
+    if (rows == 0) return;
+    cudaStream_t s = (cudaStream_t)stream;
+    if (bias) {
+        k_fill_bias<<<grid_for((size_t)rows * out, 256), 256, 0, s>>>((uint16_t *)y, bias, rows,
+                                                                        out);
+        LAUNCH_CHECK();
+    }
+    // y (rows, out) = x (rows, in) . W^T, W stored (out, in).
+    hy_cuda_gemm(0, 1, rows, out, in, 1.0f, x, in, w, in, bias ? 1.0f : 0.0f, y, 0, out, stream);
+}
+
+// ---------------------------------------------------------------- linear backward
+static size_t align256(size_t b) { return (b + 255) / 256 * 256; }
+
+// Row segments for the bias gradient's first pass: a function of the sizes
+// only, so the summation order (and the result) never changes.
+static int db_segments(int rows) {
+    int s = (rows + 255) / 256;
+    return s < 1 ? 1 : (s > 128 ? 128 : s);
+}
+
+extern "C" size_t hy_cuda_linear_bwd_scratch_bytes(int rows, int in, int out) {
+    (void)in;
+    return align256((size_t)rows * out * sizeof(uint16_t)) +
+           align256((size_t)db_segments(rows) * out * sizeof(float));
+}
+
+// partial[seg, j] = sum of dy[r, j] over the rows of segment seg, in row order
+// per thread (ty) and then over ty in a fixed order. Block (32, 8).
+__global__ void k_db_partial(const float *__restrict__ dy, float *__restrict__ partial, int rows,
+                             int out, int nseg) {
+    __shared__ float sh[8][33];
+    int j = blockIdx.x * 32 + threadIdx.x, seg = blockIdx.y;
+    int per = (rows + nseg - 1) / nseg, r0 = seg * per, r1 = min(rows, r0 + per);
+    float s = 0.0f;
+    if (j < out)
+        for (int r = r0 + threadIdx.y; r < r1; r += 8) s += dy[(size_t)r * out + j];
+    sh[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < out) {
+        float t = 0.0f;
+        for (int k = 0; k < 8; k++) t += sh[k][threadIdx.x];
+        partial[(size_t)seg * out + j] = t;
+    }
+}
+
+__global__ void k_db_final(const float *__restrict__ partial, float *__restrict__ db, int out,
+                           int nseg) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= out) return;
+    float t = 0.0f;
+    for (int s = 0; s < nseg; s++) t += partial[(size_t)s * out + j];
+    db[j] += t;
+}
+
+extern "C" void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, const void *x,
+                                   const void *w, float *dx, float *dw, float *db, void *scratch,
+                                   size_t scratch_bytes, void *stream) {
+    HY_REQUIRE(rows >= 0 && in > 0 && out > 0, "linear_bwd: bad sizes rows %d in %d out %d",
+               rows, in, out);
+    if (rows == 0 || (!dx && !dw && !db)) return;
+    size_t need = hy_cuda_linear_bwd_scratch_bytes(rows, in, out);
+    HY_REQUIRE(scratch && scratch_bytes >= need,
+               "linear_bwd: scratch of %zu bytes is too small for rows %d in %d out %d: "
+               "hy_cuda_linear_bwd_scratch_bytes() = %zu",
+               scratch_bytes, rows, in, out, need);
+    cudaStream_t s = (cudaStream_t)stream;
+    uint16_t *dyb = (uint16_t *)scratch;  // (rows, out) bf16
+    float *partial = (float *)((char *)scratch + align256((size_t)rows * out * sizeof(uint16_t)));
+    if (dx || dw) {
+        size_t n = (size_t)rows * out;
+        k_f32_to_bf16<<<grid_for(n, 256), 256, 0, s>>>(dy, dyb, n);
+        LAUNCH_CHECK();
+    }
+    // dx (rows, in) += dy (rows, out) . W (out, in)
+    if (dx) hy_cuda_gemm(0, 0, rows, in, out, 1.0f, dyb, out, w, in, 1.0f, dx, 1, in, stream);
+    // dW (out, in) += dy^T (out, rows) . x (rows, in); dy stored (rows, out)
+    if (dw) hy_cuda_gemm(1, 0, out, in, rows, 1.0f, dyb, out, x, in, 1.0f, dw, 1, in, stream);
+    if (db) {
+        int nseg = db_segments(rows);
+        dim3 grid((out + 31) / 32, nseg), block(32, 8);
+        k_db_partial<<<grid, block, 0, s>>>(dy, partial, rows, out, nseg);
+        LAUNCH_CHECK();
+        k_db_final<<<(out + 255) / 256, 256, 0, s>>>(partial, db, out, nseg);
+        LAUNCH_CHECK();
+    }
+}
+
+// ---------------------------------------------------------------- timing
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+extern "C" float hy_cuda_time_ms(hy_cuda_timed_fn fn, void *arg, int warmup, int reps) {
+    HY_REQUIRE(reps > 0 && warmup >= 0, "time_ms: reps %d warmup %d", reps, warmup);
+    for (int i = 0; i < warmup; i++) fn(arg);
+    cudaEvent_t a, b;
+    CUDA_CHECK(cudaEventCreate(&a));
+    CUDA_CHECK(cudaEventCreate(&b));
+    float *ms = (float *)hy_xmalloc((size_t)reps * sizeof(float));
+    for (int i = 0; i < reps; i++) {
+        CUDA_CHECK(cudaEventRecord(a, 0));
+        fn(arg);
+        CUDA_CHECK(cudaEventRecord(b, 0));
+        CUDA_CHECK(cudaEventSynchronize(b));
+        CUDA_CHECK(cudaEventElapsedTime(&ms[i], a, b));
+    }
+    qsort(ms, (size_t)reps, sizeof(float), cmp_float);
+    float med = reps % 2 ? ms[reps / 2] : 0.5f * (ms[reps / 2 - 1] + ms[reps / 2]);
+    free(ms);
+    CUDA_CHECK(cudaEventDestroy(a));
+    CUDA_CHECK(cudaEventDestroy(b));
+    return med;
+}

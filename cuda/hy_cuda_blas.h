@@ -1,0 +1,214 @@
+// hy_cuda_blas.h: GEMMs (cuBLAS), the fused LM head + cross-entropy, and the
+// optimizers (AdamW, Muon, gradient norm and clipping) on the GPU, as plain C.
+//
+// Conventions of the GPU path (DESIGN.md section 2):
+//   * activations are bf16, stored as uint16_t and passed as `void *`;
+//     rounding float -> bf16 is round-to-nearest-even, bit for bit
+//     hy_f32_to_bf16() of autograd/tensor.c (NaN stays a quiet NaN);
+//   * activation gradients, parameter gradients and master weights are fp32;
+//     the GEMMs read a bf16 copy of each matrix (hy_cuda_f32_to_bf16() after
+//     every optimizer step);
+//   * every GEMM accumulates in fp32 (cuBLAS, CUBLAS_COMPUTE_32F);
+//   * backward ACCUMULATES (+=) into gradient buffers, never overwrites.
+// Every matrix is row-major and contiguous unless a leading dimension says
+// otherwise. Pointers are device pointers. `stream` is a cudaStream_t passed
+// as void * (NULL: the legacy default stream). Nothing here allocates device
+// memory except hy_cuda_blas_init() and hy_cuda_optim_plan_create() (set-up
+// time): per-step entry points take caller-provided scratch whose size comes
+// from the matching *_scratch_bytes() function, and a scratch too small is a
+// clear error naming both sizes. Every CUDA and cuBLAS call is checked and
+// reports file and line.
+//
+// One handle and one workspace serve the process: run the GEMM entry points
+// from one host thread, and on one stream at a time (two streams running
+// GEMMs concurrently would share the workspace). Per-step scratch is the
+// caller's: calls that share a scratch buffer must be ordered (same stream).
+//
+// A build without CUDA has no implementation of these functions: callers
+// check hy_cuda_built() first (tests/CMakeLists.txt does not build
+// test_gpu_* without CUDA; other callers need stubs in cuda/nocuda.c).
+#ifndef HY_CUDA_BLAS_H
+#define HY_CUDA_BLAS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// hy_optim_config, hy_param_table (plain C; declared C-linkage for the .cu files).
+#include "../optim/optim.h"
+
+// ---------------------------------------------------------------- handle
+// One cuBLAS handle and its workspace (32 MiB, allocated here once) per
+// process, on the device current at the call. Idempotent. Every entry point
+// below that runs a GEMM needs it and says so clearly when it is missing.
+void hy_cuda_blas_init(void);
+void hy_cuda_blas_shutdown(void);
+
+// ---------------------------------------------------------------- conversions
+// y (n) bf16 = x (n) fp32, round to nearest even as hy_f32_to_bf16(). Also the
+// refresh of the bf16 matrix copies after an optimizer step: with a bf16
+// buffer parallel to the flat parameter buffer (same offsets), one call over
+// table->numel refreshes every copy.
+void hy_cuda_f32_to_bf16(const float *x, void *y, size_t n, void *stream);
+// y (n) fp32 = x (n) bf16 (exact).
+void hy_cuda_bf16_to_f32(const void *x, float *y, size_t n, void *stream);
+
+// ---------------------------------------------------------------- GEMM
+// Row-major C (M, N) = alpha op(A) op(B) + beta C with op(A) (M, K) and op(B)
+// (K, N). A and B are bf16; trans_a = 1 means A is stored (K, M) (lda is the
+// stored row length), likewise B. C is fp32 when c_f32 = 1, else bf16;
+// accumulation and the alpha/beta epilogue are fp32 (beta = 0 never reads C).
+void hy_cuda_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const void *A,
+                  int lda, const void *B, int ldb, float beta, void *C, int c_f32, int ldc,
+                  void *stream);
+// The same in plain fp32 (A, B, C fp32, fp32 products: never TF32). Slow;
+// for references and Muon's exact mode.
+void hy_cuda_gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                      void *stream);
+
+// ---------------------------------------------------------------- linear
+// y (rows, out) bf16 = x (rows, in) bf16 . W^T (W (out, in) bf16) + bias
+// (out, fp32, or NULL). The product accumulates in fp32; with a bias, y is
+// first filled with bf16(bias) and the GEMM adds to it (beta = 1), so
+// y = bf16(x W^T + bf16(bias)).
+void hy_cuda_linear_fwd(int rows, int in, int out, const void *x, const void *w,
+                        const float *bias, void *y, void *stream);
+
+// Scratch bytes hy_cuda_linear_bwd() needs (dy in bf16 plus the bias
+// gradient's partial sums).
+size_t hy_cuda_linear_bwd_scratch_bytes(int rows, int in, int out);
+// dx (rows, in) fp32 += dy . W; dW (out, in) fp32 += dy^T . x;
+// db (out) fp32 += sum over rows of dy. dy (rows, out) is fp32: it is
+// rounded to bf16 in `scratch` for the two GEMMs (bf16 A/B, fp32 C, beta 1);
+// db sums the fp32 dy in a fixed order (deterministic). dx, dw or db may be
+// NULL (no gradient wanted).
+void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, const void *x,
+                        const void *w, float *dx, float *dw, float *db, void *scratch,
+                        size_t scratch_bytes, void *stream);
+
+// ---------------------------------------------------------------- LM head + cross-entropy
+// Scratch bytes hy_cuda_head_ce() needs to process `chunk_rows` rows of
+// logits at a time (chunk_rows <= 0 or > rows: all rows at once). Larger
+// chunks mean fewer, larger GEMMs; the chunk's fp32 logits (chunk_rows * V * 4
+// bytes) dominate.
+size_t hy_cuda_head_ce_scratch_bytes(int rows, int V, int chunk_rows);
+// Rows per chunk that hy_cuda_head_ce() uses with `scratch_bytes` (0 when the
+// scratch cannot hold even one row).
+int hy_cuda_head_ce_chunk_rows(int rows, int V, size_t scratch_bytes);
+// Fused tied LM head and mean cross-entropy:
+//   logits = h (rows, d) bf16 . E^T (E (V, d) bf16), fp32, one chunk at a time
+//   loss   = mean over rows with target != ignore_index of lse - logit[target]
+// Per chunk: logits (chunk, V) fp32 in scratch -> per-row online max/sum ->
+// dlogits = (softmax - onehot) / n_valid written in place as bf16 -> at once
+//   dh (rows, d) fp32 += dlogits . E      and      dE (V, d) fp32 += dlogits^T . h.
+// Logits for all rows never exist at once. dh and dE NULL together: forward
+// only (evaluation); one of them NULL: that gradient is skipped.
+// Outputs (device memory, written, not accumulated): loss_dev[0] = the mean
+// loss (0 when every target is ignored); count_dev[0] (may be NULL) = the
+// number of rows counted. n_valid stays on the device (no host sync).
+// targets (rows) int32 on the device. A target outside [0, V) that is not
+// ignore_index cannot stop the GPU: it makes the loss NaN, which the
+// trainer's non-finite-loss check reports (the data loaders reject such ids
+// before they get here).
+void hy_cuda_head_ce(int rows, int d, int V, const void *h, const void *E,
+                     const int32_t *targets, int ignore_index, float *loss_dev,
+                     int32_t *count_dev, float *dh, float *dE, void *scratch,
+                     size_t scratch_bytes, void *stream);
+
+// ---------------------------------------------------------------- optimizers
+// One parameter as the GPU optimizer sees it: a range of the flat buffers.
+typedef struct {
+    size_t offset;     // first element in values, grads and m (the table's offset)
+    size_t v_offset;   // first element in v (exp_avg_sq), AdamW ranges only
+    int64_t rows;      // Muon's matrix view: shape[0] ...
+    int64_t cols;      // ... and numel / shape[0]; numel = rows * cols
+    float wd_mult;     // the table's per-parameter weight-decay multiplier
+    int muon;          // 1: Muon, 0: AdamW
+} hy_cuda_param_range;
+
+// Fill `out` (room for t->n entries) with the table's parameters in table
+// order, routed and laid out exactly as the CPU optimizer (optim.c): m at
+// the table's offsets (t->numel floats), v packed for the AdamW parameters
+// in 16-float runs. So GPU state copied to the host is the CPU optimizer's
+// state, slot for slot (checkpoints, hy_optim_slots()). Returns t->n and
+// stores the floats v needs in *v_numel.
+int hy_cuda_optim_ranges(const hy_optim_config *c, const hy_param_table *t,
+                         hy_cuda_param_range *out, size_t *v_numel);
+
+// The device-side tables of a set of ranges (built once, at set-up: it
+// allocates device memory). Ranges may be any subset (e.g. one rank's shard).
+typedef struct hy_cuda_optim_plan hy_cuda_optim_plan;
+hy_cuda_optim_plan *hy_cuda_optim_plan_create(const hy_cuda_param_range *r, int n);
+void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p);
+// 1: Newton-Schulz on fp32 GEMMs (exact mode, see hy_cuda_muon_step());
+// 0 (default): bf16 operands, fp32 accumulation.
+void hy_cuda_optim_plan_set_ns_fp32(hy_cuda_optim_plan *p, int on);
+// Scratch bytes for hy_cuda_optim_step() / hy_cuda_muon_step() (largest
+// Muon matrix's Newton-Schulz buffers) and hy_cuda_grad_norm() (partials).
+size_t hy_cuda_optim_scratch_bytes(const hy_cuda_optim_plan *p);
+
+// AdamW (torch.optim.AdamW, the operations of optim.c in the same order and
+// rounding, so the GPU result matches the CPU bit for bit up to libm's
+// sqrt) on the plan's AdamW ranges. `t` is the 1-based step being taken
+// (hy_optimizer.step + 1); lr = c->lr * lr_mult.
+void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, int64_t t,
+                        float lr_mult, float *values, const float *grads, float *m, float *v,
+                        void *stream);
+// Muon (muon.c) on the plan's Muon ranges, one matrix at a time:
+// buf = mu buf + g; U = g + mu buf (Nesterov) or buf, in fp32;
+// X = U / (||U||_F + 1e-7) (norm in double, deterministic two-pass);
+// ns_steps of A = X X^T, B = b A + c A A, X = a X + B X with (a, b, c) =
+// (3.4445, -4.7750, 2.0315) on the wide orientation (a tall matrix uses
+// A = X^T X and X = a X + X B^T, no transposes), every product a bf16 GEMM
+// with fp32 accumulation. X, A and B are KEPT IN FP32 between the products
+// (the a X and b A terms use the fp32 values); only the GEMM operands are
+// rounded to bf16. Then p *= 1 - step_lr wd; p -= step_lr X with
+// step_lr = lr sqrt(max(1, rows / cols)), lr = c->muon_lr * lr_mult.
+// Precision: bf16 operands make Newton-Schulz differ from the fp32 CPU
+// reference by about 2% (Frobenius, relative; measured 1.9-2.0e-2 on
+// matrices of 64 and more rows and columns, up to 5e-2 on a 24 x 4 one),
+// single elements by up to ~7% of the largest: the quintic amplifies
+// rounding (see gpu_muon_vs_cpu in tests/test_gpu_blas.c). That is the
+// accepted cost of running it on tensor cores (the usual Muon runs it in
+// bf16 throughout). hy_cuda_optim_plan_set_ns_fp32(p, 1) runs the same
+// algorithm on plain fp32 GEMMs instead: it matches muon.c to ~1e-6 (tests,
+// golden comparisons) at several times the cost.
+void hy_cuda_muon_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, float lr_mult,
+                       float *values, const float *grads, float *m, void *scratch,
+                       size_t scratch_bytes, void *stream);
+// Both, as hy_optim_step(): AdamW ranges then Muon ranges (they touch
+// disjoint memory, so the order does not matter).
+void hy_cuda_optim_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, int64_t t,
+                        float lr_mult, float *values, const float *grads, float *m, float *v,
+                        void *scratch, size_t scratch_bytes, void *stream);
+
+// Global gradient norm over the plan's ranges (padding between parameters
+// never counts): sqrt of the sum of g^2, accumulated in double with a fixed
+// two-pass reduction (deterministic: same bits every run). Written to
+// norm_dev[0] (device float); nothing is synchronised.
+void hy_cuda_grad_norm(const hy_cuda_optim_plan *p, const float *grads, float *norm_dev,
+                       void *scratch, size_t scratch_bytes, void *stream);
+// hy_clip_grad_norm() on the device: norm_dev[0] = the norm before clipping;
+// when max_norm > 0 and the norm is finite and > max_norm, every gradient
+// is scaled by (float)((double)max_norm / norm). The decision is taken on
+// the device: no host sync.
+void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads, float max_norm,
+                            float *norm_dev, void *scratch, size_t scratch_bytes, void *stream);
+
+// ---------------------------------------------------------------- timing
+// Median wall time in milliseconds of `reps` calls of fn(arg), each timed
+// with CUDA events on the legacy default stream after `warmup` untimed
+// calls. For benchmarks (hydra-bench, gpu_gemm_bench).
+typedef void (*hy_cuda_timed_fn)(void *arg);
+float hy_cuda_time_ms(hy_cuda_timed_fn fn, void *arg, int warmup, int reps);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
