@@ -1,0 +1,716 @@
+// GPU basic ops (cuda/hy_cuda_ops.h) against the CPU reference ops
+// (layers/ops.h). Skipped (exit 77) without a GPU or a CUDA build.
+//
+// Every test draws random inputs, rounds the ones that are bf16 on the GPU
+// to bf16 first (so both sides see the same values), runs the CPU op on a
+// host tape (forward, then backward from a random seed gradient dy) and the
+// CUDA op, and prints and checks max|gpu - cpu| / max|cpu| per output:
+//   * bf16 outputs: <= 1e-2 (one bf16 rounding is 2^-9 relative);
+//   * fp32 outputs and gradients computed in fp32 from the same inputs:
+//     <= 1e-4 (the CPU sums some terms in double; embedding, slice and mean,
+//     which are copies or plain sums, <= 1e-5).
+// Outputs are poisoned with 0xFF bytes (NaN in bf16 and fp32) before the
+// run, so an element a kernel fails to write shows up as a NaN error.
+// Gradient buffers are pre-filled with random values: the GPU backward must
+// ADD to them (the check is gpu - prefill against the CPU gradient, relative
+// to max|cpu gradient|). Each op runs once with odd sizes (the scalar path)
+// and once with rows that are multiples of 8 (the 16-byte vector path).
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autograd/rng.h"
+#include "../autograd/tape.h"
+#include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_ops.h"
+#include "../layers/ops.h"
+#include "harness.h"
+
+static void need_gpu(void) {
+    if (!hy_cuda_built()) hy_test_skip("built without CUDA");
+    if (hy_cuda_device_count() == 0) hy_test_skip("no GPU");
+}
+
+// ================================================================ memory
+// Host and device buffers of one test, freed together at its end.
+#define MAX_BUFS 256
+static void *g_host[MAX_BUFS], *g_dev[MAX_BUFS];
+static int g_nhost, g_ndev;
+
+static void *hbuf(size_t bytes) {
+    HY_CHECK(g_nhost < MAX_BUFS, "test_gpu_ops: too many host buffers");
+    void *p = hy_xcalloc(1, bytes ? bytes : 1);
+    g_host[g_nhost++] = p;
+    return p;
+}
+
+static void *dbuf(size_t bytes) {
+    HY_CHECK(g_ndev < MAX_BUFS, "test_gpu_ops: too many device buffers");
+    void *p = hy_cuda_malloc(bytes ? bytes : 16);
+    hy_cuda_memset(p, 0xFF, bytes ? bytes : 16);  // poison: NaN in bf16 and fp32
+    g_dev[g_ndev++] = p;
+    return p;
+}
+
+static void free_all(void) {
+    for (int i = 0; i < g_nhost; i++) free(g_host[i]);
+    for (int i = 0; i < g_ndev; i++) hy_cuda_free(g_dev[i]);
+    g_nhost = g_ndev = 0;
+}
+
+// ================================================================ host data
+static float *randn(hy_rng *r, size_t n, float mean, float std) {
+    float *v = (float *)hbuf(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) v[i] = mean + std * hy_rng_normal(r);
+    return v;
+}
+
+static void round_bf16(float *v, size_t n) {
+    for (size_t i = 0; i < n; i++) v[i] = hy_bf16_to_f32(hy_f32_to_bf16(v[i]));
+}
+
+// A gradient buffer's prefill: random, of the size of the gradient `ref`
+// that will be added to it (a prefill much larger than the gradient would
+// swamp it in fp32 rounding).
+static float *prefill(hy_rng *r, const float *ref, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs((double)ref[i]) > m) m = fabs((double)ref[i]);
+    return randn(r, n, 0.0f, m > 0 ? (float)m : 1.0f);
+}
+
+// Random values already rounded to bf16.
+static float *randn_bf16(hy_rng *r, size_t n, float mean, float std) {
+    float *v = randn(r, n, mean, std);
+    round_bf16(v, n);
+    return v;
+}
+
+// ================================================================ device data
+// Device bf16 copy of v (n), `pad` poisoned elements in front (pad = 1
+// misaligns the returned pointer by 2 bytes: the scalar fallback).
+static void *up_bf16(const float *v, size_t n, int pad) {
+    uint16_t *h = (uint16_t *)hbuf((n + pad) * sizeof(uint16_t));
+    for (int i = 0; i < pad; i++) h[i] = 0xFFFF;
+    for (size_t i = 0; i < n; i++) h[pad + i] = hy_f32_to_bf16(v[i]);
+    uint16_t *d = (uint16_t *)dbuf((n + pad) * sizeof(uint16_t));
+    hy_cuda_memcpy_h2d(d, h, (n + pad) * sizeof(uint16_t));
+    return d + pad;
+}
+
+static float *up_f32(const float *v, size_t n, int pad) {
+    float *d = (float *)dbuf((n + pad) * sizeof(float));
+    hy_cuda_memcpy_h2d(d + pad, v, n * sizeof(float));
+    return d + pad;
+}
+
+static int32_t *up_i32(const int32_t *v, size_t n) {
+    int32_t *d = (int32_t *)dbuf(n * sizeof(int32_t));
+    hy_cuda_memcpy_h2d(d, v, n * sizeof(int32_t));
+    return d;
+}
+
+// A poisoned device output of n bf16 / fp32 elements.
+static void *out_bf16(size_t n, int pad) { return (uint16_t *)dbuf((n + pad) * 2) + pad; }
+static float *out_f32(size_t n, int pad) { return (float *)dbuf((n + pad) * 4) + pad; }
+
+static float *down_bf16(const void *d, size_t n) {
+    uint16_t *h = (uint16_t *)hbuf(n * sizeof(uint16_t));
+    float *v = (float *)hbuf(n * sizeof(float));
+    hy_cuda_synchronize();
+    hy_cuda_memcpy_d2h(h, d, n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) v[i] = hy_bf16_to_f32(h[i]);
+    return v;
+}
+
+static float *down_f32(const float *d, size_t n) {
+    float *v = (float *)hbuf(n * sizeof(float));
+    hy_cuda_synchronize();
+    hy_cuda_memcpy_d2h(v, d, n * sizeof(float));
+    return v;
+}
+
+// ================================================================ checks
+// max |got - pre - ref| / max |ref| (pre may be NULL); NaN anywhere -> NaN.
+static double rel_err(const float *got, const float *pre, const float *ref, size_t n) {
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        double want = (double)ref[i] + (pre ? (double)pre[i] : 0.0);
+        double d = fabs((double)got[i] - want);
+        if (d > diff || d != d) diff = d;
+        if (fabs((double)ref[i]) > scale) scale = fabs((double)ref[i]);
+    }
+    return diff / (scale > 0 ? scale : 1);
+}
+
+static void expect_err(const char *cfg, const char *what, double err, double tol) {
+    printf("  %-34s %-10s max rel err %.3e (tol %.0e)%s\n", cfg, what, err, tol,
+           err <= tol ? "" : (err != err ? "  <- NaN: an element was not written" : "  <- FAIL"));
+    HY_ASSERT(err <= tol, "%s: %s max relative error %.3e is above %.0e%s", cfg, what, err, tol,
+              err != err ? " (NaN: an element was left unwritten, or the op made a NaN)" : "");
+}
+
+static void expect_bits(const char *cfg, const char *what, const void *a, const void *b,
+                        size_t bytes) {
+    int same = memcmp(a, b, bytes) == 0;
+    printf("  %-34s %-10s %s\n", cfg, what, same ? "bitwise equal" : "DIFFERENT  <- FAIL");
+    HY_ASSERT(same, "%s: %s is not bitwise reproducible", cfg, what);
+}
+
+// ================================================================ CPU side
+typedef struct {
+    hy_arena in, acts, scratch;
+    hy_tape tape;
+} cpu_env;
+
+static void cpu_init(cpu_env *e) {
+    hy_arena_init(&e->in, "gpu-ops-in", HY_CPU, (size_t)32 << 20);
+    hy_arena_init(&e->acts, "gpu-ops-acts", HY_CPU, (size_t)32 << 20);
+    hy_arena_init(&e->scratch, "gpu-ops-scratch", HY_CPU, (size_t)32 << 20);
+    hy_tape_init(&e->tape, &e->acts, &e->scratch, 64, 64);
+}
+
+static void cpu_free(cpu_env *e) {
+    hy_tape_free(&e->tape);
+    hy_arena_free(&e->acts);
+    hy_arena_free(&e->scratch);
+    hy_arena_free(&e->in);
+}
+
+// A host f32 tensor holding v; with grad, its gradient is bound to a zeroed
+// buffer returned in *grad (bind every input before the forward).
+static hy_tensor *cpu_tensor(cpu_env *e, int ndim, const int64_t *shape, const float *v,
+                             const char *name, float **grad) {
+    hy_tensor *t = hy_tensor_new(&e->in, HY_F32, ndim, shape, name);
+    memcpy(t->data, v, hy_nbytes(t));
+    if (grad) {
+        hy_tensor *g = hy_zeros_like(&e->in, t, name);
+        hy_tape_bind_grad(&e->tape, t, g);
+        *grad = hy_f32(g);
+    }
+    return t;
+}
+
+static hy_tensor *cpu_ids(cpu_env *e, int ndim, const int64_t *shape, const int32_t *v) {
+    hy_tensor *t = hy_tensor_new(&e->in, HY_I32, ndim, shape, "ids");
+    memcpy(t->data, v, hy_nbytes(t));
+    return t;
+}
+
+// ================================================================ conversions
+HY_TEST(gpu_op_convert, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 101);
+    for (int pad = 0; pad <= 1; pad++) {
+        size_t n = 1001 + 64 * (size_t)(1 - pad);
+        float *x = randn(&r, n, 0.0f, 3.0f);
+        // Special values: ties (round to even), signed zeros, inf, NaN, the
+        // largest floats (round up to inf), denormals.
+        for (size_t i = 0; i < 64; i++) {
+            uint32_t u = ((uint32_t)hy_rng_below(&r, 0x7f00) << 16) | 0x8000u;  // exact ties
+            if (i & 1) u |= 0x80000000u;
+            memcpy(&x[i * 7], &u, 4);
+        }
+        float specials[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 3.4028235e38f, -3.4e38f,
+                            1e-40f, -1e-45f, 1.0f, 1.00390625f, 1.01171875f};
+        memcpy(x + n - 12, specials, sizeof specials);
+        char cfg[64];
+        snprintf(cfg, sizeof cfg, "n=%zu%s", n, pad ? " misaligned" : "");
+
+        float *dx = up_f32(x, n, pad);
+        uint16_t *dy = (uint16_t *)out_bf16(n, pad);
+        hy_cuda_f32_to_bf16(dx, dy, n, NULL);
+        uint16_t *got = (uint16_t *)hbuf(n * 2), *want = (uint16_t *)hbuf(n * 2);
+        hy_cuda_synchronize();
+        hy_cuda_memcpy_d2h(got, dy, n * 2);
+        for (size_t i = 0; i < n; i++) want[i] = hy_f32_to_bf16(x[i]);
+        expect_bits(cfg, "f32->bf16", got, want, n * 2);
+        for (size_t i = 0; i < n; i++)
+            if (got[i] != want[i]) {
+                printf("    first difference at %zu: x %a -> gpu 0x%04x, cpu 0x%04x\n", i,
+                       (double)x[i], got[i], want[i]);
+                break;
+            }
+
+        float *back = out_f32(n, pad);
+        hy_cuda_bf16_to_f32(dy, back, n, NULL);
+        float *b = down_f32(back, n), *bw = (float *)hbuf(n * 4);
+        for (size_t i = 0; i < n; i++) bw[i] = hy_bf16_to_f32(want[i]);
+        expect_bits(cfg, "bf16->f32", b, bw, n * 4);
+    }
+    free_all();
+}
+
+// ================================================================ embedding
+static void check_embedding(hy_rng *r, int rows, int D, int V) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "rows=%d D=%d V=%d", rows, D, V);
+    float *w = randn(r, (size_t)V * D, 0.0f, 1.0f);  // fp32 master: not rounded
+    int32_t *ids = (int32_t *)hbuf((size_t)rows * 4);
+    for (int i = 0; i < rows; i++) ids[i] = (int32_t)hy_rng_below(r, (uint64_t)V);
+    int pad = ids[3];
+    float *dy = randn(r, (size_t)rows * D, 0.0f, 1.0f);
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t ws[2] = {V, D}, is[1] = {rows};
+    float *gw;
+    hy_tensor *tw = cpu_tensor(&e, 2, ws, w, "w", &gw);
+    hy_tensor *y = hy_embedding(&e.tape, tw, cpu_ids(&e, 1, is, ids), pad);
+    hy_tape_backward_seed(&e.tape, y, dy);
+
+    float *d_w = up_f32(w, (size_t)V * D, 0);
+    int32_t *d_ids = up_i32(ids, rows);
+    void *d_y = out_bf16((size_t)rows * D, 0);
+    hy_cuda_embedding_fwd(rows, D, V, d_w, d_ids, d_y, NULL);
+    float *gy = down_bf16(d_y, (size_t)rows * D);
+    expect_err(cfg, "y", rel_err(gy, NULL, hy_f32(y), (size_t)rows * D), 1e-2);
+    // Stronger: each row is exactly bf16(weight row).
+    int exact = 1;
+    for (size_t i = 0; i < (size_t)rows * D; i++)
+        if (gy[i] != hy_bf16_to_f32(hy_f32_to_bf16(hy_f32(y)[i]))) exact = 0;
+    HY_ASSERT(exact, "%s: y is not bf16(weight[id]) bit for bit", cfg);
+
+    float *pre = prefill(r, gw, (size_t)V * D);
+    float *d_gw = up_f32(pre, (size_t)V * D, 0);
+    hy_cuda_embedding_bwd(rows, D, V, up_f32(dy, (size_t)rows * D, 0), d_ids, pad, d_gw, NULL);
+    float *ggw = down_f32(d_gw, (size_t)V * D);
+    expect_err(cfg, "dweight", rel_err(ggw, pre, gw, (size_t)V * D), 1e-5);
+    HY_ASSERT(memcmp(ggw + (size_t)pad * D, pre + (size_t)pad * D, (size_t)D * 4) == 0,
+              "%s: the padding row %d got a gradient", cfg, pad);
+
+    // Out-of-range ids: a NaN row forward, nothing backward.
+    ids[1] = V;
+    ids[2] = -1;
+    int32_t *d_bad = up_i32(ids, rows);
+    hy_cuda_embedding_fwd(rows, D, V, d_w, d_bad, d_y, NULL);
+    float *gb = down_bf16(d_y, (size_t)rows * D);
+    int nan_rows = 1;
+    for (int k = 0; k < D; k++)
+        if (gb[D + k] == gb[D + k] || gb[2 * D + k] == gb[2 * D + k]) nan_rows = 0;
+    HY_ASSERT(nan_rows, "%s: rows with ids outside [0, V) must be NaN", cfg);
+    float *zero = (float *)hbuf((size_t)V * D * 4);
+    float *d_g2 = up_f32(zero, (size_t)V * D, 0);
+    float *dy1 = (float *)hbuf((size_t)rows * D * 4);
+    for (int k = 0; k < D; k++) dy1[D + k] = dy1[2 * D + k] = 1.0f;  // only the bad rows
+    hy_cuda_embedding_bwd(rows, D, V, up_f32(dy1, (size_t)rows * D, 0), d_bad, -1, d_g2, NULL);
+    float *g2 = down_f32(d_g2, (size_t)V * D);
+    HY_ASSERT(memcmp(g2, zero, (size_t)V * D * 4) == 0,
+              "%s: ids outside [0, V) must add no gradient", cfg);
+    cpu_free(&e);
+}
+
+HY_TEST(gpu_op_embedding, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 102);
+    check_embedding(&r, 37, 101, 53);
+    check_embedding(&r, 64, 128, 50);
+    free_all();
+}
+
+// ================================================================ rmsnorm
+static void check_rmsnorm(hy_rng *r, int rows, int D) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "rows=%d D=%d", rows, D);
+    const float eps = 1e-5f;
+    size_t n = (size_t)rows * D;
+    float *x = randn_bf16(r, n, 0.3f, 1.5f);
+    float *w = randn(r, D, 1.0f, 0.2f);
+    float *dy = randn(r, n, 0.0f, 1.0f);
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t xs[2] = {rows, D}, ws[1] = {D};
+    float *gx, *gw;
+    hy_tensor *tx = cpu_tensor(&e, 2, xs, x, "x", &gx), *tw = cpu_tensor(&e, 1, ws, w, "w", &gw);
+    hy_tensor *y = hy_rmsnorm(&e.tape, tx, tw, eps);
+    hy_tape_backward_seed(&e.tape, y, dy);
+    float *rstd_ref = (float *)hbuf((size_t)rows * 4);
+    for (int i = 0; i < rows; i++) {
+        double ss = 0;
+        for (int k = 0; k < D; k++) ss += (double)x[(size_t)i * D + k] * x[(size_t)i * D + k];
+        rstd_ref[i] = (float)(1.0 / sqrt(ss / D + eps));
+    }
+
+    void *d_x = up_bf16(x, n, 0), *d_y = out_bf16(n, 0);
+    float *d_w = up_f32(w, D, 0), *d_rstd = out_f32(rows, 0);
+    hy_cuda_rmsnorm_fwd(rows, D, eps, d_x, d_w, d_y, d_rstd, NULL);
+    expect_err(cfg, "y", rel_err(down_bf16(d_y, n), NULL, hy_f32(y), n), 1e-2);
+    expect_err(cfg, "rstd", rel_err(down_f32(d_rstd, rows), NULL, rstd_ref, rows), 1e-5);
+
+    float *pre_x = prefill(r, gx, n), *pre_w = prefill(r, gw, D);
+    float *d_dy = up_f32(dy, n, 0);
+    size_t sb = hy_cuda_rmsnorm_bwd_scratch_bytes(rows, D);
+    void *scratch = dbuf(sb);
+    float *d_gx = up_f32(pre_x, n, 0), *d_gw = up_f32(pre_w, D, 0);
+    hy_cuda_rmsnorm_bwd(rows, D, d_dy, d_x, d_w, d_rstd, d_gx, d_gw, scratch, sb, NULL);
+    float *ggx = down_f32(d_gx, n), *ggw = down_f32(d_gw, D);
+    expect_err(cfg, "dx", rel_err(ggx, pre_x, gx, n), 1e-4);
+    expect_err(cfg, "dw", rel_err(ggw, pre_w, gw, D), 1e-4);
+
+    // Again, dw alone then dx alone: dw reproduces bit for bit, dx too.
+    float *d_gw2 = up_f32(pre_w, D, 0), *d_gx2 = up_f32(pre_x, n, 0);
+    hy_cuda_rmsnorm_bwd(rows, D, d_dy, d_x, d_w, d_rstd, NULL, d_gw2, scratch, sb, NULL);
+    hy_cuda_rmsnorm_bwd(rows, D, d_dy, d_x, d_w, d_rstd, d_gx2, NULL, NULL, 0, NULL);
+    expect_bits(cfg, "dw rerun", down_f32(d_gw2, D), ggw, (size_t)D * 4);
+    expect_bits(cfg, "dx rerun", down_f32(d_gx2, n), ggx, n * 4);
+    cpu_free(&e);
+}
+
+HY_TEST(gpu_op_rmsnorm, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 103);
+    check_rmsnorm(&r, 37, 101);
+    check_rmsnorm(&r, 261, 256);
+    check_rmsnorm(&r, 3001, 8);  // many partial blocks, short rows (32 rows a warp)
+    check_rmsnorm(&r, 45, 7);    // short odd rows: 8 lanes a row
+    check_rmsnorm(&r, 77, 24);   // 4 lanes a row, vector path
+    free_all();
+}
+
+// ================================================================ swiglu
+static void check_swiglu(hy_rng *r, int rows, int H) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "rows=%d H=%d", rows, H);
+    size_t n_in = (size_t)rows * 2 * H, n_out = (size_t)rows * H;
+    float *gv = randn_bf16(r, n_in, 0.0f, 2.0f);
+    float *dy = randn(r, n_out, 0.0f, 1.0f);
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t s[2] = {rows, 2 * H};
+    float *ggv;
+    hy_tensor *y = hy_swiglu(&e.tape, cpu_tensor(&e, 2, s, gv, "gv", &ggv));
+    hy_tape_backward_seed(&e.tape, y, dy);
+
+    void *d_gv = up_bf16(gv, n_in, 0), *d_y = out_bf16(n_out, 0);
+    hy_cuda_swiglu_fwd(rows, H, d_gv, d_y, NULL);
+    expect_err(cfg, "y", rel_err(down_bf16(d_y, n_out), NULL, hy_f32(y), n_out), 1e-2);
+
+    float *pre = prefill(r, ggv, n_in), *d_g = up_f32(pre, n_in, 0);
+    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, 0), d_gv, d_g, NULL);
+    expect_err(cfg, "dgv", rel_err(down_f32(d_g, n_in), pre, ggv, n_in), 1e-4);
+    cpu_free(&e);
+}
+
+HY_TEST(gpu_op_swiglu, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 104);
+    check_swiglu(&r, 37, 101);
+    check_swiglu(&r, 64, 128);
+    free_all();
+}
+
+// ================================================================ elementwise
+typedef enum { EW_ADD, EW_MUL, EW_SILU, EW_SIGMOID } ew_op;
+static const char *ew_name[] = {"add", "mul", "silu", "sigmoid"};
+
+// n elements; pad = 1 shifts every device pointer by one element (scalar path).
+static void check_elementwise(hy_rng *r, ew_op op, size_t n, int pad) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "%s n=%zu%s", ew_name[op], n, pad ? " misaligned" : "");
+    int two = op == EW_ADD || op == EW_MUL;
+    float *a = randn_bf16(r, n, 0.0f, 3.0f), *b = randn_bf16(r, n, 0.0f, 1.0f);
+    float *dy = randn(r, n, 0.0f, 1.0f);
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t s[1] = {(int64_t)n};
+    float *ga = NULL, *gb = NULL;
+    hy_tensor *ta = cpu_tensor(&e, 1, s, a, "a", &ga);
+    hy_tensor *tb = two ? cpu_tensor(&e, 1, s, b, "b", &gb) : NULL;
+    hy_tensor *y = op == EW_ADD   ? hy_add(&e.tape, ta, tb)
+                   : op == EW_MUL ? hy_mul(&e.tape, ta, tb)
+                   : op == EW_SILU ? hy_silu(&e.tape, ta)
+                                   : hy_sigmoid(&e.tape, ta);
+    hy_tape_backward_seed(&e.tape, y, dy);
+
+    void *d_a = up_bf16(a, n, pad), *d_b = up_bf16(b, n, pad), *d_y = out_bf16(n, pad);
+    float *d_dy = up_f32(dy, n, pad);
+    float *pre_a = prefill(r, ga, n), *pre_b = two ? prefill(r, gb, n) : randn(r, n, 0.0f, 1.0f);
+    float *d_ga = up_f32(pre_a, n, pad), *d_gb = up_f32(pre_b, n, pad);
+    switch (op) {
+    case EW_ADD:
+        hy_cuda_add_fwd(n, d_a, d_b, d_y, NULL);
+        hy_cuda_add_bwd(n, d_dy, d_ga, d_gb, NULL);
+        break;
+    case EW_MUL:
+        hy_cuda_mul_fwd(n, d_a, d_b, d_y, NULL);
+        hy_cuda_mul_bwd(n, d_dy, d_a, d_b, d_ga, d_gb, NULL);
+        break;
+    case EW_SILU:
+        hy_cuda_silu_fwd(n, d_a, d_y, NULL);
+        hy_cuda_silu_bwd(n, d_dy, d_a, d_ga, NULL);
+        break;
+    case EW_SIGMOID:
+        hy_cuda_sigmoid_fwd(n, d_a, d_y, NULL);
+        hy_cuda_sigmoid_bwd(n, d_dy, d_a, d_ga, NULL);
+        break;
+    }
+    expect_err(cfg, "y", rel_err(down_bf16(d_y, n), NULL, hy_f32(y), n), 1e-2);
+    expect_err(cfg, two ? "da" : "dx", rel_err(down_f32(d_ga, n), pre_a, ga, n), 1e-4);
+    if (two) expect_err(cfg, "db", rel_err(down_f32(d_gb, n), pre_b, gb, n), 1e-4);
+
+    // One gradient only: the other buffer stays untouched.
+    if (two) {
+        float *d_gb2 = up_f32(pre_b, n, pad);
+        if (op == EW_ADD)
+            hy_cuda_add_bwd(n, d_dy, NULL, d_gb2, NULL);
+        else
+            hy_cuda_mul_bwd(n, d_dy, d_a, d_b, NULL, d_gb2, NULL);
+        expect_err(cfg, "db alone", rel_err(down_f32(d_gb2, n), pre_b, gb, n), 1e-4);
+    }
+    cpu_free(&e);
+}
+
+static void run_elementwise(ew_op op, uint64_t seed) {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, seed);
+    check_elementwise(&r, op, 37 * 101, 0);  // odd: vector bulk + scalar tail
+    check_elementwise(&r, op, 4096, 0);
+    check_elementwise(&r, op, 4096, 1);      // misaligned: scalar
+    free_all();
+}
+
+HY_TEST(gpu_op_add, "gpu") { run_elementwise(EW_ADD, 105); }
+HY_TEST(gpu_op_mul, "gpu") { run_elementwise(EW_MUL, 106); }
+HY_TEST(gpu_op_silu, "gpu") { run_elementwise(EW_SILU, 107); }
+HY_TEST(gpu_op_sigmoid, "gpu") { run_elementwise(EW_SIGMOID, 108); }
+
+// ================================================================ l2norm_heads
+// small: every third head scaled to a norm well below eps (the clamp).
+static void check_l2norm(hy_rng *r, int rows, int H, int hd, float eps, int small) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "rows=%d H=%d hd=%d eps=%g%s", rows, H, hd, (double)eps,
+             small ? " clamped" : "");
+    int vecs = rows * H;
+    size_t n = (size_t)vecs * hd;
+    float *x = randn(r, n, 0.1f, 1.0f);
+    if (small)
+        for (int v = 0; v < vecs; v += 3)
+            for (int k = 0; k < hd; k++) x[(size_t)v * hd + k] *= 0.05f / sqrtf((float)hd);
+    round_bf16(x, n);
+    float *dy = randn(r, n, 0.0f, 1.0f);
+    float *norm_ref = (float *)hbuf((size_t)vecs * 4);
+    for (int v = 0; v < vecs; v++) {
+        double ss = 0;
+        for (int k = 0; k < hd; k++) ss += (double)x[(size_t)v * hd + k] * x[(size_t)v * hd + k];
+        norm_ref[v] = (float)sqrt(ss);
+    }
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t s[2] = {rows, (int64_t)H * hd};
+    float *gx;
+    hy_tensor *y = hy_l2norm_heads(&e.tape, cpu_tensor(&e, 2, s, x, "x", &gx), hd, eps);
+    hy_tape_backward_seed(&e.tape, y, dy);
+
+    void *d_x = up_bf16(x, n, 0), *d_y = out_bf16(n, 0);
+    float *d_norm = out_f32(vecs, 0);
+    hy_cuda_l2norm_heads_fwd(vecs, hd, eps, d_x, d_y, d_norm, NULL);
+    expect_err(cfg, "y", rel_err(down_bf16(d_y, n), NULL, hy_f32(y), n), 1e-2);
+    expect_err(cfg, "norm", rel_err(down_f32(d_norm, vecs), NULL, norm_ref, vecs), 1e-5);
+
+    float *pre = prefill(r, gx, n), *d_gx = up_f32(pre, n, 0);
+    hy_cuda_l2norm_heads_bwd(vecs, hd, eps, up_f32(dy, n, 0), d_x, d_norm, d_gx, NULL);
+    expect_err(cfg, "dx", rel_err(down_f32(d_gx, n), pre, gx, n), 1e-4);
+    cpu_free(&e);
+}
+
+HY_TEST(gpu_op_l2norm_heads, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 109);
+    check_l2norm(&r, 37, 3, 33, 1e-12f, 0);
+    check_l2norm(&r, 40, 4, 64, 1e-12f, 0);
+    check_l2norm(&r, 37, 3, 101, 0.5f, 1);
+    check_l2norm(&r, 16, 4, 64, 0.5f, 1);
+    check_l2norm(&r, 33, 5, 16, 1e-12f, 0);  // 2 lanes a head, 16 heads a warp
+    check_l2norm(&r, 29, 3, 5, 0.5f, 1);     // 8 lanes a head, scalar
+    free_all();
+}
+
+// ================================================================ short_conv
+static void check_conv(hy_rng *r, int B, int T, int C, int K, int with_cache, int with_bias) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "B=%d T=%d C=%d K=%d%s%s", B, T, C, K,
+             with_cache ? " cache" : "", with_bias ? "" : " nobias");
+    size_t n = (size_t)B * T * C, nc = (size_t)B * C * (K - 1);
+    float *x = randn_bf16(r, n, 0.0f, 1.0f);
+    float *w = randn(r, (size_t)C * K, 0.0f, 0.5f), *bias = randn(r, C, 0.0f, 0.5f);
+    float *cache = randn_bf16(r, nc ? nc : 1, 0.0f, 1.0f);
+    float *dy = randn(r, n, 0.0f, 1.0f);
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t xs[3] = {B, T, C}, wsh[2] = {C, K}, bs[1] = {C}, cs[3] = {B, C, K - 1};
+    float *gx, *gw, *gb = NULL;
+    hy_tensor *tx = cpu_tensor(&e, 3, xs, x, "x", &gx), *tw = cpu_tensor(&e, 2, wsh, w, "w", &gw);
+    hy_tensor *tb = with_bias ? cpu_tensor(&e, 1, bs, bias, "b", &gb) : NULL;
+    hy_tensor *tc = with_cache ? cpu_tensor(&e, 3, cs, cache, "cache", NULL) : NULL;
+    hy_tensor *y = hy_short_conv(&e.tape, tx, tw, tb, tc);
+    hy_tape_backward_seed(&e.tape, y, dy);
+
+    void *d_x = up_bf16(x, n, 0), *d_y = out_bf16(n, 0);
+    void *d_cache = with_cache ? up_bf16(cache, nc ? nc : 1, 0) : NULL;
+    float *d_w = up_f32(w, (size_t)C * K, 0), *d_b = with_bias ? up_f32(bias, C, 0) : NULL;
+    hy_cuda_short_conv_fwd(B, T, C, K, d_x, d_w, d_b, d_cache, d_y, NULL);
+    expect_err(cfg, "y", rel_err(down_bf16(d_y, n), NULL, hy_f32(y), n), 1e-2);
+
+    float *pre_x = prefill(r, gx, n), *pre_w = prefill(r, gw, (size_t)C * K);
+    float *pre_b = gb ? prefill(r, gb, C) : randn(r, C, 0.0f, 1.0f);
+    float *d_dy = up_f32(dy, n, 0);
+    float *d_gx = up_f32(pre_x, n, 0), *d_gw = up_f32(pre_w, (size_t)C * K, 0);
+    float *d_gb = up_f32(pre_b, C, 0);
+    size_t sb = hy_cuda_short_conv_bwd_scratch_bytes(B, T, C, K);
+    void *scratch = dbuf(sb);
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx, d_gw,
+                           with_bias ? d_gb : NULL, scratch, sb, NULL);
+    float *ggw = down_f32(d_gw, (size_t)C * K), *ggb = down_f32(d_gb, C);
+    expect_err(cfg, "dx", rel_err(down_f32(d_gx, n), pre_x, gx, n), 1e-4);
+    expect_err(cfg, "dw", rel_err(ggw, pre_w, gw, (size_t)C * K), 1e-4);
+    if (with_bias)
+        expect_err(cfg, "db", rel_err(ggb, pre_b, gb, C), 1e-4);
+    else
+        HY_ASSERT(memcmp(ggb, pre_b, (size_t)C * 4) == 0, "%s: db NULL yet written", cfg);
+
+    // Deterministic: dw and db again (dx not wanted) give the same bits.
+    float *d_gw2 = up_f32(pre_w, (size_t)C * K, 0), *d_gb2 = up_f32(pre_b, C, 0);
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, NULL, d_gw2, d_gb2, scratch, sb,
+                           NULL);
+    expect_bits(cfg, "dw rerun", down_f32(d_gw2, (size_t)C * K), ggw, (size_t)C * K * 4);
+    if (with_bias) expect_bits(cfg, "db rerun", down_f32(d_gb2, C), ggb, (size_t)C * 4);
+    cpu_free(&e);
+}
+
+HY_TEST(gpu_op_short_conv, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 110);
+    check_conv(&r, 3, 29, 45, 4, 1, 1);
+    check_conv(&r, 3, 29, 45, 4, 0, 1);
+    check_conv(&r, 2, 40, 64, 4, 1, 1);   // vector path
+    check_conv(&r, 3, 2, 45, 4, 1, 1);    // T < K
+    check_conv(&r, 2, 9, 48, 1, 0, 0);    // K = 1, no bias
+    check_conv(&r, 4, 300, 64, 3, 1, 1);  // several partial chunks
+    check_conv(&r, 2, 37, 40, 2, 1, 1);   // K = 2
+    check_conv(&r, 3, 29, 45, 6, 1, 1);   // K > 4: the 16-slot window
+    check_conv(&r, 2, 35, 64, 7, 1, 0);   // K > 4, C % 8 == 0
+    free_all();
+}
+
+// ================================================================ rope
+static void check_rope(hy_rng *r, int B, int T, int H, int D, int64_t pos0, float base) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "B=%d T=%d H=%d D=%d pos0=%lld", B, T, H, D, (long long)pos0);
+    size_t n = (size_t)B * T * H * D;
+    float *x = randn_bf16(r, n, 0.0f, 1.0f), *dy = randn(r, n, 0.0f, 1.0f);
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t s[4] = {B, T, H, D};
+    float *gx;
+    hy_tensor *y = hy_rope(&e.tape, cpu_tensor(&e, 4, s, x, "x", &gx), pos0, base);
+    hy_tape_backward_seed(&e.tape, y, dy);
+
+    void *d_x = up_bf16(x, n, 0), *d_y = out_bf16(n, 0);
+    hy_cuda_rope_fwd(B, T, H, D, pos0, base, d_x, d_y, NULL);
+    expect_err(cfg, "y", rel_err(down_bf16(d_y, n), NULL, hy_f32(y), n), 1e-2);
+    hy_cuda_rope_fwd(B, T, H, D, pos0, base, d_x, d_x, NULL);  // in place
+    expect_err(cfg, "y inplace", rel_err(down_bf16(d_x, n), NULL, hy_f32(y), n), 1e-2);
+
+    float *pre = prefill(r, gx, n), *d_gx = up_f32(pre, n, 0);
+    hy_cuda_rope_bwd(B, T, H, D, pos0, base, up_f32(dy, n, 0), d_gx, NULL);
+    expect_err(cfg, "dx", rel_err(down_f32(d_gx, n), pre, gx, n), 1e-4);
+    cpu_free(&e);
+}
+
+HY_TEST(gpu_op_rope, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 111);
+    check_rope(&r, 3, 29, 3, 18, 0, 10000.0f);
+    check_rope(&r, 2, 17, 3, 64, 1000, 10000.0f);
+    check_rope(&r, 1, 5, 2, 128, 123456, 500000.0f);  // large positions
+    free_all();
+}
+
+// ================================================================ slice_last
+static void check_slice(hy_rng *r, int rows, int N, int start, int len) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "rows=%d N=%d [%d, %d)", rows, N, start, start + len);
+    size_t n_in = (size_t)rows * N, n_out = (size_t)rows * len;
+    float *x = randn_bf16(r, n_in, 0.0f, 1.0f), *dy = randn(r, n_out, 0.0f, 1.0f);
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t s[2] = {rows, N};
+    float *gx;
+    hy_tensor *y = hy_slice_last(&e.tape, cpu_tensor(&e, 2, s, x, "x", &gx), start, len);
+    hy_tape_backward_seed(&e.tape, y, dy);
+
+    void *d_x = up_bf16(x, n_in, 0), *d_y = out_bf16(n_out, 0);
+    hy_cuda_slice_last_fwd(rows, N, start, len, d_x, d_y, NULL);
+    float *gy = down_bf16(d_y, n_out);
+    expect_err(cfg, "y", rel_err(gy, NULL, hy_f32(y), n_out), 0.0);  // a copy: exact
+
+    float *pre = prefill(r, gx, n_in), *d_gx = up_f32(pre, n_in, 0);
+    hy_cuda_slice_last_bwd(rows, N, start, len, up_f32(dy, n_out, 0), d_gx, NULL);
+    float *ggx = down_f32(d_gx, n_in);
+    expect_err(cfg, "dx", rel_err(ggx, pre, gx, n_in), 1e-5);
+    int outside_ok = 1;
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < N; j++)
+            if ((j < start || j >= start + len) && ggx[(size_t)i * N + j] != pre[(size_t)i * N + j])
+                outside_ok = 0;
+    HY_ASSERT(outside_ok, "%s: dx changed outside the slice", cfg);
+    cpu_free(&e);
+}
+
+HY_TEST(gpu_op_slice_last, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 112);
+    check_slice(&r, 37, 101, 13, 45);
+    check_slice(&r, 37, 128, 64, 32);  // vector path
+    check_slice(&r, 5, 24, 0, 24);     // the whole row
+    free_all();
+}
+
+// ================================================================ mean
+static void check_mean(hy_rng *r, size_t n) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "n=%zu", n);
+    float *x = randn(r, n, 0.2f, 1.0f);
+    float seed[1] = {0.7f};
+
+    cpu_env e;
+    cpu_init(&e);
+    int64_t s[1] = {(int64_t)n};
+    float *gx;
+    hy_tensor *y = hy_mean(&e.tape, cpu_tensor(&e, 1, s, x, "x", &gx));
+    hy_tape_backward_seed(&e.tape, y, seed);
+
+    float *d_x = up_f32(x, n, 0), *d_y = out_f32(1, 0);
+    hy_cuda_mean_fwd(n, d_x, d_y, NULL);
+    expect_err(cfg, "y", rel_err(down_f32(d_y, 1), NULL, hy_f32(y), 1), 1e-5);
+
+    float *pre = prefill(r, gx, n), *d_gx = up_f32(pre, n, 0);
+    hy_cuda_mean_bwd(n, up_f32(seed, 1, 0), d_gx, NULL);
+    expect_err(cfg, "dx", rel_err(down_f32(d_gx, n), pre, gx, n), 1e-5);
+    cpu_free(&e);
+}
+
+HY_TEST(gpu_op_mean, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 113);
+    check_mean(&r, 3737);
+    check_mean(&r, 100003);
+    free_all();
+}
