@@ -1,0 +1,75 @@
+// hy_cuda_gdn.h: the gated delta rule (Gated DeltaNet's mixer core) on the GPU.
+//
+// The same function as layers/gdn.h (hy_gdn, hy_gdn_step_cpu), per batch b and head h, with a
+// state S (D, D) = (Dv, Dk) in fp32:
+//   S_t = alpha_t S_{t-1} + beta_t (v_t - alpha_t S_{t-1} k_t) k_t^T,   o_t = S_t q_t
+// Layouts (row-major, contiguous):
+//   q, k, v, o, d_o  (B, T, H, D)  bf16 (uint16_t storage, round to nearest even)
+//   alpha, beta      (B, T, H)     fp32; alpha in (0, 1] (the log-space decay needs alpha > 0:
+//                                   0 is read as 1e-38 like the CPU op, and dalpha is 0 there)
+//   S0, S_out, dS_out, dS0  (B, H, D, D) fp32, each may be NULL (zero initial state / not wanted);
+//                    S_out may alias S0 and dS0 may alias dS_out (in-place state carry), but
+//                    the backward needs the forward's S0 again (keep a copy, as the CPU op does)
+//   dq, dk, dv       (B, T, H, D)  fp32;  dalpha, dbeta (B, T, H) fp32
+// Every output is written, never accumulated. Device pointers; bf16 tensors and the workspace
+// must be 16-byte aligned, as must dq, dk and dv; fp32 states 8-byte aligned. `stream` is a
+// cudaStream_t (NULL: the default stream). Calls are asynchronous on that stream.
+//
+// Supported: chunk = 64 and D = 64 or 128 (tensor-core path), any T >= 1 (the last chunk may be
+// partial), B * H <= 65535. Anything else stops with a clear error (exit 2), never a wrong result.
+// hy_cuda_gdn_step accepts any D >= 1.
+//
+// The workspace (device memory, no allocation happens inside these calls) holds the chunk-local
+// WY factors, the chunk start states (bf16) and, in backward, their gradients; one buffer of
+// hy_cuda_gdn_workspace_bytes() serves both forward and backward. Backward does not need the
+// forward's workspace contents: it recomputes what it needs from its inputs.
+#ifndef HY_CUDA_GDN_H
+#define HY_CUDA_GDN_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+size_t hy_cuda_gdn_workspace_bytes(int B, int T, int H, int D, int chunk);
+
+void hy_cuda_gdn_fwd(int B, int T, int H, int D, int chunk, const void *q, const void *k,
+                     const void *v, const float *alpha, const float *beta, const float *S0,
+                     void *o, float *S_out, void *workspace, void *stream);
+
+// Gradients of the loss L(o, S_out) given d_o = dL/do (bf16) and dS_out = dL/dS_out (fp32, NULL
+// for none). dS0 is written when not NULL (zero-state runs may pass NULL; S0 NULL with dS0 set
+// is allowed and gives dL/dS0 at S0 = 0).
+void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const void *q, const void *k,
+                     const void *v, const float *alpha, const float *beta, const float *S0,
+                     const void *d_o, const float *dS_out, float *dq, float *dk, float *dv,
+                     float *dalpha, float *dbeta, float *dS0, void *workspace, void *stream);
+
+// One decoding token: q, k, v (B, H, D) bf16, alpha, beta (B, H) fp32, S (B, H, D, D) fp32
+// updated in place, o (B, H, D) bf16 written.
+void hy_cuda_gdn_step(int B, int H, int D, const void *q, const void *k, const void *v,
+                      const float *alpha, const float *beta, float *S, void *o, void *stream);
+
+// Test hooks (tests and hydra-bench only; not thread-safe, process-wide). bv: rows of the state
+// per thread block in the two sequential passes, 16, 32 or 64 (the backward caps it at 32 for
+// D = 128), or 0 for the automatic choice from B * H and the SM count. wy_reference = 1: use the
+// reference WY kernels (per-column triangular solves on CUDA cores; slower, the first version
+// validated on an H100) instead of the tensor-core ones; HY_GDN_REFERENCE_WY=1 in the environment
+// selects them too when this is never called.
+void hy_cuda_gdn_set_test_options(int bv, int wy_reference);
+
+// Timing helper for tests and hydra-bench: median milliseconds over `iters` runs (after `warmup`
+// runs) of the forward alone and of forward + backward, measured with CUDA events on the default
+// stream. Arguments as above; dS_out, S0, S_out and dS0 may be NULL.
+void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, const void *k, const void *v,
+                      const float *alpha, const float *beta, const float *S0, void *o,
+                      float *S_out, const void *d_o, const float *dS_out, float *dq, float *dk,
+                      float *dv, float *dalpha, float *dbeta, float *dS0, void *workspace,
+                      int warmup, int iters, double *fwd_ms, double *fwd_bwd_ms);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
