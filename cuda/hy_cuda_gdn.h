@@ -55,8 +55,9 @@ void hy_cuda_gdn_step(int B, int H, int D, const void *q, const void *k, const v
 // per thread block in the two sequential passes, 16, 32 or 64 (the backward caps it at 32 for
 // D = 128), or 0 for the automatic choice from B * H and the SM count. wy_reference = 1: use the
 // reference WY kernels (per-column triangular solves on CUDA cores; slower, the first version
-// validated on an H100) instead of the tensor-core ones; HY_GDN_REFERENCE_WY=1 in the environment
-// selects them too when this is never called.
+// validated on an H100) instead of the tensor-core ones. When this is never called, the
+// reference kernels are the default until the tensor-core ones have passed on a GPU;
+// HY_GDN_FAST_WY=1 in the environment selects the tensor-core ones.
 void hy_cuda_gdn_set_test_options(int bv, int wy_reference);
 
 // Timing helper for tests and hydra-bench: median milliseconds over `iters` runs (after `warmup`
