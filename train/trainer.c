@@ -339,7 +339,7 @@ static int train_loop(run *r, const train_args *a) {
         r->st.tokens += tokens_per_step;
         r->st.loss = loss;
         double ms = (hy_now() - t0) * 1e3;
-        ema_ms = step == r->st.step - 1 && ema_ms == 0 ? ms : 0.9 * ema_ms + 0.1 * ms;
+        ema_ms = ema_ms == 0 ? ms : 0.9 * ema_ms + 0.1 * ms;  // smooths the ETA
         hy_step_line line = {step + 1, steps, loss, c->optim.lr * mult, norm, ms,
                              tokens_per_step / (ms * 1e-3), ema_ms * (double)(steps - step - 1) * 1e-3,
                              r->st.tokens, hy_now() - start};
