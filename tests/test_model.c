@@ -94,19 +94,6 @@ HY_TEST(model_param_count_default, "cpu") {
 }
 
 // ---------------------------------------------------------------- golden
-static hy_model_config golden_config(void) {
-    hy_model_config c = hy_config_default();
-    c.vocab_size = 64;
-    c.d_model = 32;
-    c.n_layers = 4;
-    c.n_heads = 2;
-    c.head_dim = 16;
-    c.swa_window = 8;
-    c.dn_chunk_size = 8;
-    c.swa_every = 2;
-    hy_config_finalize(&c, "golden");
-    return c;
-}
 
 static void load_golden_params(world *w, const char *file, const char *group) {
     for (int i = 0; i < w->m.params.n; i++) {
@@ -146,7 +133,7 @@ static double rel_err_vs(const float *a, const char *file, const char *path, int
 
 HY_TEST(model_golden_forward_backward, "cpu") {
     const char *file = hy_golden_path();
-    hy_model_config c = golden_config();
+    hy_model_config c = hy_golden_config();
     world w;
     world_init(&w, HY_ARCH_HYDRA, &c, 1, 64);
     load_golden_params(&w, file, "params");
@@ -177,7 +164,7 @@ HY_TEST(model_golden_forward_backward, "cpu") {
 
 HY_TEST(model_golden_step_logits, "cpu") {
     const char *file = hy_golden_path();
-    hy_model_config c = golden_config();
+    hy_model_config c = hy_golden_config();
     world w;
     world_init(&w, HY_ARCH_HYDRA, &c, 1, 64);
     load_golden_params(&w, file, "params");
@@ -222,7 +209,7 @@ HY_TEST(model_golden_step_logits, "cpu") {
 
 HY_TEST(dense_golden_forward, "cpu") {
     const char *file = hy_golden_path();
-    hy_model_config c = golden_config();
+    hy_model_config c = hy_golden_config();
     world w;
     world_init(&w, HY_ARCH_DENSE, &c, 1, 64);
     load_golden_params(&w, file, "dense/params");

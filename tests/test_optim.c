@@ -142,19 +142,6 @@ static int list_count(const char *list) {
     return n;
 }
 
-static hy_model_config golden_config(void) {
-    hy_model_config c = hy_config_default();
-    c.vocab_size = 64;
-    c.d_model = 32;
-    c.n_layers = 4;
-    c.n_heads = 2;
-    c.head_dim = 16;
-    c.swa_window = 8;
-    c.dn_chunk_size = 8;
-    c.swa_every = 2;
-    hy_config_finalize(&c, "golden");
-    return c;
-}
 
 // Copy /<group>/<name> into `dst` for every parameter (values or gradients).
 static void load_golden(const hy_param_table *t, const char *file, const char *group, int grads) {
@@ -188,7 +175,7 @@ static void golden_routing(hy_param_table *t, const char *muon_list) {
 
 HY_TEST(optim_golden_hybrid_step, "cpu") {
     const char *file = hy_golden_path();
-    hy_model_config mc = golden_config();
+    hy_model_config mc = hy_golden_config();
     hy_model m;
     hy_model_build(&m, HY_ARCH_HYDRA, &mc);
     tab s;

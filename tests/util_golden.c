@@ -69,3 +69,17 @@ void hy_golden_free(hy_golden *g) {
     free(g->data);
     memset(g, 0, sizeof *g);
 }
+
+hy_model_config hy_golden_config(void) {
+    hy_model_config c = hy_config_default();
+    c.vocab_size = 64;
+    c.d_model = 32;
+    c.n_layers = 4;
+    c.n_heads = 2;
+    c.head_dim = 16;
+    c.swa_window = 8;
+    c.dn_chunk_size = 8;
+    c.swa_every = 2;
+    hy_config_finalize(&c, "golden");
+    return c;
+}

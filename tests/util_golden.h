@@ -5,6 +5,8 @@
 
 #include <stdint.h>
 
+#include "../layers/config.h"
+
 typedef struct {
     int ndim;
     int64_t shape[8];
@@ -20,5 +22,8 @@ hy_golden hy_golden_read(const char *file, const char *path);
 // Read a string attribute of the root group into a malloc'd string.
 char *hy_golden_attr(const char *file, const char *name);
 void hy_golden_free(hy_golden *g);
+// The golden file's model: vocab 64, d_model 32, 4 layers (gdn, swa, gdn, swa),
+// 2 heads of 16, SWA window 8, GDN chunk 8.
+hy_model_config hy_golden_config(void);
 
 #endif
