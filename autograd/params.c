@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_ops.h"
 
 void hy_params_create(hy_param_table *t, int cap) {
     memset(t, 0, sizeof *t);
@@ -124,4 +125,45 @@ int64_t hy_params_count(const hy_param_table *t) {
         total += n;
     }
     return total;
+}
+
+size_t hy_params_half_bytes(const hy_param_table *t) { return (t->numel + 16) * sizeof(uint16_t); }
+
+void hy_params_alloc_half(hy_param_table *t, hy_arena *a) {
+    HY_CHECK(t->values && t->device == HY_CUDA && a->device == HY_CUDA,
+             "params: a bf16 copy is for GPU tables, after hy_params_alloc");
+    t->half = (uint16_t *)hy_arena_calloc(a, hy_params_half_bytes(t));
+    for (int i = 0; i < t->n; i++) t->p[i].value->half = t->half + t->p[i].offset;
+    hy_params_refresh_half(t);
+}
+
+void hy_params_refresh_half(hy_param_table *t) {
+    if (t->half) hy_cuda_f32_to_bf16(t->values, t->half, t->numel, NULL);
+}
+
+static void copy_flat(float *dst, hy_device dd, const float *src, hy_device sd, size_t bytes) {
+    if (dd == HY_CPU && sd == HY_CPU)
+        memcpy(dst, src, bytes);
+    else if (dd == HY_CUDA && sd == HY_CPU)
+        hy_cuda_memcpy_h2d(dst, src, bytes);
+    else if (dd == HY_CPU && sd == HY_CUDA)
+        hy_cuda_memcpy_d2h(dst, src, bytes);
+    else
+        hy_cuda_memcpy_d2d(dst, src, bytes);
+}
+
+static void check_same_layout(const hy_param_table *a, const hy_param_table *b) {
+    HY_CHECK(a->n == b->n && a->numel == b->numel && a->values && b->values,
+             "params: copy between tables of different layouts (%d vs %d tensors)", a->n, b->n);
+}
+
+void hy_params_copy_values(hy_param_table *dst, const hy_param_table *src) {
+    check_same_layout(dst, src);
+    copy_flat(dst->values, dst->device, src->values, src->device, hy_params_bytes(dst));
+    hy_params_refresh_half(dst);
+}
+
+void hy_params_copy_grads(hy_param_table *dst, const hy_param_table *src) {
+    check_same_layout(dst, src);
+    copy_flat(dst->grads, dst->device, src->grads, src->device, hy_params_bytes(dst));
 }

@@ -50,6 +50,7 @@ typedef struct {
     size_t numel;     // all parameters together
     float *values;    // flat, numel elements (device memory for CUDA)
     float *grads;     // flat, numel elements
+    uint16_t *half;   // GPU tables: bf16 copy of values at the same offsets (GEMM operands)
     hy_device device;
 } hy_param_table;
 
@@ -69,6 +70,18 @@ void hy_params_alloc(hy_param_table *t, hy_arena *values, hy_arena *grads);
 // Draw initial values in table order (host tables only).
 void hy_params_initialise(hy_param_table *t, hy_rng *rng);
 void hy_params_zero_grads(hy_param_table *t);
+
+// GPU tables: a bf16 copy of all values (numel * 2 bytes from `a`, a CUDA
+// arena), parallel to the flat values, so one conversion refreshes every
+// copy; each value tensor's `half` points at its part. Refresh after every
+// change of the values (optimizer step, load).
+size_t hy_params_half_bytes(const hy_param_table *t);
+void hy_params_alloc_half(hy_param_table *t, hy_arena *a);
+void hy_params_refresh_half(hy_param_table *t);
+// Copy all values (or all gradients) between two tables of the same layout
+// on any devices (host <-> GPU). Refreshes dst's bf16 copy when it has one.
+void hy_params_copy_values(hy_param_table *dst, const hy_param_table *src);
+void hy_params_copy_grads(hy_param_table *dst, const hy_param_table *src);
 void hy_params_bind(hy_param_table *t, hy_tape *tape);
 
 void hy_params_print(const hy_param_table *t, FILE *f);

@@ -2,9 +2,11 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "check.h"
+#include "../cuda/hy_cuda.h"
 
 size_t hy_dtype_size(hy_dtype dt) { return dt == HY_BF16 ? 2 : 4; }
 
@@ -77,6 +79,7 @@ hy_tensor *hy_view(hy_arena *a, hy_tensor *t, int ndim, const int64_t *shape) {
     HY_REQUIRE(hy_numel(v) == hy_numel(t), "view of '%s' %s as %s: element counts differ",
                t->name, hy_shape_str(t), hy_shape_str(v));
     v->data = t->data;
+    v->half = t->half;
     v->requires_grad = t->requires_grad;
     v->base = owner_of(t);
     v->offset = t->base ? t->offset : 0;
@@ -94,6 +97,7 @@ hy_tensor *hy_view_rows(hy_arena *a, hy_tensor *t, int64_t row0, int64_t n) {
     v->device = t->device;
     int64_t row_elems = t->shape[0] ? hy_numel(t) / t->shape[0] : 0;
     v->data = (char *)t->data + (size_t)(row0 * row_elems) * hy_dtype_size(t->dtype);
+    v->half = t->half ? (char *)t->half + (size_t)(row0 * row_elems) * 2 : NULL;
     v->requires_grad = t->requires_grad;
     v->base = owner_of(t);
     v->offset = (t->base ? t->offset : 0) + row0 * row_elems;
@@ -189,4 +193,54 @@ void hy_expect_cpu(const char *op, const hy_tensor *t) {
     char d[160];
     HY_REQUIRE(t->device == HY_CPU, "%s: %s: this op has no CUDA version yet", op,
                hy_describe(t, d, sizeof d));
+}
+
+void hy_expect_act(const char *op, const hy_tensor *t) {
+    char d[160];
+    hy_dtype want = hy_act_dtype(t->device);
+    HY_REQUIRE(t->dtype == want, "%s: %s must be %s (activations on the %s are %s)", op,
+               hy_describe(t, d, sizeof d), hy_dtype_name(want), t->device == HY_CUDA ? "GPU" : "CPU",
+               hy_dtype_name(want));
+}
+
+hy_dtype hy_act_dtype(hy_device d) { return d == HY_CUDA ? HY_BF16 : HY_F32; }
+
+void hy_tensor_to_host_f32(const hy_tensor *t, float *dst) {
+    HY_REQUIRE(t->dtype != HY_I32, "to_host_f32: '%s' is an integer tensor", t->name);
+    size_t n = (size_t)hy_numel(t);
+    if (t->dtype == HY_F32) {
+        if (t->device == HY_CUDA)
+            hy_cuda_memcpy_d2h(dst, t->data, n * sizeof(float));
+        else
+            memcpy(dst, t->data, n * sizeof(float));
+        return;
+    }
+    const uint16_t *h = (const uint16_t *)t->data;
+    uint16_t *tmp = NULL;
+    if (t->device == HY_CUDA) {
+        tmp = (uint16_t *)hy_xmalloc(n * sizeof(uint16_t));
+        hy_cuda_memcpy_d2h(tmp, t->data, n * sizeof(uint16_t));
+        h = tmp;
+    }
+    for (size_t i = 0; i < n; i++) dst[i] = hy_bf16_to_f32(h[i]);
+    free(tmp);
+}
+
+void hy_tensor_from_host_f32(hy_tensor *t, const float *src) {
+    HY_REQUIRE(t->dtype != HY_I32, "from_host_f32: '%s' is an integer tensor", t->name);
+    size_t n = (size_t)hy_numel(t);
+    if (t->dtype == HY_F32) {
+        if (t->device == HY_CUDA)
+            hy_cuda_memcpy_h2d(t->data, src, n * sizeof(float));
+        else
+            memcpy(t->data, src, n * sizeof(float));
+        return;
+    }
+    uint16_t *h = t->device == HY_CUDA ? (uint16_t *)hy_xmalloc(n * sizeof(uint16_t))
+                                       : (uint16_t *)t->data;
+    for (size_t i = 0; i < n; i++) h[i] = hy_f32_to_bf16(src[i]);
+    if (t->device == HY_CUDA) {
+        hy_cuda_memcpy_h2d(t->data, h, n * sizeof(uint16_t));
+        free(h);
+    }
 }

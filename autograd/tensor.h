@@ -26,6 +26,9 @@ typedef struct hy_tensor {
     int slot;                 // index in the tape's gradient table, -1 if none yet
     struct hy_tensor *base;   // a view's owner (gradients go there), NULL if none
     int64_t offset;           // a view's first element within base
+    // An f32 parameter on the GPU also has a bf16 copy that the GEMMs read
+    // (params.h, hy_params_alloc_half); NULL for everything else.
+    void *half;
 } hy_tensor;
 
 size_t hy_dtype_size(hy_dtype dt);
@@ -76,5 +79,14 @@ void hy_expect_ndim(const char *op, const hy_tensor *t, int ndim);
 void hy_expect_same_shape(const char *op, const hy_tensor *a, const hy_tensor *b);
 // The op has no CUDA version yet: a CUDA tensor is a clear error.
 void hy_expect_cpu(const char *op, const hy_tensor *t);
+// A float activation: f32 on the CPU, bf16 on the GPU (DESIGN section 2).
+void hy_expect_act(const char *op, const hy_tensor *t);
+// The activation dtype of a device: f32 on the CPU, bf16 on the GPU.
+hy_dtype hy_act_dtype(hy_device d);
+
+// Copies between a tensor (either device, f32 or bf16) and f32 host memory
+// of its numel, converting bf16 <-> f32 (round to nearest even). Synchronous.
+void hy_tensor_to_host_f32(const hy_tensor *t, float *dst);
+void hy_tensor_from_host_f32(hy_tensor *t, const float *src);
 
 #endif

@@ -11,9 +11,12 @@
 
 #include "../autograd/arena.h"
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_blas.h"
 #include "../layers/model.h"
 #include "../train/checkpoint.h"
 #include "../train/run_config.h"
+#include "../train/train_gpu.h"
 #include "sample.h"
 
 // Prompt tokens per prefill call: the work arena then holds one chunk's
@@ -28,12 +31,14 @@ typedef struct {
     long max_new;
     hy_sampler sampler;
     uint64_t seed;
+    const char *device;  // auto | cpu | cuda
 } gen_args;
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: hydra-generate CHECKPOINT [--prompt TEXT | --ids \"ID ID ...\"] [--max-new N]\n"
             "                      [--temperature T] [--top-k K] [--top-p P] [--seed S]\n"
+            "                      [--device auto|cpu|cuda]\n"
             "\n"
             "Continues a prompt with the model stored in CHECKPOINT (an .h5 file written by\n"
             "hydra-train), writing the new tokens to stdout as they are sampled.\n"
@@ -50,6 +55,12 @@ static void usage(FILE *f) {
             "  --top-p P          sample among the fewest most likely tokens whose probability\n"
             "                     reaches P; 1 = off (default 1)\n"
             "  --seed S           random seed; the same seed gives the same output (default 0)\n"
+            "  --device D         where the model runs: cuda (the GPU; its kernels need\n"
+            "                     model.head_dim 64 or 128 and model.dn_chunk_size 64), cpu, or\n"
+            "                     auto (default): the GPU when there is one and it can run the\n"
+            "                     model, else the CPU (saying why on stderr when a GPU is\n"
+            "                     present). The GPU computes in bf16, so its samples can\n"
+            "                     differ from the CPU's for the same seed.\n"
             "  -h, --help         this text\n");
 }
 
@@ -92,6 +103,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     a->sampler.temperature = 1.0f;
     a->sampler.top_k = 0;
     a->sampler.top_p = 1.0f;
+    a->device = "auto";
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (!strcmp(arg, "-h") || !strcmp(arg, "--help")) return -1;
@@ -133,6 +145,9 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         } else if (!strcmp(opt, "--seed")) {
             ok = !parse_long(val, &n) && n >= 0;
             a->seed = (uint64_t)n;
+        } else if (!strcmp(opt, "--device")) {
+            ok = !strcmp(val, "auto") || !strcmp(val, "cpu") || !strcmp(val, "cuda");
+            a->device = val;
         } else {
             return bad_usage("unknown option '%s'", opt);
         }
@@ -229,10 +244,14 @@ static size_t work_bytes(const hy_model_config *c, int T) {
     return WORK_BASE + (size_t)T * per_token * sizeof(float);
 }
 
+// The checkpoint loads into the host model `m`; on the GPU, `gm` is its
+// device copy (gparams, ggrads, ghalf: CUDA arenas) and runs instead.
 typedef struct {
     hy_run_config cfg;
-    hy_model m;
+    hy_model m, gm;
     hy_arena params, grads, work;
+    hy_arena gparams, ggrads, ghalf;
+    hy_device device;
     hy_decode_state state;
 } gen_world;
 
@@ -249,6 +268,23 @@ static void load_model(gen_world *w, const char *path) {
     hy_arena_init(&w->grads, "grads", HY_CPU, pb);
     hy_params_alloc(&w->m.params, &w->params, &w->grads);
     hy_ckpt_load(path, &w->m.params, NULL, NULL);
+}
+
+// The device to decode on (--device), and the model that runs there.
+static hy_model *place_model(gen_world *w, const gen_args *a) {
+    char what[1100], why[300];
+    snprintf(what, sizeof what, "%s: --device %s", a->checkpoint, a->device);
+    w->device = hy_device_choose(a->device, w->cfg.arch, &w->m.cfg, what, why, sizeof why);
+    if (why[0]) fprintf(stderr, "hydra-generate: running on the CPU: %s\n", why);
+    if (w->device == HY_CPU) return &w->m;
+    hy_cuda_set_device(0);
+    hy_cuda_blas_init();
+    size_t pb = hy_params_bytes(&w->m.params);
+    hy_arena_init(&w->gparams, "params", HY_CUDA, pb);
+    hy_arena_init(&w->ggrads, "grads", HY_CUDA, pb);  // unused, but part of a GPU table
+    hy_arena_init(&w->ghalf, "bf16", HY_CUDA, hy_params_half_bytes(&w->m.params));
+    hy_model_to_cuda(&w->gm, &w->m, &w->gparams, &w->ggrads, &w->ghalf);
+    return &w->gm;
 }
 
 static void emit(int tok, int bytes) {
@@ -272,29 +308,31 @@ int hy_generate_main(int argc, char **argv) {
     gen_world w;
     memset(&w, 0, sizeof w);
     load_model(&w, a.checkpoint);
+    hy_model *m = place_model(&w, &a);
     const int V = w.m.cfg.vocab_size, bytes = V == 256;
     int T;
     int32_t *ids = prompt_ids(&a, V, &T);
     int chunk = T - 1 < PREFILL_CHUNK ? (T - 1 > 0 ? T - 1 : 1) : PREFILL_CHUNK;
-    hy_arena_init(&w.work, "decode work", HY_CPU, work_bytes(&w.m.cfg, chunk));
-    hy_decode_init(&w.state, &w.m, 1);
+    // On the GPU the activations are bf16: the fp32 bound is generous there.
+    hy_arena_init(&w.work, "decode work", w.device, work_bytes(&w.m.cfg, chunk));
+    hy_decode_init(&w.state, m, 1);
 
     // All but the last prompt token go through prefill without logits; the
     // last goes through a step, whose logits predict the first new token.
     for (int t = 0; t < T - 1; t += chunk) {
         int n = T - 1 - t < chunk ? T - 1 - t : chunk;
-        hy_model_prefill(&w.m, &w.state, ids + t, n, NULL, &w.work);
+        hy_model_prefill(m, &w.state, ids + t, n, NULL, &w.work);
     }
     float *logits = (float *)hy_xmalloc((size_t)V * sizeof(float));
     float *scratch = (float *)hy_xmalloc((size_t)V * sizeof(float));
     int32_t tok = ids[T - 1];
-    hy_model_step(&w.m, &w.state, &tok, logits, &w.work);
+    hy_model_step(m, &w.state, &tok, logits, &w.work);
     hy_rng rng;
     hy_rng_seed(&rng, a.seed);
     for (long i = 0; i < a.max_new; i++) {
         tok = hy_sample(&a.sampler, logits, V, &rng, scratch);
         emit(tok, bytes);
-        if (i + 1 < a.max_new) hy_model_step(&w.m, &w.state, &tok, logits, &w.work);
+        if (i + 1 < a.max_new) hy_model_step(m, &w.state, &tok, logits, &w.work);
     }
     if (!bytes && a.max_new > 0) fputc('\n', stdout);
     fflush(stdout);
@@ -303,9 +341,9 @@ int hy_generate_main(int argc, char **argv) {
     free(scratch);
     free(ids);
     hy_decode_free(&w.state);
+    if (w.device == HY_CUDA) hy_model_destroy(&w.gm);
     hy_model_destroy(&w.m);
-    hy_arena_free(&w.work);
-    hy_arena_free(&w.params);
-    hy_arena_free(&w.grads);
+    hy_arena *all[6] = {&w.work, &w.params, &w.grads, &w.gparams, &w.ggrads, &w.ghalf};
+    for (int i = 0; i < 6; i++) hy_arena_free(all[i]);
     return 0;
 }

@@ -1,20 +1,30 @@
 // elementwise.c: a + b, a * b, silu(x), sigmoid(x).
+// CPU: f32 in and out. GPU (hy_cuda_ops.h): bf16 in, bf16 out, except
+// sigmoid, whose GPU output is F32 (hy_cuda_sigmoid_f32out_fwd): it makes
+// the gates of the gated delta rule, and a bf16 gate near 1 would lose most
+// of log(gate). Gradients are f32 on both devices.
 #include <math.h>
 
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda_glue.h"
+#include "../cuda/hy_cuda_ops.h"
 #include "ops.h"
 
 static void check_pair(const char *op, hy_tensor *a, hy_tensor *b) {
-    hy_expect_dtype(op, a, HY_F32);
-    hy_expect_dtype(op, b, HY_F32);
-    hy_expect_cpu(op, a);
+    hy_expect_act(op, a);
     hy_expect_device(op, a, b);
+    hy_expect_act(op, b);
     hy_expect_same_shape(op, a, b);
 }
 
-static void check_one(const char *op, hy_tensor *x) {
-    hy_expect_dtype(op, x, HY_F32);
-    hy_expect_cpu(op, x);
+static void check_one(const char *op, hy_tensor *x) { hy_expect_act(op, x); }
+
+// On the GPU: da and db are windows of one gradient buffer when a and b share
+// an owner (hy_add(x, x), or two views of one tensor). One launch updating
+// both could then race between threads where the windows overlap
+// differently, so the two are accumulated by separate launches.
+static int same_owner(const hy_tensor *a, const hy_tensor *b) {
+    return (a->base ? a->base : a) == (b->base ? b->base : b);
 }
 
 // ---------------------------------------------------------------- add
@@ -29,8 +39,32 @@ static void add_backward(hy_tape *t, hy_node *n) {
     }
 }
 
+// GPU: dy (n) f32; da, db (n) f32 += dy.
+static void add_backward_cuda(hy_tape *t, hy_node *n) {
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));
+    size_t len = (size_t)hy_numel(n->out[0]);
+    hy_tensor *ga = hy_grad_acc(t, n->in[0]), *gb = hy_grad_acc(t, n->in[1]);
+    float *da = ga ? hy_f32(ga) : NULL, *db = gb ? hy_f32(gb) : NULL;
+    if (da && db && same_owner(n->in[0], n->in[1])) {
+        hy_cuda_add_bwd(len, dy, da, NULL, NULL);
+        hy_cuda_add_bwd(len, dy, NULL, db, NULL);
+    } else {
+        hy_cuda_add_bwd(len, dy, da, db, NULL);
+    }
+}
+
+// GPU: a, b (n) bf16 -> y (n) bf16. Saves nothing.
+static hy_tensor *add_fwd_cuda(hy_tape *t, hy_tensor *a, hy_tensor *b) {
+    hy_tensor *y = hy_tape_new(t, HY_BF16, a->ndim, a->shape, "add");
+    hy_cuda_add_fwd((size_t)hy_numel(a), a->data, b->data, y->data, NULL);
+    hy_tensor *ins[2] = {a, b};
+    hy_tape_record(t, "add", add_backward_cuda, ins, 2, &y, 1);
+    return y;
+}
+
 hy_tensor *hy_add(hy_tape *t, hy_tensor *a, hy_tensor *b) {
     check_pair("add", a, b);
+    if (a->device == HY_CUDA) return add_fwd_cuda(t, a, b);
     hy_tensor *y = hy_tape_new(t, HY_F32, a->ndim, a->shape, "add");
     const float *av = hy_f32(a), *bv = hy_f32(b);
     float *yv = hy_f32(y);
@@ -56,8 +90,33 @@ static void mul_backward(hy_tape *t, hy_node *n) {
     }
 }
 
+// GPU: dy (n) f32; da += dy * b, db += dy * a (n) f32; a, b the bf16 inputs.
+static void mul_backward_cuda(hy_tape *t, hy_node *n) {
+    hy_tensor *a = n->in[0], *b = n->in[1];
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));
+    size_t len = (size_t)hy_numel(a);
+    hy_tensor *ga = hy_grad_acc(t, a), *gb = hy_grad_acc(t, b);
+    float *da = ga ? hy_f32(ga) : NULL, *db = gb ? hy_f32(gb) : NULL;
+    if (da && db && same_owner(a, b)) {
+        hy_cuda_mul_bwd(len, dy, a->data, b->data, da, NULL, NULL);
+        hy_cuda_mul_bwd(len, dy, a->data, b->data, NULL, db, NULL);
+    } else {
+        hy_cuda_mul_bwd(len, dy, a->data, b->data, da, db, NULL);
+    }
+}
+
+// GPU: a, b (n) bf16 -> y (n) bf16. a and b are inputs: nothing saved.
+static hy_tensor *mul_fwd_cuda(hy_tape *t, hy_tensor *a, hy_tensor *b) {
+    hy_tensor *y = hy_tape_new(t, HY_BF16, a->ndim, a->shape, "mul");
+    hy_cuda_mul_fwd((size_t)hy_numel(a), a->data, b->data, y->data, NULL);
+    hy_tensor *ins[2] = {a, b};
+    hy_tape_record(t, "mul", mul_backward_cuda, ins, 2, &y, 1);
+    return y;
+}
+
 hy_tensor *hy_mul(hy_tape *t, hy_tensor *a, hy_tensor *b) {
     check_pair("mul", a, b);
+    if (a->device == HY_CUDA) return mul_fwd_cuda(t, a, b);
     hy_tensor *y = hy_tape_new(t, HY_F32, a->ndim, a->shape, "mul");
     const float *av = hy_f32(a), *bv = hy_f32(b);
     float *yv = hy_f32(y);
@@ -80,8 +139,24 @@ static void silu_backward(hy_tape *t, hy_node *n) {
     }
 }
 
+// GPU: dx (n) f32 += dy s (1 + x (1 - s)), s recomputed from the bf16 input x.
+static void silu_backward_cuda(hy_tape *t, hy_node *n) {
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));
+    hy_tensor *g = hy_grad_acc(t, n->in[0]);
+    if (g) hy_cuda_silu_bwd((size_t)hy_numel(n->in[0]), dy, n->in[0]->data, hy_f32(g), NULL);
+}
+
+// GPU: x (n) bf16 -> y (n) bf16. Saves nothing (recomputes sigmoid from x).
+static hy_tensor *silu_fwd_cuda(hy_tape *t, hy_tensor *x) {
+    hy_tensor *y = hy_tape_new(t, HY_BF16, x->ndim, x->shape, "silu");
+    hy_cuda_silu_fwd((size_t)hy_numel(x), x->data, y->data, NULL);
+    hy_tape_record(t, "silu", silu_backward_cuda, &x, 1, &y, 1);
+    return y;
+}
+
 hy_tensor *hy_silu(hy_tape *t, hy_tensor *x) {
     check_one("silu", x);
+    if (x->device == HY_CUDA) return silu_fwd_cuda(t, x);
     hy_tensor *y = hy_tape_new(t, HY_F32, x->ndim, x->shape, "silu");
     const float *xv = hy_f32(x);
     float *yv = hy_f32(y);
@@ -98,8 +173,27 @@ static void sigmoid_backward(hy_tape *t, hy_node *n) {
         d[i] += dy[i] * yv[i] * (1.0f - yv[i]);
 }
 
+// GPU: dx (n) f32 += dy s (1 - s), with s recomputed in f32 from the bf16
+// INPUT x (the node's input, alive; not from the output y).
+static void sigmoid_backward_cuda(hy_tape *t, hy_node *n) {
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));
+    hy_tensor *g = hy_grad_acc(t, n->in[0]);
+    if (g) hy_cuda_sigmoid_bwd((size_t)hy_numel(n->in[0]), dy, n->in[0]->data, hy_f32(g), NULL);
+}
+
+// GPU: x (n) bf16 -> y (n) F32 (not bf16: see the top of this file). Saves
+// nothing: backward reads the input x.
+static hy_tensor *sigmoid_fwd_cuda(hy_tape *t, hy_tensor *x) {
+    hy_tensor *y = hy_tape_new(t, HY_F32, x->ndim, x->shape, "sigmoid");
+    hy_cuda_sigmoid_f32out_fwd((size_t)hy_numel(x), x->data, hy_f32(y), NULL);
+    hy_tape_record(t, "sigmoid", sigmoid_backward_cuda, &x, 1, &y, 1);
+    return y;
+}
+
+// CPU: y f32. GPU: x bf16, y F32 (the gates stay f32 on the GPU).
 hy_tensor *hy_sigmoid(hy_tape *t, hy_tensor *x) {
     check_one("sigmoid", x);
+    if (x->device == HY_CUDA) return sigmoid_fwd_cuda(t, x);
     hy_tensor *y = hy_tape_new(t, HY_F32, x->ndim, x->shape, "sigmoid");
     const float *xv = hy_f32(x);
     float *yv = hy_f32(y);

@@ -15,6 +15,7 @@
 // (b, h) pairs are independent and spread over OpenMP threads, each with its
 // own workspace from the scratch arena.
 #include "gdn.h"
+#include "mixers_cuda.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -446,6 +447,7 @@ static void check_args(const hy_tensor *q, const hy_tensor *k, const hy_tensor *
 
 hy_tensor *hy_gdn(hy_tape *t, hy_tensor *q, hy_tensor *k, hy_tensor *v, hy_tensor *alpha,
                   hy_tensor *beta, hy_tensor *S0, int chunk, hy_tensor **S_out) {
+    if (q->device == HY_CUDA) return hy_gdn_cuda(t, q, k, v, alpha, beta, S0, chunk, S_out);
     check_args(q, k, v, alpha, beta, S0, chunk);
     gdn_dims d = {(int)q->shape[0], (int)q->shape[1], (int)q->shape[2],
                   (int)q->shape[3], (int)v->shape[3], chunk};

@@ -44,21 +44,36 @@ void hy_model_destroy(hy_model *m);
 // N(0, initializer_range / sqrt(2 n_layers)), norms 1, alpha bias
 // log(0.98/0.02), other biases 0.
 void hy_model_init_weights(hy_model *m, uint64_t seed);
+// A copy of the host model `src` on the GPU: same config and table, values
+// copied into fp32 master weights (`values`, CUDA arena) with fp32 gradients
+// (`grads`) and bf16 copies for the GEMMs (`half`). Forward, backward and
+// decoding then run on the GPU: activations bf16, gradients fp32.
+void hy_model_to_cuda(hy_model *dst, const hy_model *src, hy_arena *values, hy_arena *grads,
+                      hy_arena *half);
+// Device of the model's parameters.
+static inline hy_device hy_model_device(const hy_model *m) { return m->params.device; }
 // Sum of the element counts of all parameters.
 int64_t hy_model_param_count(const hy_model *m);
 
 // Training forward. ids, targets (B, T) i32 -> logits (B, T, V); when
 // targets is not NULL, *loss receives the mean cross-entropy (targets equal
-// to ignore_index are skipped).
+// to ignore_index are skipped). On the GPU (ids and model there) the loss
+// is fused with the tied head (hy_head_loss) and the returned logits are
+// NULL; without targets the logits come back as bf16 (B, T, V).
 hy_tensor *hy_model_forward(hy_model *m, hy_tape *t, hy_tensor *ids, hy_tensor *targets,
                             int ignore_index, hy_tensor **loss);
 
 // ---------------------------------------------------------------- decoding
+// On the GPU (a model whose parameters live there) the same state lives in
+// device memory: S stays fp32, the conv cache, rings and KV caches are bf16
+// (they hold bf16 activations exactly).
 typedef struct {
-    float *S;          // GDN (B, H, Dv, Dk)
-    float *conv;       // GDN (B, 3I, K-1): the last K-1 projected inputs
-    hy_swa_cache swa;  // SWA: ring buffer of the last W keys and values
-    float *k, *v;      // dense: (B, cap, H, D) growing caches
+    float *S;          // GDN (B, H, Dv, Dk); device memory on the GPU
+    float *conv;       // GDN (B, 3I, K-1): the last K-1 projected inputs (CPU)
+    hy_swa_cache swa;  // SWA: ring buffer of the last W keys and values (CPU)
+    float *k, *v;      // dense: (B, cap, H, D) growing caches (CPU)
+    void *conv16;      // GPU: conv cache (B, 3I, K-1) bf16
+    void *k16, *v16;   // GPU: SWA ring (B, W, H, D) or dense cache (B, cap, H, D), bf16
 } hy_layer_state;
 
 typedef struct {
@@ -67,6 +82,7 @@ typedef struct {
     int64_t pos;        // tokens processed so far
     int64_t dense_cap;  // dense: rows allocated in k/v
     hy_layer_state layer[HY_MAX_LAYERS];
+    hy_device device;   // where the state lives (the model's device)
     void *block;        // one allocation for HydraLM's fixed-size state
     size_t bytes;       // bytes of decoding state now held
 } hy_decode_state;
@@ -81,6 +97,8 @@ void hy_decode_free(hy_decode_state *s);
 void hy_model_prefill(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, float *logits,
                       hy_arena *work);
 // One token per row: ids (B) -> logits (B, V).
+// For a GPU model, ids and logits stay host arrays and `work` must be a CUDA
+// arena.
 void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits,
                    hy_arena *work);
 

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_glue.h"
 #include "model_internal.h"
 
 static size_t gdn_floats(const hy_model_config *c, int B, size_t *conv) {
@@ -16,12 +18,48 @@ static size_t gdn_floats(const hy_model_config *c, int B, size_t *conv) {
     return (size_t)B * c->n_heads * c->head_dim * c->head_dim;
 }
 
+// GPU state: per GDN layer S (B, H, D, D) f32 and the conv cache bf16, per
+// SWA layer two bf16 rings (B, W, H, D); one device allocation.
+static size_t gpu_layer_bytes(const hy_model *m, int i, int B, size_t *S_bytes) {
+    const hy_model_config *c = &m->cfg;
+    size_t conv, S = gdn_floats(c, B, &conv);
+    *S_bytes = S * sizeof(float);
+    if (m->layer[i].kind == HY_LAYER_GDN) return *S_bytes + conv * 2;
+    return 2 * (size_t)B * c->swa_window * c->n_heads * c->head_dim * 2;
+}
+
+static void decode_init_gpu(hy_decode_state *s, const hy_model *m, int B) {
+    size_t total = 0, Sb;
+    for (int i = 0; i < m->cfg.n_layers; i++) total += (gpu_layer_bytes(m, i, B, &Sb) + 255) & ~(size_t)255;
+    s->block = hy_cuda_malloc(total ? total : 256);
+    hy_cuda_memset(s->block, 0, total ? total : 256);
+    s->bytes = total;
+    char *p = (char *)s->block;
+    for (int i = 0; i < m->cfg.n_layers; i++) {
+        hy_layer_state *L = &s->layer[i];
+        size_t bytes = gpu_layer_bytes(m, i, B, &Sb);
+        if (m->layer[i].kind == HY_LAYER_GDN) {
+            L->S = (float *)p;
+            L->conv16 = p + Sb;
+        } else {
+            L->k16 = p;
+            L->v16 = p + bytes / 2;
+        }
+        p += (bytes + 255) & ~(size_t)255;
+    }
+}
+
 void hy_decode_init(hy_decode_state *s, const hy_model *m, int B) {
     memset(s, 0, sizeof *s);
     s->model = m;
     s->B = B;
+    s->device = hy_model_device(m);
     const hy_model_config *c = &m->cfg;
     if (m->arch == HY_ARCH_DENSE) return;  // caches grow on first use
+    if (s->device == HY_CUDA) {
+        decode_init_gpu(s, m, B);
+        return;
+    }
     size_t total = 0;
     for (int i = 0; i < c->n_layers; i++) {
         if (m->layer[i].kind == HY_LAYER_GDN) {
@@ -53,18 +91,54 @@ void hy_decode_reset(hy_decode_state *s) {
     const hy_model *m = s->model;
     s->pos = 0;
     if (m->arch == HY_ARCH_DENSE) return;  // rows past pos are never read
+    if (s->device == HY_CUDA) {
+        hy_cuda_memset(s->block, 0, s->bytes);
+        return;
+    }
     memset(s->block, 0, s->bytes);
     for (int i = 0; i < m->cfg.n_layers; i++)
         if (m->layer[i].kind == HY_LAYER_SWA) hy_swa_cache_reset(&s->layer[i].swa);
 }
 
 void hy_decode_free(hy_decode_state *s) {
+    if (s->device == HY_CUDA) {
+        if (s->block) hy_cuda_free(s->block);
+        for (int i = 0; i < HY_MAX_LAYERS; i++)
+            if (s->model && s->model->arch == HY_ARCH_DENSE && s->layer[i].k16) {
+                hy_cuda_free(s->layer[i].k16);
+                hy_cuda_free(s->layer[i].v16);
+            }
+        memset(s, 0, sizeof *s);
+        return;
+    }
     free(s->block);
     for (int i = 0; i < HY_MAX_LAYERS; i++) {
         free(s->layer[i].k);
         free(s->layer[i].v);
     }
     memset(s, 0, sizeof *s);
+}
+
+// Dense on the GPU: grow the bf16 caches (B, cap, H, D) to `cap` rows.
+static void dense_grow_gpu(hy_decode_state *s, int64_t cap, int64_t HD) {
+    const hy_model_config *c = &s->model->cfg;
+    for (int i = 0; i < c->n_layers; i++) {
+        hy_layer_state *L = &s->layer[i];
+        void *k = hy_cuda_malloc((size_t)(s->B * cap * HD) * 2);
+        void *v = hy_cuda_malloc((size_t)(s->B * cap * HD) * 2);
+        if (s->pos > 0) {
+            hy_cuda_copy_rows_bf16(s->B, (int)s->pos, (int)HD, L->k16, (int)s->dense_cap, 0, k,
+                                   (int)cap, 0, NULL);
+            hy_cuda_copy_rows_bf16(s->B, (int)s->pos, (int)HD, L->v16, (int)s->dense_cap, 0, v,
+                                   (int)cap, 0, NULL);
+        }
+        if (L->k16) {
+            hy_cuda_free(L->k16);
+            hy_cuda_free(L->v16);
+        }
+        L->k16 = k, L->v16 = v;
+    }
+    s->bytes = (size_t)(2 * c->n_layers) * (size_t)(s->B * cap * HD) * 2;
 }
 
 // Dense: make room for `need` rows per batch row (B, cap, H, D).
@@ -74,6 +148,11 @@ static void dense_reserve(hy_decode_state *s, int64_t need) {
     int64_t cap = s->dense_cap ? s->dense_cap : 256;
     while (cap < need) cap *= 2;
     int64_t HD = (int64_t)c->n_heads * c->head_dim;
+    if (s->device == HY_CUDA) {
+        dense_grow_gpu(s, cap, HD);
+        s->dense_cap = cap;
+        return;
+    }
     for (int i = 0; i < c->n_layers; i++) {
         hy_layer_state *L = &s->layer[i];
         float *k = (float *)malloc((size_t)(s->B * cap * HD) * sizeof(float));
@@ -104,6 +183,8 @@ void hy_dense_cache_append(hy_decode_state *s, int i, const float *k, const floa
 static void run(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, float *logits,
                 hy_arena *work, int step) {
     HY_REQUIRE(T >= 1, "prefill: needs at least one token");
+    HY_REQUIRE(work->device == s->device, "prefill: the work arena is on the %s, the model on the %s",
+               hy_device_name(work->device), hy_device_name(s->device));
     hy_arena_mark_t mark = hy_arena_mark(work);
     // A disabled tape: ops compute forward only, outputs in `work`.
     hy_tape t;
@@ -114,9 +195,12 @@ static void run(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, floa
     if (m->arch == HY_ARCH_DENSE) dense_reserve(s, s->pos + T);
     int64_t shape[2] = {s->B, T};
     hy_tensor *x = hy_tensor_new(work, HY_I32, 2, shape, "ids");  // (B, T)
-    memcpy(x->data, ids, (size_t)(s->B * T) * sizeof(int32_t));
+    if (s->device == HY_CUDA)
+        hy_cuda_memcpy_h2d(x->data, ids, (size_t)(s->B * T) * sizeof(int32_t));
+    else
+        memcpy(x->data, ids, (size_t)(s->B * T) * sizeof(int32_t));
     hy_tensor *out = hy_model_blocks(m, &t, x, s, step);  // (B, T, V)
-    if (logits) memcpy(logits, out->data, hy_nbytes(out));
+    if (logits) hy_tensor_to_host_f32(out, logits);
     s->pos += T;
     hy_arena_reset_to(work, mark);
 }

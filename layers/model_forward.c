@@ -5,22 +5,31 @@
 #include <string.h>
 
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_gdn.h"
+#include "../cuda/hy_cuda_glue.h"
+#include "../cuda/hy_cuda_swa.h"
 #include "gdn.h"
 #include "model_internal.h"
 #include "ops.h"
 #include "swa.h"
 
 // A tensor over memory the caller owns (decoding state), metadata in `a`.
-hy_tensor *hy_wrap(hy_arena *a, float *data, int ndim, const int64_t *shape, const char *name) {
+hy_tensor *hy_wrap_as(hy_arena *a, void *data, hy_dtype dt, hy_device dev, int ndim,
+                      const int64_t *shape, const char *name) {
     hy_tensor *t = hy_arena_meta(a);
-    t->dtype = HY_F32;
-    t->device = HY_CPU;
+    t->dtype = dt;
+    t->device = dev;
     t->ndim = ndim;
     memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
     t->data = data;
     t->slot = -1;
     snprintf(t->name, sizeof t->name, "%s", name);
     return t;
+}
+
+hy_tensor *hy_wrap(hy_arena *a, float *data, int ndim, const int64_t *shape, const char *name) {
+    return hy_wrap_as(a, data, HY_F32, HY_CPU, ndim, shape, name);
 }
 
 static hy_tensor *P(hy_model *m, int idx) { return m->params.p[idx].value; }
@@ -49,23 +58,51 @@ static void conv_cache_update(float *cache, const float *x, int64_t B, int64_t T
     memcpy(cache, tmp, (size_t)(B * C * k1) * sizeof(float));
 }
 
+// The GDN state's conv cache as a tensor: f32 on the CPU, bf16 on the GPU.
+static hy_tensor *conv_cache(hy_tape *t, hy_layer_state *st, int gpu, int64_t B, int64_t C,
+                             int K) {
+    int64_t cs[3] = {B, C, K - 1};
+    if (gpu) return hy_wrap_as(t->acts, st->conv16, HY_BF16, HY_CUDA, 3, cs, "conv_cache");
+    return hy_wrap(t->acts, st->conv, 3, cs, "conv_cache");
+}
+
+static void conv_cache_advance(hy_tape *t, hy_layer_state *st, int gpu, hy_tensor *qkv, int K) {
+    int64_t B = qkv->shape[0], T = qkv->shape[1], C = qkv->shape[2];
+    if (K < 2) return;
+    if (gpu) {
+        hy_cuda_conv_cache_update((int)B, (int)T, (int)C, K, qkv->data, st->conv16, NULL);
+        return;
+    }
+    float *tmp = (float *)hy_arena_alloc(t->scratch, (size_t)(B * C * (K - 1)) * sizeof(float));
+    conv_cache_update(st->conv, hy_f32(qkv), B, T, C, K, tmp);
+}
+
+// One decoding token through the recurrence, in place on the state.
+static hy_tensor *gdn_step(hy_tape *t, hy_layer_state *st, hy_tensor *q, hy_tensor *k,
+                           hy_tensor *v, hy_tensor *alpha, hy_tensor *beta, int64_t H,
+                           int64_t D) {
+    int64_t B = q->shape[0], os[4] = {B, 1, H, D};
+    hy_tensor *o = hy_tape_new(t, q->dtype, 4, os, "gdn.step");  // (B, 1, H, D)
+    if (q->device == HY_CUDA)
+        hy_cuda_gdn_step((int)B, (int)H, (int)D, q->data, k->data, v->data, hy_f32(alpha),
+                         hy_f32(beta), st->S, o->data, NULL);
+    else
+        hy_gdn_step_cpu((int)B, (int)H, (int)D, (int)D, hy_f32(q), hy_f32(k), hy_f32(v),
+                        hy_f32(alpha), hy_f32(beta), st->S, hy_f32(o));
+    return o;
+}
+
 static hy_tensor *gdn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_layer_state *st,
                             int step) {
     const hy_model_config *c = &m->cfg;
     const hy_layer_params *L = &m->layer[i];
-    int64_t B = h->shape[0], T = h->shape[1], H = c->n_heads, D = c->head_dim, I = H * D;
+    int gpu = h->device == HY_CUDA;
+    int64_t B = h->shape[0], H = c->n_heads, D = c->head_dim, I = H * D;
     int K = c->dn_short_conv_kernel;
     hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
-    hy_tensor *cache = NULL;
-    if (st) {
-        int64_t cs[3] = {B, 3 * I, K - 1};
-        cache = hy_wrap(t->acts, st->conv, 3, cs, "conv_cache");
-    }
+    hy_tensor *cache = st ? conv_cache(t, st, gpu, B, 3 * I, K) : NULL;
     hy_tensor *cv = hy_silu(t, hy_short_conv(t, qkv, P(m, L->conv_w), P(m, L->conv_b), cache));
-    if (st && K > 1) {
-        float *tmp = (float *)hy_arena_alloc(t->scratch, (size_t)(B * 3 * I * (K - 1)) * sizeof(float));
-        conv_cache_update(st->conv, hy_f32(qkv), B, T, 3 * I, K, tmp);
-    }
+    if (st) conv_cache_advance(t, st, gpu, qkv, K);
     hy_tensor *q = hy_slice_last(t, cv, 0, I), *k = hy_slice_last(t, cv, I, I);  // (B, T, I)
     hy_tensor *v = hy_slice_last(t, cv, 2 * I, I);
     if (c->dn_norm_qk) {
@@ -73,23 +110,20 @@ static hy_tensor *gdn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_lay
         k = hy_l2norm_heads(t, k, (int)D, 1e-12f);
     }
     hy_tensor *ab = hy_linear(t, h, P(m, L->ab_w), P(m, L->ab_b));  // (B, T, 2H)
+    // The gates are f32 on both devices (hy_sigmoid's GPU output is f32).
     hy_tensor *alpha = hy_sigmoid(t, hy_slice_last(t, ab, 0, H));   // (B, T, H)
     hy_tensor *beta = hy_sigmoid(t, hy_slice_last(t, ab, H, H));    // (B, T, H)
     hy_tensor *o;                                                    // (B, T, H, D)
     if (step) {
-        int64_t os[4] = {B, 1, H, D};
-        o = hy_tape_new(t, HY_F32, 4, os, "gdn.step");
-        hy_gdn_step_cpu((int)B, (int)H, (int)D, (int)D, hy_f32(q), hy_f32(k), hy_f32(v),
-                        hy_f32(alpha), hy_f32(beta), st->S, hy_f32(o));
+        o = gdn_step(t, st, q, k, v, alpha, beta, H, D);
     } else {
         hy_tensor *S0 = NULL, *S_out = NULL;
-        if (st) {
-            int64_t ss[4] = {B, H, D, D};
-            S0 = hy_wrap(t->acts, st->S, 4, ss, "gdn.S");
-        }
+        int64_t ss[4] = {B, H, D, D};
+        if (st) S0 = hy_wrap_as(t->acts, st->S, HY_F32, h->device, 4, ss, "gdn.S");
         o = hy_gdn(t, heads(t, q, H, D), heads(t, k, H, D), heads(t, v, H, D), alpha, beta, S0,
                    c->dn_chunk_size, st ? &S_out : NULL);
-        if (st) memcpy(st->S, hy_f32(S_out), hy_nbytes(S_out));
+        if (st && gpu) hy_cuda_memcpy_d2d(st->S, S_out->data, hy_nbytes(S_out));
+        if (st && !gpu) memcpy(st->S, hy_f32(S_out), hy_nbytes(S_out));
     }
     hy_tensor *y = merge_heads(t, o);  // (B, T, I)
     if (L->gate >= 0) y = hy_mul(t, y, hy_silu(t, hy_linear(t, h, P(m, L->gate), NULL)));
@@ -106,13 +140,91 @@ static float *dense_prefix(hy_tape *t, const float *cache, int64_t B, int64_t ca
     return p;
 }
 
+// The keys and values before this chunk that its window can see, as
+// (B, n, H, D) tensors: HydraLM's ring buffer or the dense KV cache, on the
+// CPU (f32) or the GPU (bf16).
+static void attn_prefix(hy_model *m, hy_tape *t, hy_decode_state *ds, int i, hy_tensor **pk,
+                        hy_tensor **pv) {
+    const hy_model_config *c = &m->cfg;
+    hy_layer_state *st = &ds->layer[i];
+    int64_t B = ds->B, H = c->n_heads, D = c->head_dim, HD = H * D, n;
+    int dense = m->arch == HY_ARCH_DENSE, gpu = ds->device == HY_CUDA;
+    void *kb, *vb;
+    if (gpu) {
+        int W = c->swa_window;
+        n = dense ? ds->pos : (ds->pos < W - 1 ? ds->pos : W - 1);
+        size_t bytes = (size_t)(B * (n ? n : 1) * HD) * 2;
+        kb = hy_arena_alloc(t->scratch, bytes);
+        vb = hy_arena_alloc(t->scratch, bytes);
+        if (dense) {
+            hy_cuda_copy_rows_bf16((int)B, (int)n, (int)HD, st->k16, (int)ds->dense_cap, 0, kb,
+                                   (int)n, 0, NULL);
+            hy_cuda_copy_rows_bf16((int)B, (int)n, (int)HD, st->v16, (int)ds->dense_cap, 0, vb,
+                                   (int)n, 0, NULL);
+        } else {
+            hy_cuda_ring_read((int)B, (int)H, (int)D, W, ds->pos, (int)n, st->k16, kb, (int)n, NULL);
+            hy_cuda_ring_read((int)B, (int)H, (int)D, W, ds->pos, (int)n, st->v16, vb, (int)n, NULL);
+        }
+    } else if (dense) {
+        n = ds->pos;
+        kb = dense_prefix(t, st->k, B, ds->dense_cap, n, HD);
+        vb = dense_prefix(t, st->v, B, ds->dense_cap, n, HD);
+    } else {
+        size_t bytes = (size_t)(B * c->swa_window * HD) * sizeof(float);
+        kb = hy_arena_alloc(t->scratch, bytes);
+        vb = hy_arena_alloc(t->scratch, bytes);
+        n = hy_swa_cache_prefix(&st->swa, (float *)kb, (float *)vb);
+    }
+    int64_t ps[4] = {B, n, H, D};
+    hy_dtype dt = gpu ? HY_BF16 : HY_F32;
+    *pk = hy_wrap_as(t->acts, kb, dt, ds->device, 4, ps, "prefix_k");
+    *pv = hy_wrap_as(t->acts, vb, dt, ds->device, 4, ps, "prefix_v");
+}
+
+// After a chunk: its rotated keys and values (B, T, H, D) join the state.
+static void attn_remember(hy_model *m, hy_decode_state *ds, int i, hy_tensor *k, hy_tensor *v) {
+    const hy_model_config *c = &m->cfg;
+    hy_layer_state *st = &ds->layer[i];
+    int64_t B = k->shape[0], T = k->shape[1], H = c->n_heads, D = c->head_dim;
+    int dense = m->arch == HY_ARCH_DENSE;
+    if (ds->device == HY_CUDA && dense) {
+        hy_cuda_copy_rows_bf16((int)B, (int)T, (int)(H * D), k->data, (int)T, 0, st->k16,
+                               (int)ds->dense_cap, (int)ds->pos, NULL);
+        hy_cuda_copy_rows_bf16((int)B, (int)T, (int)(H * D), v->data, (int)T, 0, st->v16,
+                               (int)ds->dense_cap, (int)ds->pos, NULL);
+    } else if (ds->device == HY_CUDA) {
+        hy_cuda_ring_write((int)B, (int)T, (int)H, (int)D, c->swa_window, ds->pos, k->data,
+                           st->k16, NULL);
+        hy_cuda_ring_write((int)B, (int)T, (int)H, (int)D, c->swa_window, ds->pos, v->data,
+                           st->v16, NULL);
+    } else if (dense) {
+        hy_dense_cache_append(ds, i, hy_f32(k), hy_f32(v), T);
+    } else {
+        hy_swa_cache_append(&st->swa, hy_f32(k), hy_f32(v), (int)T);
+    }
+}
+
+// One decoding token of a SWA layer over the ring buffer.
+static hy_tensor *swa_step(hy_model *m, hy_tape *t, hy_decode_state *ds, int i, hy_tensor *q,
+                           hy_tensor *k, hy_tensor *v) {
+    const hy_model_config *c = &m->cfg;
+    hy_layer_state *st = &ds->layer[i];
+    int64_t B = q->shape[0], H = c->n_heads, D = c->head_dim, os[4] = {B, 1, H, D};
+    hy_tensor *o = hy_tape_new(t, q->dtype, 4, os, "swa.step");  // (B, 1, H, D)
+    if (ds->device == HY_CUDA)
+        hy_cuda_swa_step((int)B, (int)H, (int)D, c->swa_window, (long long)ds->pos, q->data,
+                         k->data, v->data, st->k16, st->v16, o->data, NULL);
+    else
+        hy_swa_step_cpu(&st->swa, hy_f32(q), hy_f32(k), hy_f32(v), hy_f32(o));
+    return o;
+}
+
 static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_decode_state *ds,
                              int step) {
     const hy_model_config *c = &m->cfg;
     const hy_layer_params *L = &m->layer[i];
-    hy_layer_state *st = ds ? &ds->layer[i] : NULL;
     int dense = m->arch == HY_ARCH_DENSE;
-    int64_t B = h->shape[0], T = h->shape[1], H = c->n_heads, D = c->head_dim, I = H * D;
+    int64_t H = c->n_heads, D = c->head_dim, I = H * D;
     int64_t pos0 = ds ? ds->pos : 0;
     hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
     float base = (float)c->swa_rope_base;
@@ -122,37 +234,19 @@ static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_de
     int window = dense ? INT_MAX / 2 : c->swa_window;
     hy_tensor *o;
     if (step && !dense) {
-        int64_t os[4] = {B, 1, H, D};
-        o = hy_tape_new(t, HY_F32, 4, os, "swa.step");
-        hy_swa_step_cpu(&st->swa, hy_f32(q), hy_f32(k), hy_f32(v), hy_f32(o));
+        o = swa_step(m, t, ds, i, q, k, v);
     } else {
         hy_tensor *pk = NULL, *pv = NULL;
-        if (st) {
-            int64_t n;
-            float *kb, *vb;
-            if (dense) {
-                n = ds->pos;
-                kb = dense_prefix(t, st->k, B, ds->dense_cap, n, H * D);
-                vb = dense_prefix(t, st->v, B, ds->dense_cap, n, H * D);
-            } else {
-                size_t bytes = (size_t)(B * c->swa_window * H * D) * sizeof(float);
-                kb = (float *)hy_arena_alloc(t->scratch, bytes);
-                vb = (float *)hy_arena_alloc(t->scratch, bytes);
-                n = hy_swa_cache_prefix(&st->swa, kb, vb);
-            }
-            int64_t ps[4] = {B, n, H, D};
-            pk = hy_wrap(t->acts, kb, 4, ps, "prefix_k");
-            pv = hy_wrap(t->acts, vb, 4, ps, "prefix_v");
-        }
+        if (ds) attn_prefix(m, t, ds, i, &pk, &pv);
         o = hy_swa(t, q, k, v, pk, pv, window);
-        if (st && !dense) hy_swa_cache_append(&st->swa, hy_f32(k), hy_f32(v), (int)T);
-        if (st && dense) hy_dense_cache_append(ds, i, hy_f32(k), hy_f32(v), T);
+        if (ds) attn_remember(m, ds, i, k, v);
     }
     return hy_linear(t, merge_heads(t, o), P(m, L->o), NULL);  // (B, T, d)
 }
 
-hy_tensor *hy_model_blocks(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
-                           int step) {
+// Embedding, blocks and the final norm: the hidden states (B, T, d).
+static hy_tensor *model_hidden(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
+                               int step) {
     const hy_model_config *c = &m->cfg;
     float eps = (float)c->rms_eps;
     int pad = m->arch == HY_ARCH_DENSE ? -1 : c->pad_token_id;
@@ -168,7 +262,12 @@ hy_tensor *hy_model_blocks(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_st
         hy_tensor *a = hy_swiglu(t, hy_linear(t, h, P(m, L->w_fused), NULL));  // (B, T, hidden)
         x = hy_add(t, x, hy_linear(t, a, P(m, L->w_down), NULL));
     }
-    x = hy_rmsnorm(t, x, P(m, m->norm_f), eps);
+    return hy_rmsnorm(t, x, P(m, m->norm_f), eps);
+}
+
+hy_tensor *hy_model_blocks(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
+                           int step) {
+    hy_tensor *x = model_hidden(m, t, ids, ds, step);
     return hy_linear(t, x, P(m, m->embed), NULL);  // tied head: (B, T, V)
 }
 
@@ -176,10 +275,13 @@ hy_tensor *hy_model_forward(hy_model *m, hy_tape *t, hy_tensor *ids, hy_tensor *
                             int ignore_index, hy_tensor **loss) {
     hy_expect_dtype("model", ids, HY_I32);
     hy_expect_ndim("model", ids, 2);
-    hy_tensor *logits = hy_model_blocks(m, t, ids, NULL, 0);  // (B, T, V)
-    if (targets && loss) {
-        hy_expect_same_shape("model targets", ids, targets);
-        *loss = hy_cross_entropy(t, logits, targets, ignore_index);
-    }
+    HY_REQUIRE(ids->device == hy_model_device(m),
+               "model: ids '%s' are on the %s but the model is on the %s", ids->name,
+               hy_device_name(ids->device), hy_device_name(hy_model_device(m)));
+    hy_tensor *x = model_hidden(m, t, ids, NULL, 0);  // (B, T, d)
+    if (!(targets && loss)) return hy_linear(t, x, P(m, m->embed), NULL);  // (B, T, V)
+    hy_expect_same_shape("model targets", ids, targets);
+    hy_tensor *logits;  // NULL on the GPU (the head and the loss are fused there)
+    *loss = hy_head_loss(t, x, P(m, m->embed), targets, ignore_index, &logits);
     return logits;
 }

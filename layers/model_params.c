@@ -95,3 +95,12 @@ void hy_model_init_weights(hy_model *m, uint64_t seed) {
         for (int h = 0; h < 2 * H; h++) b[h] = h < H ? (float)log(0.98 / 0.02) : 0.0f;
     }
 }
+
+void hy_model_to_cuda(hy_model *dst, const hy_model *src, hy_arena *values, hy_arena *grads,
+                      hy_arena *half) {
+    HY_CHECK(src->params.values, "model_to_cuda: allocate and initialise the host model first");
+    hy_model_build(dst, src->arch, &src->cfg);
+    hy_params_alloc(&dst->params, values, grads);
+    hy_params_alloc_half(&dst->params, half);
+    hy_params_copy_values(&dst->params, &src->params);
+}

@@ -60,6 +60,15 @@ hy_tensor *hy_slice_last(hy_tape *t, hy_tensor *x, int64_t start, int64_t len);
 hy_tensor *hy_cross_entropy(hy_tape *t, hy_tensor *logits, hy_tensor *targets,
                             int ignore_index);
 
+// Tied LM head and mean cross-entropy: loss (1) f32 = CE(x E^T, targets),
+// x (..., d), E (V, d), targets (...) i32. On the CPU it is hy_linear and
+// hy_cross_entropy, and *logits (if not NULL) receives the logits (..., V).
+// On the GPU it is one fused op that never materialises the logits of the
+// whole batch (*logits = NULL); a bad target turns the loss NaN there
+// instead of stopping (the data loaders check ids first).
+hy_tensor *hy_head_loss(hy_tape *t, hy_tensor *x, hy_tensor *E, hy_tensor *targets,
+                        int ignore_index, hy_tensor **logits);
+
 // Mean of all elements -> (1).
 hy_tensor *hy_mean(hy_tape *t, hy_tensor *x);
 

@@ -1,7 +1,11 @@
 // rmsnorm.c: y = x * rsqrt(mean(x^2) + eps) * w, per row.
+// CPU: x, y f32. GPU: x, y bf16, w f32 (the master weight), gradients f32,
+// through hy_cuda_rmsnorm_fwd/_bwd.
+#include <limits.h>
 #include <math.h>
 
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda_ops.h"
 #include "ops.h"
 
 typedef struct {
@@ -32,15 +36,57 @@ static void rmsnorm_backward(hy_tape *t, hy_node *n) {
     }
 }
 
+// GPU backward: dx (rows, D) f32 and dw (D) f32 accumulate; x (rows, D) bf16
+// is the input, rstd (rows) f32 the saved context. The dw partial sums go to
+// scratch allocated after the gradients (so they outlive the mark).
+static void rmsnorm_backward_cuda(hy_tape *t, hy_node *n) {
+    hy_tensor *x = n->in[0], *w = n->in[1];
+    rmsnorm_ctx *c = (rmsnorm_ctx *)n->ctx;
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (rows, D) f32
+    hy_tensor *dxt = hy_grad_acc(t, x), *dwt = hy_grad_acc(t, w);
+    int rows = (int)c->rows, D = (int)c->dim;
+    if (rows == 0 || D == 0) return;
+    hy_arena_mark_t mark = hy_arena_mark(t->scratch);
+    size_t bytes = dwt ? hy_cuda_rmsnorm_bwd_scratch_bytes(rows, D) : 0;
+    void *scratch = bytes ? hy_arena_alloc(t->scratch, bytes) : NULL;
+    hy_cuda_rmsnorm_bwd(rows, D, dy, x->data, hy_f32(w), hy_f32(c->rstd),
+                        dxt ? hy_f32(dxt) : NULL, dwt ? hy_f32(dwt) : NULL, scratch, bytes, NULL);
+    hy_arena_reset_to(t->scratch, mark);  // stream order keeps the kernel's scratch valid
+}
+
+// GPU forward: x (rows, D) bf16, w (D) f32 -> y (rows, D) bf16. Saves rstd
+// (rows) f32 when the op records (x is an input and stays alive).
+static hy_tensor *rmsnorm_fwd_cuda(hy_tape *t, hy_tensor *x, hy_tensor *w, float eps) {
+    int64_t D = w->shape[0], rows = hy_rows(x);
+    HY_REQUIRE(rows <= INT_MAX && D <= INT_MAX, "rmsnorm: '%s' %s is too large for the GPU kernels",
+               x->name, hy_shape_str(x));
+    hy_tensor *y = hy_tape_new(t, HY_BF16, x->ndim, x->shape, "rmsnorm");  // (..., D) bf16
+    int rec = t->enabled && (x->requires_grad || w->requires_grad);
+    hy_tensor *rstd = rec ? hy_tape_new(t, HY_F32, 1, &rows, "rmsnorm.rstd") : NULL;  // (rows)
+    // The backward kernel takes D up to 12288 (hy_cuda_ops.h): fail now, not in backward.
+    HY_REQUIRE(!rec || D <= 12288, "rmsnorm: '%s' %s: the GPU backward takes D <= 12288",
+               x->name, hy_shape_str(x));
+    if (rows > 0 && D > 0)
+        hy_cuda_rmsnorm_fwd((int)rows, (int)D, eps, x->data, hy_f32(w), y->data,
+                            rstd ? hy_f32(rstd) : NULL, NULL);
+    hy_tensor *ins[2] = {x, w};
+    hy_node *n = hy_tape_record(t, "rmsnorm", rmsnorm_backward_cuda, ins, 2, &y, 1);
+    if (n) {
+        rmsnorm_ctx *c = (rmsnorm_ctx *)hy_tape_ctx(t, n, sizeof *c);
+        c->rows = rows, c->dim = D, c->rstd = rstd;
+    }
+    return y;
+}
+
 hy_tensor *hy_rmsnorm(hy_tape *t, hy_tensor *x, hy_tensor *w, float eps) {
     const char *op = "rmsnorm";
-    hy_expect_dtype(op, x, HY_F32);
+    hy_expect_act(op, x);
     hy_expect_dtype(op, w, HY_F32);
-    hy_expect_cpu(op, x);
     hy_expect_device(op, x, w);
     HY_REQUIRE(w->ndim == 1 && x->ndim >= 1 && hy_last_dim(x) == w->shape[0],
                "rmsnorm: input '%s' %s and weight '%s' %s disagree on the last dimension",
                x->name, hy_shape_str(x), w->name, hy_shape_str(w));
+    if (x->device == HY_CUDA) return rmsnorm_fwd_cuda(t, x, w, eps);
     int64_t D = w->shape[0], rows = hy_rows(x);
     hy_tensor *y = hy_tape_new(t, HY_F32, x->ndim, x->shape, "rmsnorm");  // (..., D)
     hy_tensor *rstd = hy_tape_new(t, HY_F32, 1, &rows, "rmsnorm.rstd");  // (rows)

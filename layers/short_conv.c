@@ -3,9 +3,15 @@
 // Positions before 0 read the cache (B, C, K-1), whose last column is
 // position -1, or zero without one. The cache gets no gradient. A NULL bias
 // counts as zero.
+// CPU: x, y and the cache f32. GPU (hy_cuda_short_conv_fwd/_bwd): x, y and
+// the cache bf16 (the cache holds past inputs, bf16 already), w and bias f32
+// master weights, gradients f32; K at most 16.
+#include <limits.h>
 #include <string.h>
 
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_ops.h"
 #include "ops.h"
 
 typedef struct {
@@ -99,6 +105,54 @@ static int64_t check_weight(const hy_tensor *x, const hy_tensor *w) {
     return w->shape[w->ndim - 1];
 }
 
+// GPU backward: dx (B, T, C), dw (C, K), db (C) f32 accumulate from dy
+// (B, T, C) f32, the bf16 input x and the saved bf16 cache copy (or NULL).
+// The dw/db partial sums go to scratch allocated after the gradients.
+static void conv_backward_cuda(hy_tape *t, hy_node *n) {
+    conv_ctx *c = (conv_ctx *)n->ctx;
+    hy_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (B, T, C) f32
+    hy_tensor *dx = hy_grad_acc(t, x), *dw = hy_grad_acc(t, w);
+    hy_tensor *db = b ? hy_grad_acc(t, b) : NULL;
+    int B = (int)c->B, T = (int)c->T, C = (int)c->C, K = (int)c->K;
+    if ((int64_t)B * T == 0 || C == 0) return;
+    hy_arena_mark_t mark = hy_arena_mark(t->scratch);
+    size_t bytes = (dw || db) ? hy_cuda_short_conv_bwd_scratch_bytes(B, T, C, K) : 0;
+    void *scratch = bytes ? hy_arena_alloc(t->scratch, bytes) : NULL;
+    hy_cuda_short_conv_bwd(B, T, C, K, dy, x->data, hy_f32(w), c->cache ? c->cache->data : NULL,
+                           dx ? hy_f32(dx) : NULL, dw ? hy_f32(dw) : NULL, db ? hy_f32(db) : NULL,
+                           scratch, bytes, NULL);
+    hy_arena_reset_to(t->scratch, mark);  // stream order keeps the kernel's scratch valid
+}
+
+// GPU forward: x (B, T, C) bf16, w (C, K) f32, b (C) f32 or NULL, cache
+// (B, C, K-1) bf16 or NULL -> y (B, T, C) bf16. Saves a copy of the cache,
+// as the CPU op does (decoding updates the cache in place after the forward).
+static hy_tensor *conv_fwd_cuda(hy_tape *t, hy_tensor *x, hy_tensor *w, hy_tensor *b,
+                                const hy_tensor *cache, int64_t K) {
+    int64_t B = x->shape[0], T = x->shape[1], C = x->shape[2];
+    HY_REQUIRE(K <= 16, "short_conv: the GPU kernels take at most 16 taps; weight '%s' %s has %lld",
+               w->name, hy_shape_str(w), (long long)K);
+    HY_REQUIRE(B <= INT_MAX && T <= INT_MAX && C <= INT_MAX,
+               "short_conv: '%s' %s is too large for the GPU kernels", x->name, hy_shape_str(x));
+    hy_tensor *y = hy_tape_new(t, HY_BF16, 3, x->shape, "short_conv");  // (B, T, C) bf16
+    const void *cv = cache && K > 1 ? cache->data : NULL;
+    if (B * T > 0 && C > 0)
+        hy_cuda_short_conv_fwd((int)B, (int)T, (int)C, (int)K, x->data, hy_f32(w),
+                               b ? hy_f32(b) : NULL, cv, y->data, NULL);
+    hy_tensor *ins[3] = {x, w, b};
+    hy_node *n = hy_tape_record(t, "short_conv", conv_backward_cuda, ins, 3, &y, 1);
+    if (n) {
+        conv_ctx *c = (conv_ctx *)hy_tape_ctx(t, n, sizeof *c);
+        c->B = B, c->T = T, c->C = C, c->K = K;
+        if (cv) {
+            c->cache = hy_tape_new(t, HY_BF16, 3, cache->shape, "short_conv.cache");
+            hy_cuda_memcpy_d2d(c->cache->data, cv, hy_nbytes(cache));
+        }
+    }
+    return y;
+}
+
 static void check_args(const hy_tensor *x, const hy_tensor *b, const hy_tensor *cache,
                        int64_t K) {
     const char *op = "short_conv";
@@ -110,8 +164,8 @@ static void check_args(const hy_tensor *x, const hy_tensor *b, const hy_tensor *
                    b->name, hy_shape_str(b), x->name, hy_shape_str(x), (long long)x->shape[2]);
     }
     if (cache) {
-        hy_expect_dtype(op, cache, HY_F32);
         hy_expect_device(op, x, cache);
+        hy_expect_act(op, cache);  // f32 on the CPU, bf16 on the GPU
         HY_REQUIRE(cache->ndim == 3 && cache->shape[0] == x->shape[0] &&
                        cache->shape[1] == x->shape[2] && cache->shape[2] == K - 1,
                    "short_conv: cache '%s' %s does not match input '%s' %s and K = %lld "
@@ -124,13 +178,13 @@ static void check_args(const hy_tensor *x, const hy_tensor *b, const hy_tensor *
 hy_tensor *hy_short_conv(hy_tape *t, hy_tensor *x, hy_tensor *w, hy_tensor *b,
                          const hy_tensor *cache) {
     const char *op = "short_conv";
-    hy_expect_dtype(op, x, HY_F32);
+    hy_expect_act(op, x);
     hy_expect_dtype(op, w, HY_F32);
     hy_expect_ndim(op, x, 3);
-    hy_expect_cpu(op, x);
     hy_expect_device(op, x, w);
     int64_t K = check_weight(x, w);
     check_args(x, b, cache, K);
+    if (x->device == HY_CUDA) return conv_fwd_cuda(t, x, w, b, cache, K);
     int64_t B = x->shape[0], T = x->shape[1], C = x->shape[2];
     hy_tensor *y = hy_tape_new(t, HY_F32, 3, x->shape, "short_conv");  // (B, T, C)
     conv_ctx sz = {B, T, C, K, NULL};

@@ -6,6 +6,7 @@
 // consecutive rows (prefix then chunk; or the two sides of the ring's wrap),
 // each a base pointer, an offset and a row stride of H * D floats.
 #include "swa.h"
+#include "mixers_cuda.h"
 
 #include <limits.h>
 #include <math.h>
@@ -282,6 +283,7 @@ static hy_tensor *save_prefix(hy_tape *t, const hy_tensor *p, int keep, const ch
 hy_tensor *hy_swa(hy_tape *t, hy_tensor *q, hy_tensor *k, hy_tensor *v, const hy_tensor *pk,
                   const hy_tensor *pv, int window) {
     const char *op = "swa";
+    if (q->device == HY_CUDA) return hy_swa_cuda(t, q, k, v, pk, pv, window);
     swa_check(op, q, k, v, pk, pv, window);
     int P = pk ? (int)pk->shape[1] : 0;
     swa_geom g = geom_of(q, k, v, pk ? hy_f32(pk) : NULL, pv ? hy_f32(pv) : NULL, P, window);

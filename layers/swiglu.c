@@ -1,8 +1,12 @@
 // swiglu.c: [gate | value] -> silu(gate) * value, per row.
+// CPU: f32 in and out. GPU: bf16 in and out, gradients f32, through
+// hy_cuda_swiglu_fwd/_bwd.
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda_ops.h"
 #include "ops.h"
 
 typedef struct {
@@ -28,10 +32,26 @@ static void swiglu_backward(hy_tape *t, hy_node *n) {
     }
 }
 
+// GPU backward: dgv (rows, 2H) f32 += from dy (rows, H) f32; the sigmoid is
+// recomputed from the input gv (rows, 2H) bf16.
+static void swiglu_backward_cuda(hy_tape *t, hy_node *n) {
+    swiglu_ctx *c = (swiglu_ctx *)n->ctx;
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (rows, H) f32
+    hy_tensor *d = hy_grad_acc(t, n->in[0]);         // (rows, 2H) f32
+    if (d && c->rows > 0 && c->hidden > 0)
+        hy_cuda_swiglu_bwd((int)c->rows, (int)c->hidden, dy, n->in[0]->data, hy_f32(d), NULL);
+}
+
+// GPU forward: gv (rows, 2H) bf16 -> y (rows, H) bf16. Saves only sizes.
+static void swiglu_fwd_cuda(hy_tensor *gv, hy_tensor *y, int64_t rows, int64_t H) {
+    HY_REQUIRE(rows <= INT_MAX && H <= INT_MAX / 2,
+               "swiglu: '%s' %s is too large for the GPU kernels", gv->name, hy_shape_str(gv));
+    if (rows > 0 && H > 0) hy_cuda_swiglu_fwd((int)rows, (int)H, gv->data, y->data, NULL);
+}
+
 hy_tensor *hy_swiglu(hy_tape *t, hy_tensor *gv) {
     const char *op = "swiglu";
-    hy_expect_dtype(op, gv, HY_F32);
-    hy_expect_cpu(op, gv);
+    hy_expect_act(op, gv);
     int64_t N = hy_last_dim(gv);
     HY_REQUIRE(gv->ndim >= 1 && N % 2 == 0,
                "swiglu: input '%s' %s: the last dimension (%lld) must be even, "
@@ -41,6 +61,16 @@ hy_tensor *hy_swiglu(hy_tape *t, hy_tensor *gv) {
     int64_t shape[HY_MAX_DIMS];
     memcpy(shape, gv->shape, sizeof shape);
     shape[gv->ndim - 1] = H;
+    if (gv->device == HY_CUDA) {
+        hy_tensor *y = hy_tape_new(t, HY_BF16, gv->ndim, shape, "swiglu");  // (..., H) bf16
+        swiglu_fwd_cuda(gv, y, rows, H);
+        hy_node *n = hy_tape_record(t, op, swiglu_backward_cuda, &gv, 1, &y, 1);
+        if (n) {
+            swiglu_ctx *c = (swiglu_ctx *)hy_tape_ctx(t, n, sizeof *c);
+            c->rows = rows, c->hidden = H;
+        }
+        return y;
+    }
     hy_tensor *y = hy_tape_new(t, HY_F32, gv->ndim, shape, "swiglu");  // (..., H)
     const float *x = hy_f32(gv);
     float *yv = hy_f32(y);

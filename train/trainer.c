@@ -13,10 +13,13 @@
 
 #include "../autograd/check.h"
 #include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_blas.h"
+#include "../cuda/hy_cuda_glue.h"
 #include "../infer/sample.h"
 #include "../optim/clip.h"
 #include "batch.h"
 #include "checkpoint.h"
+#include "train_gpu.h"
 #include "train_log.h"
 
 static volatile sig_atomic_t g_stop;  // set by SIGINT/SIGTERM: save and leave after this step
@@ -36,11 +39,18 @@ typedef struct {
     int64_t nan_at_step;   // testing hook: poison a weight before this step (1-based)
 } train_args;
 
+// On the GPU the host model, its arenas and `opt` are the staging copies
+// for checkpoints; `gpu` holds the working copy, and acts and scratch (the
+// tape's) are CUDA arenas.
 typedef struct {
     hy_run_config cfg;
     char *cfg_text;
+    hy_device device;
     hy_model model;
     hy_arena params, grads, optim, acts, scratch;
+    hy_arena stage;     // GPU runs: the host scratch hy_optim_init() asks for (never used)
+    hy_train_gpu gpu;   // GPU runs only
+    float *eval_logits; // GPU runs: (B, T, V) host copy for accuracy, NULL when too large
     hy_tape tape;
     hy_optimizer opt;
     hy_schedule sched;
@@ -135,47 +145,90 @@ static void load_config(run *r, const train_args *a) {
     r->cfg_text = hy_run_config_format(&r->cfg);
 }
 
-static void choose_device(const hy_run_config *c) {
+// cpu | cuda | auto (the GPU when there is one and the kernels can run the
+// model). Decided before anything is built or written, so that a request
+// that cannot be met stops the run with one error naming the key.
+static void choose_device(run *r) {
+    const hy_run_config *c = &r->cfg;
     const char *d = c->train.device;
-    int gpus = hy_cuda_device_count();
-    // The CUDA training path is its own piece of work; until it exists a
-    // request for it is an error, never a silent fall back to the CPU.
-    if (!strcmp(d, "cuda"))
-        hy_die(HY_EXIT_USAGE, "%s: train.device = cuda: training on the GPU is not implemented yet; "
-                              "use cpu (or auto)", c->file);
-    printf("device: cpu (%s%s)\n", !strcmp(d, "auto") ? "auto: " : "",
-           !strcmp(d, "cpu") ? "as configured"
-           : gpus            ? "the GPU training path is not implemented yet"
-                             : "no GPU");
+    char what[1200], why[300], info[256];
+    snprintf(what, sizeof what, "%s: train.device = %s", c->file, d);
+    r->device = hy_device_choose(d, c->arch, &c->model, what, why, sizeof why);
+    const char *how = !strcmp(d, "auto") ? "auto: " : "";
+    if (r->device == HY_CUDA) {
+        hy_cuda_set_device(0);
+        printf("device: cuda (%s%s)\n", how, hy_cuda_device_info(0, info, sizeof info));
+    } else {
+        printf("device: cpu (%s%s)\n", how,
+               !strcmp(d, "cpu") ? "as configured" : why[0] ? why : "no GPU");
+    }
 }
 
 // Activations and their gradients per step, planned from the shapes: per
 // token and layer, the outputs the ops keep (about 24 vectors of
-// max(d_model, inner) floats plus 4 of the MLP width) and the logits.
-static size_t plan_activations(const hy_run_config *c) {
+// max(d_model, inner) values plus 4 of the MLP width) and the logits, at
+// `elem` bytes a value (the CPU's are fp32; the GPU's activations are bf16
+// but their gradients fp32).
+static size_t plan_activations(const hy_run_config *c, size_t elem) {
     const hy_model_config *m = &c->model;
     size_t width = (size_t)(m->d_model > m->n_heads * m->head_dim ? m->d_model : m->n_heads * m->head_dim);
     size_t per_tok = (24 * width + 4 * (size_t)m->mlp_hidden) * m->n_layers + 3 * (size_t)m->vocab_size;
     size_t tokens = (size_t)c->train.batch_size * c->train.seq_len;
-    return per_tok * tokens * sizeof(float) * 5 / 4 + ((size_t)64 << 20);
+    return per_tok * tokens * elem * 5 / 4 + ((size_t)64 << 20);
 }
+
+// Accuracy on the GPU needs the logits, which the fused head + loss never
+// materialises: a second forward writes them (bf16) and the host counts.
+// Affordable for MQAR (its point is accuracy) and for B*T*V up to 64M.
+static void plan_gpu_accuracy(run *r) {
+    const hy_run_config *c = &r->cfg;
+    size_t n = (size_t)c->train.batch_size * c->train.seq_len * c->model.vocab_size;
+    if (r->data.kind == HY_SRC_MQAR || n <= ((size_t)64 << 20))
+        r->eval_logits = (float *)hy_xmalloc(n * sizeof(float));
+    else
+        printf("note: accuracy is not computed on the GPU for this vocabulary (batch x seq x vocab "
+               "= %zu logits > 64M); it is reported as NaN\n", n);
+}
+
+// The GPU's working copy of the model and optimizer, the tape's arenas on
+// the device, and a host scratch that only satisfies hy_optim_init (the
+// host optimizer is the checkpoint staging copy and never steps).
+static void build_gpu(run *r) {
+    hy_run_config *c = &r->cfg;
+    hy_cuda_blas_init();
+    hy_arena_init(&r->acts, "acts", HY_CUDA, plan_activations(c, 2));
+    hy_arena_init(&r->scratch, "scratch", HY_CUDA, plan_activations(c, sizeof(float)));
+    hy_arena_init(&r->stage, "stage", HY_CPU, hy_optim_scratch_bytes(&c->optim, &r->model.params));
+    hy_params_alloc(&r->model.params, &r->params, &r->grads);
+    hy_model_init_weights(&r->model, (uint64_t)c->train.seed);
+    hy_optim_init(&r->opt, &c->optim, &r->model.params, &r->optim, &r->stage);
+    hy_train_gpu_init(&r->gpu, &r->model, &r->opt);
+    plan_gpu_accuracy(r);
+}
+
+// The model that runs: the GPU's copy on a GPU run.
+static hy_model *net(run *r) { return r->device == HY_CUDA ? &r->gpu.model : &r->model; }
 
 static void build(run *r) {
     hy_run_config *c = &r->cfg;
     hy_model_build(&r->model, c->arch, &c->model);
     size_t pbytes = hy_params_bytes(&r->model.params);
-    size_t abytes = plan_activations(c);
     hy_arena_init(&r->params, "params", HY_CPU, pbytes);
     hy_arena_init(&r->grads, "grads", HY_CPU, pbytes);
     hy_arena_init(&r->optim, "optim", HY_CPU, hy_optim_state_bytes(&c->optim, &r->model.params));
-    hy_arena_init(&r->acts, "acts", HY_CPU, abytes);
-    hy_arena_init(&r->scratch, "scratch", HY_CPU,
-                  abytes + hy_optim_scratch_bytes(&c->optim, &r->model.params));
-    hy_params_alloc(&r->model.params, &r->params, &r->grads);
-    hy_model_init_weights(&r->model, (uint64_t)c->train.seed);
-    hy_optim_init(&r->opt, &c->optim, &r->model.params, &r->optim, &r->scratch);
+    if (r->device == HY_CUDA) {
+        build_gpu(r);
+    } else {
+        size_t abytes = plan_activations(c, sizeof(float));
+        hy_arena_init(&r->acts, "acts", HY_CPU, abytes);
+        hy_arena_init(&r->scratch, "scratch", HY_CPU,
+                      abytes + hy_optim_scratch_bytes(&c->optim, &r->model.params));
+        hy_params_alloc(&r->model.params, &r->params, &r->grads);
+        hy_model_init_weights(&r->model, (uint64_t)c->train.seed);
+        hy_optim_init(&r->opt, &c->optim, &r->model.params, &r->optim, &r->scratch);
+    }
     hy_tape_init(&r->tape, &r->acts, &r->scratch, 1 << 14, 1 << 15);
-    hy_params_bind(&r->model.params, &r->tape);
+    hy_params_bind(&net(r)->params, &r->tape);
     r->sched = hy_run_config_schedule(c);
     size_t n = (size_t)c->train.batch_size * c->train.seq_len;
     r->in = (int32_t *)hy_xmalloc(n * sizeof(int32_t));
@@ -192,9 +245,14 @@ static void print_plan(const run *r) {
            r->cfg.arch == HY_ARCH_DENSE ? "dense" : "HydraLM", m->d_model, m->n_layers,
            r->cfg.arch == HY_ARCH_DENSE ? "attention" : hy_config_schedule(m, sched, sizeof sched),
            m->n_heads, m->head_dim, m->vocab_size, (long long)hy_model_param_count(&r->model));
-    printf("memory plan (MiB):\n");
+    printf("memory plan (MiB)%s:\n",
+           r->device == HY_CUDA ? "; the cpu params, grads and optim stage checkpoints" : "");
     const hy_arena *all[5] = {&r->params, &r->grads, &r->optim, &r->acts, &r->scratch};
     for (int i = 0; i < 5; i++) hy_arena_report(all[i], stdout);
+    if (r->device == HY_CUDA) {
+        hy_arena_report(&r->stage, stdout);
+        hy_train_gpu_report(&r->gpu, stdout);
+    }
 }
 
 static void resolve_resume(const train_args *a, char *path, size_t n) {
@@ -209,38 +267,117 @@ static void resolve_resume(const train_args *a, char *path, size_t n) {
 }
 
 // ---------------------------------------------------------------- one step
+// A host (B, T) batch (r->in or r->tgt) as an i32 tensor in the acts arena,
+// on the run's device.
+static hy_tensor *batch_tensor(run *r, const int32_t *src, const char *name) {
+    int64_t shape[2] = {r->cfg.train.batch_size, r->cfg.train.seq_len};
+    hy_tensor *t = hy_tensor_new(&r->acts, HY_I32, 2, shape, name);
+    if (t->device == HY_CUDA)
+        hy_cuda_memcpy_h2d(t->data, src, hy_nbytes(t));
+    else
+        memcpy(t->data, src, hy_nbytes(t));
+    return t;
+}
+
+// A scalar (a loss) from either device.
+static float scalar(const hy_tensor *t) {
+    float x;
+    hy_tensor_to_host_f32(t, &x);
+    return x;
+}
+
 static float train_step(run *r, int64_t step) {
     const hy_run_config *c = &r->cfg;
-    hy_params_zero_grads(&r->model.params);
+    hy_param_table *params = &net(r)->params;
+    hy_params_zero_grads(params);
     double sum = 0;
-    int64_t shape[2] = {c->train.batch_size, c->train.seq_len};
     for (int micro = 0; micro < c->train.grad_accum; micro++) {
         hy_batcher_train(&r->data, step, micro, r->in, r->tgt);
         hy_tape_reset(&r->tape);
-        hy_tensor *ids = hy_tensor_new(&r->acts, HY_I32, 2, shape, "ids");
-        hy_tensor *tgt = hy_tensor_new(&r->acts, HY_I32, 2, shape, "targets");
-        memcpy(ids->data, r->in, hy_nbytes(ids));
-        memcpy(tgt->data, r->tgt, hy_nbytes(tgt));
+        hy_tensor *ids = batch_tensor(r, r->in, "ids");
+        hy_tensor *tgt = batch_tensor(r, r->tgt, "targets");
         hy_tensor *loss;
-        hy_model_forward(&r->model, &r->tape, ids, tgt, HY_IGNORE_INDEX, &loss);
+        hy_model_forward(net(r), &r->tape, ids, tgt, HY_IGNORE_INDEX, &loss);
         hy_tape_backward(&r->tape, loss);
-        sum += hy_f32(loss)[0];
+        sum += scalar(loss);
     }
     if (c->train.grad_accum > 1) {
         // Each micro-batch's loss is a mean; the step's gradient is their mean.
         float s = 1.0f / c->train.grad_accum;
-        for (size_t i = 0; i < r->model.params.numel; i++) r->model.params.grads[i] *= s;
+        if (params->device == HY_CUDA)
+            hy_cuda_scale_f32(params->numel, s, params->grads, NULL);
+        else
+            for (size_t i = 0; i < params->numel; i++) params->grads[i] *= s;
     }
     return (float)(sum / c->train.grad_accum);
 }
 
-// Mean validation loss and next-token accuracy over labelled positions.
+// Clipping and the update, on the run's device; returns the gradient norm
+// before clipping.
+static float clip(run *r) {
+    float max_norm = r->cfg.train.grad_clip;
+    if (r->device == HY_CUDA) return hy_train_gpu_clip(&r->gpu, max_norm);
+    return hy_clip_grad_norm(&r->model.params, max_norm);
+}
+
+static void update(run *r, float lr_mult) {
+    if (r->device == HY_CUDA)
+        hy_train_gpu_step(&r->gpu, &r->opt, lr_mult);
+    else
+        hy_optim_step(&r->opt, lr_mult);
+}
+
+// Fault injection for the NaN test: a NaN in the final norm's weight.
+static void poison(run *r) {
+    if (r->device == HY_CUDA)
+        hy_train_gpu_poison(&r->gpu, r->gpu.model.norm_f);
+    else
+        hy_f32(r->model.params.p[r->model.norm_f].value)[0] = NAN;
+}
+
+// Argmax hits of logits (n, V) host f32 against r->tgt over labelled positions.
+static void count_hits(const run *r, const float *lg, int64_t n, int64_t *right, int64_t *total) {
+    int V = r->cfg.model.vocab_size;
+    for (int64_t p = 0; p < n; p++) {
+        if (r->tgt[p] == HY_IGNORE_INDEX) continue;
+        const float *row = lg + p * V;
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (row[v] > row[best]) best = v;
+        *right += best == r->tgt[p];
+        (*total)++;
+    }
+}
+
+// One validation batch (in r->in, r->tgt): its mean loss; argmax hits are
+// added to right / total. The CPU forward returns the logits with the loss;
+// the GPU's fused head does not, so a second forward without targets gives
+// them (when r->eval_logits has room; otherwise nothing is counted).
+static float eval_batch(run *r, int64_t *right, int64_t *total) {
+    int64_t n = (int64_t)r->cfg.train.batch_size * r->cfg.train.seq_len;
+    hy_tape_reset(&r->tape);
+    hy_tensor *ids = batch_tensor(r, r->in, "ids"), *tgt = batch_tensor(r, r->tgt, "targets");
+    hy_tensor *l;
+    hy_tensor *logits = hy_model_forward(net(r), &r->tape, ids, tgt, HY_IGNORE_INDEX, &l);
+    float loss = scalar(l);
+    if (r->device == HY_CPU) {
+        count_hits(r, hy_f32(logits), n, right, total);
+    } else if (r->eval_logits) {
+        hy_tape_reset(&r->tape);  // room for the logits: the first forward is done with
+        ids = batch_tensor(r, r->in, "ids");
+        logits = hy_model_forward(net(r), &r->tape, ids, NULL, HY_IGNORE_INDEX, NULL);  // (B, T, V) bf16
+        hy_tensor_to_host_f32(logits, r->eval_logits);
+        count_hits(r, r->eval_logits, n, right, total);
+    }
+    return loss;
+}
+
+// Mean validation loss and next-token accuracy over labelled positions
+// (NaN when there are none, or on the GPU when the logits are too many).
 static void evaluate(run *r, float *loss_out, float *acc_out) {
     const hy_run_config *c = &r->cfg;
-    int64_t shape[2] = {c->train.batch_size, c->train.seq_len};
     double loss = 0;
     int64_t right = 0, total = 0;
-    int V = c->model.vocab_size;
     // MQAR accuracy is measured on eval.mqar_sequences held-out sequences.
     int batches = r->data.kind == HY_SRC_MQAR
                       ? (c->eval.mqar_sequences + c->train.batch_size - 1) / c->train.batch_size
@@ -248,24 +385,7 @@ static void evaluate(run *r, float *loss_out, float *acc_out) {
     r->tape.enabled = 0;
     for (int i = 0; i < batches; i++) {
         hy_batcher_val(&r->data, i, r->in, r->tgt);
-        hy_tape_reset(&r->tape);
-        hy_tensor *ids = hy_tensor_new(&r->acts, HY_I32, 2, shape, "ids");
-        hy_tensor *tgt = hy_tensor_new(&r->acts, HY_I32, 2, shape, "targets");
-        memcpy(ids->data, r->in, hy_nbytes(ids));
-        memcpy(tgt->data, r->tgt, hy_nbytes(tgt));
-        hy_tensor *l;
-        hy_tensor *logits = hy_model_forward(&r->model, &r->tape, ids, tgt, HY_IGNORE_INDEX, &l);
-        loss += hy_f32(l)[0];
-        const float *lg = hy_f32(logits);
-        for (int64_t p = 0; p < shape[0] * shape[1]; p++) {
-            if (r->tgt[p] == HY_IGNORE_INDEX) continue;
-            const float *row = lg + p * V;
-            int best = 0;
-            for (int v = 1; v < V; v++)
-                if (row[v] > row[best]) best = v;
-            right += best == r->tgt[p];
-            total++;
-        }
+        loss += eval_batch(r, &right, &total);
     }
     r->tape.enabled = 1;
     hy_tape_reset(&r->tape);
@@ -273,11 +393,12 @@ static void evaluate(run *r, float *loss_out, float *acc_out) {
     *acc_out = total ? (float)right / (float)total : NAN;
 }
 
-// A short sample from a newline prompt, for byte-level models.
+// A short sample from a newline prompt, for byte-level models. The decode
+// temporaries go in the acts arena (on the model's device), free between steps.
 static void print_sample(run *r) {
     const hy_run_config *c = &r->cfg;
     hy_decode_state s;
-    hy_decode_init(&s, &r->model, 1);
+    hy_decode_init(&s, net(r), 1);
     int V = c->model.vocab_size;
     float *logits = (float *)hy_xmalloc((size_t)V * 2 * sizeof(float));
     hy_sampler sm = {0.8f, 0, 0.95f};
@@ -285,7 +406,7 @@ static void print_sample(run *r) {
     hy_tape_reset(&r->tape);
     printf("sample: ");
     for (int i = 0; i < c->train.sample_tokens; i++) {
-        hy_model_step(&r->model, &s, &tok, logits, &r->acts);
+        hy_model_step(net(r), &s, &tok, logits, &r->acts);
         tok = hy_sample(&sm, logits, V, &r->st.rng, logits + V);
         unsigned char ch = (unsigned char)tok;
         if (ch == '\n')
@@ -302,6 +423,8 @@ static void save(run *r, const train_args *a) {
     char name[64], path[1200];
     snprintf(name, sizeof name, "ckpt-%lld.h5", (long long)r->st.step);
     snprintf(path, sizeof path, "%s/%s", a->out, name);
+    // Checkpoints are written from the host copies, whichever device trains.
+    if (r->device == HY_CUDA) hy_train_gpu_download(&r->gpu, &r->model, &r->opt);
     hy_ckpt_save(path, r->cfg_text, &r->model.params, &r->opt, &r->st);
     hy_ckpt_write_latest(a->out, name);
     hy_ckpt_prune(a->out, r->cfg.train.keep_checkpoints);
@@ -328,13 +451,12 @@ static int train_loop(run *r, const train_args *a) {
     double ema_ms = 0, start = hy_now();
     for (int64_t step = r->st.step; step < steps; step++) {
         double t0 = hy_now();
-        if (step + 1 == a->nan_at_step)  // fault injection for the NaN test
-            hy_f32(r->model.params.p[r->model.norm_f].value)[0] = NAN;
+        if (step + 1 == a->nan_at_step) poison(r);
         float loss = train_step(r, step);
-        float norm = hy_clip_grad_norm(&r->model.params, c->train.grad_clip);
+        float norm = clip(r);
         if (!isfinite(loss) || !isfinite(norm)) stop_on_bad_loss(r, step, loss, norm);
         float mult = hy_lr_mult(&r->sched, step);
-        hy_optim_step(&r->opt, mult);
+        update(r, mult);
         r->st.step = step + 1;
         r->st.tokens += tokens_per_step;
         r->st.loss = loss;
@@ -383,7 +505,7 @@ int hy_train_main(int argc, char **argv) {
     parse_args(&a, argc, argv);
     run *r = (run *)hy_xcalloc(1, sizeof *r);
     load_config(r, &a);
-    choose_device(&r->cfg);
+    choose_device(r);
     char resume[1100];
     resolve_resume(&a, resume, sizeof resume);
     // Everything the run reads is checked before DIR is touched.
@@ -391,6 +513,7 @@ int hy_train_main(int argc, char **argv) {
     build(r);
     if (resume[0]) {
         hy_ckpt_load(resume, &r->model.params, &r->opt, &r->st);
+        if (r->device == HY_CUDA) hy_train_gpu_upload(&r->gpu, &r->model, &r->opt);
         snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", resume);
         printf("resumed from %s at step %lld\n", resume, (long long)r->st.step);
     }
@@ -415,9 +538,11 @@ int hy_train_main(int argc, char **argv) {
     hy_metrics_close(&r->log);
     hy_batcher_close(&r->data);
     hy_tape_free(&r->tape);
+    if (r->device == HY_CUDA) hy_train_gpu_free(&r->gpu);
     hy_model_destroy(&r->model);
-    hy_arena *all[5] = {&r->params, &r->grads, &r->optim, &r->acts, &r->scratch};
-    for (int i = 0; i < 5; i++) hy_arena_free(all[i]);
+    hy_arena *all[6] = {&r->params, &r->grads, &r->optim, &r->acts, &r->scratch, &r->stage};
+    for (int i = 0; i < 6; i++) hy_arena_free(all[i]);
+    free(r->eval_logits);
     free(r->in);
     free(r->tgt);
     free(r->cfg_text);

@@ -1,0 +1,107 @@
+// gdn_cuda.c: hy_gdn on the GPU, through the chunkwise WY kernels of
+// cuda/gdn.cu (chunk 64, head_dim 64 or 128, fp32 state).
+#include <string.h>
+
+#include "../autograd/check.h"
+#include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_gdn.h"
+#include "../cuda/hy_cuda_glue.h"
+#include "../cuda/hy_cuda_ops.h"
+#include "mixers_cuda.h"
+
+typedef struct {
+    int B, T, H, D;
+    hy_tensor *S0;  // copy of the initial state (B, H, D, D) f32, or NULL
+} gdn_cuda_ctx;
+
+static float *f32_scratch(hy_tape *t, size_t n) {
+    return (float *)hy_arena_alloc(t->scratch, n * sizeof(float));
+}
+
+// dst (if wanted) += src: the kernels write their gradients; the tape accumulates.
+static void acc_into(hy_tape *t, hy_tensor *x, const float *src, size_t n) {
+    hy_tensor *g = hy_grad_acc(t, x);
+    if (g) hy_cuda_acc_f32(n, src, hy_f32(g), NULL);
+}
+
+// Backward recomputes the WY factors and chunk states from the inputs (the
+// kernel needs nothing of the forward's workspace); only S0 was saved.
+static void gdn_backward_cuda(hy_tape *t, hy_node *n) {
+    gdn_cuda_ctx *c = (gdn_cuda_ctx *)n->ctx;
+    int B = c->B, T = c->T, H = c->H, D = c->D;
+    size_t nx = (size_t)B * T * H * D, ng = (size_t)B * T * H, ns = (size_t)B * H * D * D;
+    hy_tensor *go = hy_grad(t, n->out[0]), *gs = n->n_out > 1 ? hy_grad(t, n->out[1]) : NULL;
+    // Take every gradient buffer before the mark: they outlive this call.
+    for (int i = 0; i < 6; i++)
+        if (n->in[i]) hy_grad_acc(t, n->in[i]);
+    hy_arena_mark_t mark = hy_arena_mark(t->scratch);
+    void *d_o = hy_arena_alloc(t->scratch, nx * 2);  // (B, T, H, D) bf16
+    if (go)
+        hy_cuda_f32_to_bf16(hy_f32(go), d_o, nx, NULL);
+    else
+        hy_cuda_memset(d_o, 0, nx * 2);
+    float *dq = f32_scratch(t, nx), *dk = f32_scratch(t, nx), *dv = f32_scratch(t, nx);
+    float *da = f32_scratch(t, ng), *db = f32_scratch(t, ng);
+    float *dS0 = n->in[5] ? f32_scratch(t, ns) : NULL;
+    size_t wsb = hy_cuda_gdn_workspace_bytes(B, T, H, D, 64);
+    void *ws = hy_arena_alloc(t->scratch, wsb);
+    hy_cuda_gdn_bwd(B, T, H, D, 64, n->in[0]->data, n->in[1]->data, n->in[2]->data,
+                    hy_f32(n->in[3]), hy_f32(n->in[4]), c->S0 ? hy_f32(c->S0) : NULL, d_o,
+                    gs ? hy_f32(gs) : NULL, dq, dk, dv, da, db, dS0, ws, NULL);
+    acc_into(t, n->in[0], dq, nx);
+    acc_into(t, n->in[1], dk, nx);
+    acc_into(t, n->in[2], dv, nx);
+    acc_into(t, n->in[3], da, ng);
+    acc_into(t, n->in[4], db, ng);
+    if (dS0) acc_into(t, n->in[5], dS0, ns);
+    hy_arena_reset_to(t->scratch, mark);
+}
+
+static void check_cuda_args(hy_tensor *q, hy_tensor *k, hy_tensor *v, hy_tensor *alpha,
+                            hy_tensor *beta, hy_tensor *S0, int chunk) {
+    const char *op = "gdn (GPU)";
+    hy_tensor *bf[3] = {q, k, v}, *fp[3] = {alpha, beta, S0};
+    for (int i = 0; i < 3; i++) {
+        hy_expect_dtype(op, bf[i], HY_BF16);
+        hy_expect_device(op, q, bf[i]);
+        if (!fp[i]) continue;
+        hy_expect_dtype(op, fp[i], HY_F32);
+        hy_expect_device(op, q, fp[i]);
+    }
+    int64_t D = q->shape[3];
+    HY_REQUIRE(chunk == 64, "gdn: the GPU kernels use chunk 64 (model.dn_chunk_size), got %d",
+               chunk);
+    HY_REQUIRE((D == 64 || D == 128) && v->shape[3] == D,
+               "gdn: the GPU kernels need head_dim 64 or 128 for q, k and v, got q '%s' %s, "
+               "v '%s' %s", q->name, hy_shape_str(q), v->name, hy_shape_str(v));
+    HY_REQUIRE(q->shape[0] * q->shape[2] <= 65535, "gdn: B * H = %lld exceeds 65535 on the GPU",
+               (long long)(q->shape[0] * q->shape[2]));
+}
+
+hy_tensor *hy_gdn_cuda(hy_tape *t, hy_tensor *q, hy_tensor *k, hy_tensor *v, hy_tensor *alpha,
+                       hy_tensor *beta, hy_tensor *S0, int chunk, hy_tensor **S_out) {
+    check_cuda_args(q, k, v, alpha, beta, S0, chunk);
+    int B = (int)q->shape[0], T = (int)q->shape[1], H = (int)q->shape[2], D = (int)q->shape[3];
+    int64_t os[4] = {B, T, H, D}, ss[4] = {B, H, D, D};
+    hy_tensor *o = hy_tape_new(t, HY_BF16, 4, os, "gdn");                         // (B, T, H, D)
+    hy_tensor *Sf = S_out ? hy_tape_new(t, HY_F32, 4, ss, "gdn.state") : NULL;  // (B, H, D, D)
+    hy_tensor *ins[6] = {q, k, v, alpha, beta, S0}, *outs[2] = {o, Sf};
+    hy_node *n = hy_tape_record(t, "gdn", gdn_backward_cuda, ins, 6, outs, Sf ? 2 : 1);
+    gdn_cuda_ctx *c = NULL;
+    if (n) {
+        c = (gdn_cuda_ctx *)hy_tape_ctx(t, n, sizeof *c);
+        c->B = B, c->T = T, c->H = H, c->D = D;
+        if (S0) {  // the caller may overwrite S0 with S_out: keep the forward's copy
+            c->S0 = hy_tape_new(t, HY_F32, 4, ss, "gdn.S0");
+            hy_cuda_memcpy_d2d(c->S0->data, S0->data, hy_nbytes(S0));
+        }
+    }
+    hy_arena_mark_t mark = hy_arena_mark(t->scratch);
+    size_t wsb = hy_cuda_gdn_workspace_bytes(B, T, H, D, 64);
+    void *ws = hy_arena_alloc(t->scratch, wsb);
+    hy_cuda_gdn_fwd(B, T, H, D, 64, q->data, k->data, v->data, hy_f32(alpha), hy_f32(beta),
+                    S0 ? hy_f32(S0) : NULL, o->data, Sf ? hy_f32(Sf) : NULL, ws, NULL);
+    hy_arena_reset_to(t->scratch, mark);
+    if (S_out) *S_out = Sf;
+    return o;
+}

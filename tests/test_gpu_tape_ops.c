@@ -1,0 +1,638 @@
+// The basic tape ops (layers/ops.h) on the GPU against the same ops on the
+// CPU, through the tape: forward, recorded node, backward. Skipped (exit 77)
+// without a GPU or a CUDA build. (tests/test_gpu_ops.c tests the kernels
+// themselves; this file tests that the ops call them right.)
+//
+// Every case draws random inputs, rounds the ones that are activations
+// (bf16 on the GPU) to bf16, and runs the op twice:
+//   * on a CPU tape (host arenas; f32 tensors holding the rounded values);
+//   * on a GPU tape (CUDA arenas; activations uploaded as bf16, parameters
+//     f32), with the activation and scratch arenas poisoned with 0xFF bytes
+//     first, so an output element or a kernel partial sum the op fails to
+//     write shows up as a NaN.
+// Input and parameter gradients are bound (hy_tape_bind_grad) to zeroed f32
+// buffers; backward starts from the same random seed gradient on both
+// sides. Checked, as max |gpu - cpu| / max |cpu| over each tensor:
+//   * the output: <= 1e-2 (one bf16 rounding is 2^-9 relative);
+//   * every input and parameter gradient: <= 2e-2;
+//   * the output dtype: bf16 on the GPU (f32 for sigmoid and mean);
+//   * a second forward with the tape disabled (nothing saved, e.g. no rstd)
+//     gives the same output bits.
+// Sizes are odd (the kernels' scalar paths) in one case of each op and
+// multiples of 8 (the 16-byte vector paths) in another; some inputs are row
+// windows (views) of larger tensors, so pointers are misaligned and the
+// gradients land in windows of their owner's buffer.
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../autograd/rng.h"
+#include "../autograd/tape.h"
+#include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_ops.h"
+#include "../layers/ops.h"
+#include "harness.h"
+
+static void need_gpu(void) {
+    if (!hy_cuda_built()) hy_test_skip("built without CUDA");
+    if (hy_cuda_device_count() == 0) hy_test_skip("no GPU");
+}
+
+// ================================================================ cases
+// ACT: a float activation (f32 on the CPU, bf16 on the GPU), values rounded
+// to bf16 on both sides. PARAM: f32 on both devices (parameters, and the
+// f32 input of mean). IDS: i32 in [0, id_below).
+enum { ACT, PARAM, IDS };
+
+#define MAX_IN 6
+
+typedef struct {
+    const char *name;
+    int kind;
+    int grad;  // bind a gradient (float inputs)
+    int ndim;
+    int64_t shape[HY_MAX_DIMS];  // the shape the op sees
+    int64_t row0;  // > 0: the op sees rows [row0, row0 + shape[0]) of a larger tensor
+    float std;
+    int32_t id_below;
+} in_spec;
+
+typedef hy_tensor *(*op_fn)(hy_tape *t, hy_tensor **in, const void *arg);
+
+typedef struct {
+    const char *cfg;
+    op_fn fn;
+    const void *arg;
+    int n_in;
+    in_spec in[MAX_IN];
+    hy_dtype gpu_out;         // the dtype the GPU output must have
+    double tol_out, tol_grad;  // 0: 1e-2 and 2e-2
+} op_case;
+
+static int64_t numel_of(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+// The owner's shape: the op's shape with row0 more rows.
+static int64_t owner_numel(const in_spec *s) {
+    int64_t shape[HY_MAX_DIMS];
+    memcpy(shape, s->shape, sizeof shape);
+    shape[0] += s->row0;
+    return numel_of(s->ndim, shape);
+}
+
+// Host values of one case, shared by both devices.
+typedef struct {
+    float *v[MAX_IN];    // float inputs (owner numel), rounded to bf16 for ACT
+    int32_t *id[MAX_IN];  // IDS inputs
+    float *seed;         // d loss / d output, the output's numel
+} case_data;
+
+// Results of one device.
+typedef struct {
+    hy_dtype out_dtype;
+    int64_t n_out;
+    float *out;           // (n_out)
+    float *grad[MAX_IN];  // owner numel, or NULL without a gradient
+    int infer_same;       // the tape-disabled forward gave the same bits
+} case_result;
+
+// ================================================================ helpers
+// A test-only op: y (n) f32 = x (n) bf16 on the GPU, dx += dy. It lets the
+// seed gradient enter at a bf16 output (hy_tape_backward_seed takes an f32
+// output).
+static void upcast_backward(hy_tape *t, hy_node *n) {
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));
+    hy_tensor *dx = hy_grad_acc(t, n->in[0]);
+    if (dx) hy_cuda_add_bwd((size_t)hy_numel(n->in[0]), dy, hy_f32(dx), NULL, NULL);
+}
+
+static hy_tensor *upcast(hy_tape *t, hy_tensor *x) {
+    hy_tensor *y = hy_tape_new(t, HY_F32, x->ndim, x->shape, "upcast");
+    hy_cuda_bf16_to_f32(x->data, hy_f32(y), (size_t)hy_numel(x), NULL);
+    hy_tape_record(t, "upcast", upcast_backward, &x, 1, &y, 1);
+    return y;
+}
+
+typedef struct {
+    hy_arena in, acts, scratch;
+    hy_tape tape;
+    hy_device dev;
+} env;
+
+static void env_init(env *e, hy_device dev) {
+    e->dev = dev;
+    hy_arena_init(&e->in, "tape-ops-in", dev, (size_t)16 << 20);
+    hy_arena_init(&e->acts, "tape-ops-acts", dev, (size_t)32 << 20);
+    hy_arena_init(&e->scratch, "tape-ops-scratch", dev, (size_t)32 << 20);
+    hy_tape_init(&e->tape, &e->acts, &e->scratch, 128, 256);
+}
+
+static void env_free(env *e) {
+    hy_tape_free(&e->tape);
+    hy_arena_free(&e->in);
+    hy_arena_free(&e->acts);
+    hy_arena_free(&e->scratch);
+}
+
+static void poison(env *e) {
+    if (e->dev != HY_CUDA) return;
+    hy_cuda_memset(e->acts.base, 0xff, e->acts.cap);
+    hy_cuda_memset(e->scratch.base, 0xff, e->scratch.cap);
+}
+
+static void zero(hy_tensor *t) {
+    if (t->device == HY_CUDA)
+        hy_cuda_memset(t->data, 0, hy_nbytes(t));
+    else
+        memset(t->data, 0, hy_nbytes(t));
+}
+
+static float *to_host(const hy_tensor *t) {
+    float *h = (float *)hy_xcalloc((size_t)hy_numel(t) + 1, sizeof(float));
+    if (t->device == HY_CUDA) hy_cuda_synchronize();
+    hy_tensor_to_host_f32(t, h);
+    return h;
+}
+
+// Run case `c` on `dev`.
+static void run_case(const op_case *c, const case_data *d, hy_device dev, case_result *r) {
+    memset(r, 0, sizeof *r);
+    env e;
+    env_init(&e, dev);
+    hy_tensor *x[MAX_IN] = {0}, *g[MAX_IN] = {0};
+    for (int i = 0; i < c->n_in; i++) {
+        const in_spec *s = &c->in[i];
+        int64_t shape[HY_MAX_DIMS];
+        memcpy(shape, s->shape, sizeof shape);
+        shape[0] += s->row0;
+        hy_dtype dt = s->kind == IDS ? HY_I32 : s->kind == ACT ? hy_act_dtype(dev) : HY_F32;
+        hy_tensor *owner = hy_tensor_new(&e.in, dt, s->ndim, shape, s->name);
+        if (s->kind == IDS) {
+            if (dev == HY_CUDA)
+                hy_cuda_memcpy_h2d(owner->data, d->id[i], hy_nbytes(owner));
+            else
+                memcpy(owner->data, d->id[i], hy_nbytes(owner));
+        } else {
+            hy_tensor_from_host_f32(owner, d->v[i]);
+        }
+        if (s->grad) {
+            g[i] = hy_tensor_new(&e.in, HY_F32, s->ndim, shape, s->name);  // f32 always
+            zero(g[i]);
+            hy_tape_bind_grad(&e.tape, owner, g[i]);
+        }
+        x[i] = s->row0 > 0 ? hy_view_rows(&e.in, owner, s->row0, s->shape[0]) : owner;
+    }
+    poison(&e);
+    hy_tensor *y = c->fn(&e.tape, x, c->arg);
+    r->out_dtype = y->dtype;
+    r->n_out = hy_numel(y);
+    r->out = to_host(y);
+
+    // Inference: the same forward with the tape disabled saves nothing.
+    e.tape.enabled = 0;
+    hy_tensor *y2 = c->fn(&e.tape, x, c->arg);
+    e.tape.enabled = 1;
+    float *out2 = to_host(y2);
+    r->infer_same = hy_numel(y2) == r->n_out &&
+                    memcmp(out2, r->out, (size_t)r->n_out * sizeof(float)) == 0;
+    free(out2);
+
+    if (y->dtype == HY_BF16) y = upcast(&e.tape, y);
+    hy_tape_backward_seed(&e.tape, y, d->seed);
+    for (int i = 0; i < c->n_in; i++)
+        if (g[i]) r->grad[i] = to_host(g[i]);
+    env_free(&e);
+}
+
+static void result_free(case_result *r) {
+    free(r->out);
+    for (int i = 0; i < MAX_IN; i++) free(r->grad[i]);
+}
+
+static void expect_err(const char *cfg, const char *what, double err, double tol) {
+    printf("  %-40s %-12s max rel err %.3e (tol %.0e)%s\n", cfg, what, err, tol,
+           err <= tol ? "" : (err != err ? "  <- NaN: an element was not written" : "  <- FAIL"));
+    HY_ASSERT(err <= tol, "%s: %s max relative error %.3e is above %.0e%s", cfg, what, err, tol,
+              err != err ? " (NaN: an element was left unwritten, or the op made a NaN)" : "");
+}
+
+// Draw the inputs and the seed, run both devices, compare.
+static void check_case(const op_case *c, uint64_t seed) {
+    hy_rng r;
+    hy_rng_seed(&r, seed);
+    case_data d;
+    memset(&d, 0, sizeof d);
+    for (int i = 0; i < c->n_in; i++) {
+        const in_spec *s = &c->in[i];
+        int64_t n = owner_numel(s);
+        if (s->kind == IDS) {
+            d.id[i] = (int32_t *)hy_xcalloc((size_t)n + 1, sizeof(int32_t));
+            for (int64_t k = 0; k < n; k++)
+                d.id[i][k] = (int32_t)hy_rng_below(&r, (uint64_t)s->id_below);
+            continue;
+        }
+        d.v[i] = (float *)hy_xcalloc((size_t)n + 1, sizeof(float));
+        float std = s->std > 0 ? s->std : 1.0f;
+        for (int64_t k = 0; k < n; k++) {
+            float v = std * hy_rng_normal(&r);
+            d.v[i][k] = s->kind == ACT ? hy_bf16_to_f32(hy_f32_to_bf16(v)) : v;
+        }
+    }
+    case_result cpu, gpu;
+    // The seed's size is the output's: run the CPU side first with a
+    // provisional seed buffer large enough for any output here.
+    size_t seed_cap = (size_t)1 << 20;
+    d.seed = (float *)hy_xcalloc(seed_cap, sizeof(float));
+    for (size_t k = 0; k < seed_cap; k++) d.seed[k] = hy_rng_normal(&r);
+    run_case(c, &d, HY_CPU, &cpu);
+    HY_CHECK((size_t)cpu.n_out <= seed_cap, "test: output of %lld elements is too large",
+             (long long)cpu.n_out);
+    run_case(c, &d, HY_CUDA, &gpu);
+
+    double tol_out = c->tol_out > 0 ? c->tol_out : 1e-2;
+    double tol_grad = c->tol_grad > 0 ? c->tol_grad : 2e-2;
+    HY_ASSERT(gpu.out_dtype == c->gpu_out, "%s: the GPU output is %s, expected %s", c->cfg,
+              hy_dtype_name(gpu.out_dtype), hy_dtype_name(c->gpu_out));
+    HY_ASSERT(cpu.out_dtype == HY_F32, "%s: the CPU output is %s", c->cfg,
+              hy_dtype_name(cpu.out_dtype));
+    HY_ASSERT(gpu.n_out == cpu.n_out, "%s: GPU output has %lld elements, CPU %lld", c->cfg,
+              (long long)gpu.n_out, (long long)cpu.n_out);
+    int cpu_finite = 1;
+    for (int64_t k = 0; k < cpu.n_out; k++)
+        if (!isfinite(cpu.out[k])) cpu_finite = 0;
+    HY_ASSERT(cpu_finite, "%s: the CPU reference output is not finite", c->cfg);
+    expect_err(c->cfg, "output", hy_max_rel_err_f(gpu.out, cpu.out, (long)cpu.n_out), tol_out);
+    for (int i = 0; i < c->n_in; i++) {
+        if (!c->in[i].grad) continue;
+        char what[64];
+        snprintf(what, sizeof what, "d %s", c->in[i].name);
+        expect_err(c->cfg, what,
+                   hy_max_rel_err_f(gpu.grad[i], cpu.grad[i], (long)owner_numel(&c->in[i])),
+                   tol_grad);
+    }
+    printf("  %-40s %-12s %s\n", c->cfg, "no-tape fwd",
+           gpu.infer_same ? "same bits" : "DIFFERENT  <- FAIL");
+    HY_ASSERT(gpu.infer_same, "%s: the forward with the tape disabled differs", c->cfg);
+    HY_ASSERT(cpu.infer_same, "%s: the CPU forward with the tape disabled differs", c->cfg);
+    result_free(&cpu);
+    result_free(&gpu);
+    for (int i = 0; i < MAX_IN; i++) {
+        free(d.v[i]);
+        free(d.id[i]);
+    }
+    free(d.seed);
+}
+
+static void check_cases(const op_case *cases, int n, uint64_t seed) {
+    need_gpu();
+    for (int i = 0; i < n; i++) check_case(&cases[i], seed + (uint64_t)i);
+}
+
+#define N_CASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+// ================================================================ rmsnorm
+static hy_tensor *f_rmsnorm(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_rmsnorm(t, in[0], in[1], 1e-5f);
+}
+
+HY_TEST(gpu_tape_rmsnorm, "gpu") {
+    static const op_case cases[] = {
+        {"rmsnorm x (2, 37, 45)", f_rmsnorm, NULL, 2,
+         {{"x", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0}, {"w", PARAM, 1, 1, {45}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"rmsnorm x (37, 48)", f_rmsnorm, NULL, 2,
+         {{"x", ACT, 1, 2, {37, 48}, 0, 2.0f, 0}, {"w", PARAM, 1, 1, {48}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"rmsnorm x rows [1, 38) of (38, 45)", f_rmsnorm, NULL, 2,
+         {{"x", ACT, 1, 2, {37, 45}, 1, 1.0f, 0}, {"w", PARAM, 1, 1, {45}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"rmsnorm x (37, 48), w no grad", f_rmsnorm, NULL, 2,
+         {{"x", ACT, 1, 2, {37, 48}, 0, 1.0f, 0}, {"w", PARAM, 0, 1, {48}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"rmsnorm x (37, 48) no grad, w", f_rmsnorm, NULL, 2,
+         {{"x", ACT, 0, 2, {37, 48}, 0, 1.0f, 0}, {"w", PARAM, 1, 1, {48}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1100);
+}
+
+// ================================================================ swiglu
+static hy_tensor *f_swiglu(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_swiglu(t, in[0]);
+}
+
+HY_TEST(gpu_tape_swiglu, "gpu") {
+    static const op_case cases[] = {
+        {"swiglu gv (37, 90)", f_swiglu, NULL, 1, {{"gv", ACT, 1, 2, {37, 90}, 0, 2.0f, 0}},
+         HY_BF16, 0, 0},
+        {"swiglu gv (3, 37, 96)", f_swiglu, NULL, 1,
+         {{"gv", ACT, 1, 3, {3, 37, 96}, 0, 2.0f, 0}}, HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1200);
+}
+
+// ================================================================ elementwise
+static hy_tensor *f_add(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_add(t, in[0], in[1]);
+}
+static hy_tensor *f_mul(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_mul(t, in[0], in[1]);
+}
+static hy_tensor *f_add_self(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_add(t, in[0], in[0]);
+}
+static hy_tensor *f_mul_self(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_mul(t, in[0], in[0]);
+}
+// Two overlapping row windows of one tensor: rows [0, n-1) and [1, n).
+static hy_tensor *f_add_shift(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    int64_t n = in[0]->shape[0] - 1;
+    return hy_add(t, hy_view_rows(t->acts, in[0], 0, n), hy_view_rows(t->acts, in[0], 1, n));
+}
+static hy_tensor *f_mul_shift(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    int64_t n = in[0]->shape[0] - 1;
+    return hy_mul(t, hy_view_rows(t->acts, in[0], 0, n), hy_view_rows(t->acts, in[0], 1, n));
+}
+static hy_tensor *f_silu(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_silu(t, in[0]);
+}
+static hy_tensor *f_sigmoid(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_sigmoid(t, in[0]);
+}
+
+HY_TEST(gpu_tape_add, "gpu") {
+    static const op_case cases[] = {
+        {"add (37, 45)", f_add, NULL, 2,
+         {{"a", ACT, 1, 2, {37, 45}, 0, 1.0f, 0}, {"b", ACT, 1, 2, {37, 45}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"add (2, 37, 48), b no grad", f_add, NULL, 2,
+         {{"a", ACT, 1, 3, {2, 37, 48}, 0, 1.0f, 0}, {"b", ACT, 0, 3, {2, 37, 48}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"add a rows [1, 38) of (38, 45), b", f_add, NULL, 2,
+         {{"a", ACT, 1, 2, {37, 45}, 1, 1.0f, 0}, {"b", ACT, 1, 2, {37, 45}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"add (x, x) (37, 48)", f_add_self, NULL, 1, {{"x", ACT, 1, 2, {37, 48}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"add rows [0,37) + [1,38) of (38, 48)", f_add_shift, NULL, 1,
+         {{"x", ACT, 1, 2, {38, 48}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1300);
+}
+
+HY_TEST(gpu_tape_mul, "gpu") {
+    static const op_case cases[] = {
+        {"mul (37, 45)", f_mul, NULL, 2,
+         {{"a", ACT, 1, 2, {37, 45}, 0, 1.0f, 0}, {"b", ACT, 1, 2, {37, 45}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"mul (2, 37, 48), a no grad", f_mul, NULL, 2,
+         {{"a", ACT, 0, 3, {2, 37, 48}, 0, 1.0f, 0}, {"b", ACT, 1, 3, {2, 37, 48}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"mul (x, x) (37, 45)", f_mul_self, NULL, 1, {{"x", ACT, 1, 2, {37, 45}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"mul rows [0,37) * [1,38) of (38, 48)", f_mul_shift, NULL, 1,
+         {{"x", ACT, 1, 2, {38, 48}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1400);
+}
+
+HY_TEST(gpu_tape_silu, "gpu") {
+    static const op_case cases[] = {
+        {"silu (37, 45)", f_silu, NULL, 1, {{"x", ACT, 1, 2, {37, 45}, 0, 3.0f, 0}}, HY_BF16, 0,
+         0},
+        {"silu (2, 37, 48)", f_silu, NULL, 1, {{"x", ACT, 1, 3, {2, 37, 48}, 0, 3.0f, 0}},
+         HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1500);
+}
+
+// The GPU sigmoid outputs f32 (the gates of the gated delta rule).
+HY_TEST(gpu_tape_sigmoid, "gpu") {
+    static const op_case cases[] = {
+        {"sigmoid (37, 45)", f_sigmoid, NULL, 1, {{"x", ACT, 1, 2, {37, 45}, 0, 3.0f, 0}},
+         HY_F32, 0, 0},
+        {"sigmoid (2, 37, 48)", f_sigmoid, NULL, 1, {{"x", ACT, 1, 3, {2, 37, 48}, 0, 3.0f, 0}},
+         HY_F32, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1600);
+}
+
+// ================================================================ l2norm_heads
+typedef struct {
+    int head_dim;
+} l2_arg;
+
+static hy_tensor *f_l2norm(hy_tape *t, hy_tensor **in, const void *arg) {
+    return hy_l2norm_heads(t, in[0], ((const l2_arg *)arg)->head_dim, 1e-12f);
+}
+
+HY_TEST(gpu_tape_l2norm_heads, "gpu") {
+    static const l2_arg a40 = {40}, a45 = {45}, a48 = {48};
+    static const op_case cases[] = {
+        {"l2norm x (37, 3 x 40)", f_l2norm, &a40, 1, {{"x", ACT, 1, 2, {37, 120}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"l2norm x (2, 37, 3 x 45)", f_l2norm, &a45, 1,
+         {{"x", ACT, 1, 3, {2, 37, 135}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"l2norm x (37, 2 x 48) rows [1, 38)", f_l2norm, &a48, 1,
+         {{"x", ACT, 1, 2, {37, 96}, 1, 1.0f, 0}}, HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1700);
+}
+
+// ================================================================ short_conv
+typedef struct {
+    int bias, cache;  // indices of the bias and cache inputs, -1: none
+} conv_arg;
+
+static hy_tensor *f_conv(hy_tape *t, hy_tensor **in, const void *arg) {
+    const conv_arg *a = (const conv_arg *)arg;
+    return hy_short_conv(t, in[0], in[1], a->bias >= 0 ? in[a->bias] : NULL,
+                         a->cache >= 0 ? in[a->cache] : NULL);
+}
+
+HY_TEST(gpu_tape_short_conv, "gpu") {
+    static const conv_arg plain = {2, -1}, cached = {2, 3}, nobias_cached = {-1, 2};
+    static const op_case cases[] = {
+        {"short_conv x (2, 37, 45) K 4", f_conv, &plain, 3,
+         {{"x", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {45, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+        {"short_conv x (2, 37, 48) K 4 cache", f_conv, &cached, 4,
+         {{"x", ACT, 1, 3, {2, 37, 48}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 2, {48, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {48}, 0, 0.5f, 0},
+          {"cache", ACT, 0, 3, {2, 48, 3}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"short_conv x (3, 5, 45) K 7 cache no bias", f_conv, &nobias_cached, 3,
+         {{"x", ACT, 1, 3, {3, 5, 45}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {45, 1, 7}, 0, 0.5f, 0},
+          {"cache", ACT, 0, 3, {3, 45, 6}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"short_conv x (2, 37, 45) K 1", f_conv, &plain, 3,
+         {{"x", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {45, 1, 1}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1800);
+}
+
+// ================================================================ rope
+typedef struct {
+    int64_t pos0;
+} rope_arg;
+
+static hy_tensor *f_rope(hy_tape *t, hy_tensor **in, const void *arg) {
+    return hy_rope(t, in[0], ((const rope_arg *)arg)->pos0, 10000.0f);
+}
+
+HY_TEST(gpu_tape_rope, "gpu") {
+    static const rope_arg p0 = {0}, p1000 = {1000};
+    static const op_case cases[] = {
+        {"rope x (2, 37, 3, 40) pos0 0", f_rope, &p0, 1,
+         {{"x", ACT, 1, 4, {2, 37, 3, 40}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"rope x (2, 37, 3, 46) pos0 1000", f_rope, &p1000, 1,
+         {{"x", ACT, 1, 4, {2, 37, 3, 46}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"rope x (1, 37, 2, 32) pos0 1000", f_rope, &p1000, 1,
+         {{"x", ACT, 1, 4, {1, 37, 2, 32}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1900);
+}
+
+// ================================================================ slice_last
+typedef struct {
+    int64_t start, len;
+} slice_arg;
+
+static hy_tensor *f_slice(hy_tape *t, hy_tensor **in, const void *arg) {
+    const slice_arg *a = (const slice_arg *)arg;
+    return hy_slice_last(t, in[0], a->start, a->len);
+}
+
+HY_TEST(gpu_tape_slice_last, "gpu") {
+    static const slice_arg s45 = {45, 45}, s48 = {48, 48}, s0 = {0, 7};
+    static const op_case cases[] = {
+        {"slice x (37, 135) [45, 90)", f_slice, &s45, 1,
+         {{"x", ACT, 1, 2, {37, 135}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"slice x (2, 37, 144) [48, 96)", f_slice, &s48, 1,
+         {{"x", ACT, 1, 3, {2, 37, 144}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"slice x rows [1, 38) of (38, 45) [0, 7)", f_slice, &s0, 1,
+         {{"x", ACT, 1, 2, {37, 45}, 1, 1.0f, 0}}, HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 2000);
+}
+
+// ================================================================ mean
+static hy_tensor *f_mean(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    return hy_mean(t, in[0]);
+}
+
+// mean takes f32 on both devices (a loss): the input is a PARAM-kind tensor.
+HY_TEST(gpu_tape_mean, "gpu") {
+    static const op_case cases[] = {
+        {"mean x (37, 45) f32", f_mean, NULL, 1, {{"x", PARAM, 1, 2, {37, 45}, 0, 1.0f, 0}},
+         HY_F32, 0, 0},
+        {"mean x (1) f32", f_mean, NULL, 1, {{"x", PARAM, 1, 1, {1}, 0, 1.0f, 0}}, HY_F32, 0,
+         0},
+    };
+    check_cases(cases, N_CASES(cases), 2100);
+}
+
+// ================================================================ embedding
+typedef struct {
+    int padding_idx;
+} emb_arg;
+
+static hy_tensor *f_embedding(hy_tape *t, hy_tensor **in, const void *arg) {
+    return hy_embedding(t, in[0], in[1], ((const emb_arg *)arg)->padding_idx);
+}
+
+// A small V so that ids repeat (their gradients add up in one row).
+HY_TEST(gpu_tape_embedding, "gpu") {
+    static const emb_arg pad5 = {5}, nopad = {-1};
+    static const op_case cases[] = {
+        {"embedding W (29, 45) ids (2, 37) pad 5", f_embedding, &pad5, 2,
+         {{"W", PARAM, 1, 2, {29, 45}, 0, 1.0f, 0}, {"ids", IDS, 0, 2, {2, 37}, 0, 0, 29}},
+         HY_BF16, 0, 0},
+        {"embedding W (101, 48) ids (37)", f_embedding, &nopad, 2,
+         {{"W", PARAM, 1, 2, {101, 48}, 0, 1.0f, 0}, {"ids", IDS, 0, 1, {37}, 0, 0, 101}},
+         HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 2200);
+}
+
+// ================================================================ a chain
+// Every op in one graph, ending in a scalar loss, so that activation
+// gradients flow between ops through the scratch arena, a tensor used twice
+// (x) and two overlapping slices of one tensor accumulate, and views reach
+// their owners. Intermediate activations are rounded to bf16 on the GPU
+// (not on the CPU), hence the looser tolerances.
+static hy_tensor *f_chain(hy_tape *t, hy_tensor **in, const void *arg) {
+    (void)arg;
+    hy_tensor *W = in[0], *ids = in[1], *g = in[2], *cw = in[3], *cb = in[4];
+    hy_tensor *x = hy_embedding(t, W, ids, 3);                 // (2, 37, 48)
+    hy_tensor *r = hy_add(t, x, hy_rmsnorm(t, x, g, 1e-5f));   // (2, 37, 48)
+    hy_tensor *a = hy_silu(t, hy_short_conv(t, r, cw, cb, NULL));
+    hy_tensor *u = hy_slice_last(t, a, 0, 32), *v = hy_slice_last(t, a, 16, 32);
+    hy_tensor *m = hy_mul(t, u, v);                            // (2, 37, 32)
+    int64_t hs[4] = {2, 37, 2, 16};
+    hy_tensor *q = hy_rope(t, hy_view(t->acts, m, 4, hs), 5, 10000.0f);  // (2, 37, 2, 16)
+    hy_tensor *n = hy_l2norm_heads(t, q, 16, 1e-12f);
+    hy_tensor *s = hy_sigmoid(t, hy_swiglu(t, n));             // (2, 37, 2, 8) f32 on both
+    return hy_mean(t, s);                                      // (1) f32
+}
+
+HY_TEST(gpu_tape_chain, "gpu") {
+    static const op_case cases[] = {
+        {"chain of all ops -> mean", f_chain, NULL, 5,
+         {{"W", PARAM, 1, 2, {29, 48}, 0, 1.0f, 0},
+          {"ids", IDS, 0, 2, {2, 37}, 0, 0, 29},
+          {"g", PARAM, 1, 1, {48}, 0, 1.0f, 0},
+          {"conv w", PARAM, 1, 3, {48, 1, 4}, 0, 0.5f, 0},
+          {"conv b", PARAM, 1, 1, {48}, 0, 0.5f, 0}},
+         HY_F32, 1e-2, 5e-2},
+    };
+    check_cases(cases, N_CASES(cases), 2300);
+}
+
+// ================================================================ misuse
+// Dtype checks come before any kernel, so these need no GPU memory: the
+// "GPU" tensors are host tensors marked as CUDA.
+HY_TEST(gpu_tape_dtype_errors, "gpu") {
+    hy_arena a;
+    hy_arena_init(&a, "tape-ops-err", HY_CPU, 1 << 20);
+    hy_tape t;
+    hy_tape_init(&t, &a, &a, 8, 8);
+    hy_tensor *x = hy_new2(&a, HY_F32, 3, 8, "x32");  // an f32 activation on the GPU: wrong
+    hy_tensor *w = hy_new1(&a, HY_F32, 8, "w");
+    hy_tensor *xb = hy_new2(&a, HY_BF16, 3, 8, "xb");
+    hy_tensor *cw = hy_new2(&a, HY_F32, 8, 4, "cw");
+    hy_tensor *xc = hy_new3(&a, HY_BF16, 1, 3, 8, "xc");
+    hy_tensor *cache = hy_new3(&a, HY_F32, 1, 8, 3, "cache32");
+    x->device = w->device = xb->device = cw->device = xc->device = cache->device = HY_CUDA;
+    HY_EXPECT_ERROR(hy_rmsnorm(&t, x, w, 1e-5f), HY_EXIT_USAGE, "must be bf16");
+    HY_EXPECT_ERROR(hy_rmsnorm(&t, x, w, 1e-5f), HY_EXIT_USAGE, "x32");
+    HY_EXPECT_ERROR(hy_add(&t, xb, x), HY_EXIT_USAGE, "must be bf16");
+    HY_EXPECT_ERROR(hy_silu(&t, x), HY_EXIT_USAGE, "must be bf16");
+    HY_EXPECT_ERROR(hy_mean(&t, xb), HY_EXIT_USAGE, "must be f32");
+    HY_EXPECT_ERROR(hy_short_conv(&t, xc, cw, NULL, cache), HY_EXIT_USAGE, "must be bf16");
+    // A CPU weight with a GPU activation.
+    w->device = HY_CPU;
+    HY_EXPECT_ERROR(hy_rmsnorm(&t, xb, w, 1e-5f), HY_EXIT_USAGE, "different devices");
+    hy_tape_free(&t);
+    hy_arena_free(&a);
+}
