@@ -1,5 +1,6 @@
 #include "arena.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,4 +101,12 @@ void hy_arena_report(const hy_arena *a, FILE *f) {
     fprintf(f, "  %-8s %-4s %10.2f MiB (used %.2f, peak %.2f)\n", a->name,
             hy_device_name(a->device), a->cap / 1048576.0, a->used / 1048576.0,
             a->peak / 1048576.0);
+}
+
+void *hy_arena_alloc_aligned(hy_arena *a, size_t bytes, size_t align) {
+    HY_CHECK(align >= HY_ALIGN && (align & (align - 1)) == 0, "arena %s: bad alignment %zu",
+             a->name, align);
+    char *p = (char *)hy_arena_alloc(a, bytes + align - HY_ALIGN);
+    size_t off = (size_t)((uintptr_t)p & (align - 1));
+    return off ? p + (align - off) : p;
 }

@@ -53,6 +53,9 @@ void hy_arena_free(hy_arena *a);
 void *hy_arena_alloc(hy_arena *a, size_t bytes);
 // Same, zero-filled.
 void *hy_arena_calloc(hy_arena *a, size_t bytes);
+// Aligned to `align` bytes (a power of two above HY_ALIGN, e.g. 256 for
+// kernels that use TMA-style loads), contents undefined.
+void *hy_arena_alloc_aligned(hy_arena *a, size_t bytes, size_t align);
 
 // Forget everything allocated since init (or since `mark`).
 void hy_arena_reset(hy_arena *a);

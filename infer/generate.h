@@ -2,11 +2,13 @@
 //
 //   hydra-generate CHECKPOINT [--prompt TEXT | --ids "ID ID ..." | stdin]
 //                  [--max-new N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
+//                  [--device auto|cpu|cuda]
 //
 // Reads the run's config from the checkpoint, builds the model, loads the
 // parameters, prefills the prompt into a batch-1 decoding state and samples
 // new tokens one at a time, writing each to stdout as it comes (bytes for
-// byte-level models, ids otherwise). The same seed gives the same output.
+// byte-level models, ids otherwise). The same seed gives the same output on
+// one device (the GPU decodes in bf16, so its samples may differ from the CPU's).
 #ifndef HY_GENERATE_H
 #define HY_GENERATE_H
 

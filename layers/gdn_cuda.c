@@ -44,7 +44,7 @@ static void gdn_backward_cuda(hy_tape *t, hy_node *n) {
     float *da = f32_scratch(t, ng), *db = f32_scratch(t, ng);
     float *dS0 = n->in[5] ? f32_scratch(t, ns) : NULL;
     size_t wsb = hy_cuda_gdn_workspace_bytes(B, T, H, D, 64);
-    void *ws = hy_arena_alloc(t->scratch, wsb);
+    void *ws = hy_arena_alloc_aligned(t->scratch, wsb, 256);
     hy_cuda_gdn_bwd(B, T, H, D, 64, n->in[0]->data, n->in[1]->data, n->in[2]->data,
                     hy_f32(n->in[3]), hy_f32(n->in[4]), c->S0 ? hy_f32(c->S0) : NULL, d_o,
                     gs ? hy_f32(gs) : NULL, dq, dk, dv, da, db, dS0, ws, NULL);
@@ -98,7 +98,7 @@ hy_tensor *hy_gdn_cuda(hy_tape *t, hy_tensor *q, hy_tensor *k, hy_tensor *v, hy_
     }
     hy_arena_mark_t mark = hy_arena_mark(t->scratch);
     size_t wsb = hy_cuda_gdn_workspace_bytes(B, T, H, D, 64);
-    void *ws = hy_arena_alloc(t->scratch, wsb);
+    void *ws = hy_arena_alloc_aligned(t->scratch, wsb, 256);
     hy_cuda_gdn_fwd(B, T, H, D, 64, q->data, k->data, v->data, hy_f32(alpha), hy_f32(beta),
                     S0 ? hy_f32(S0) : NULL, o->data, Sf ? hy_f32(Sf) : NULL, ws, NULL);
     hy_arena_reset_to(t->scratch, mark);

@@ -3,7 +3,9 @@
 // Each op checks its inputs (one clear error naming the op and the shapes),
 // computes its forward on the inputs' device, and, when the tape records,
 // saves what its hand-written backward needs. The CPU versions are the
-// fp32 references every other backend is tested against.
+// fp32 references every other backend is tested against. On the GPU
+// (DESIGN section 2) float activations are bf16, parameters fp32 (with a
+// bf16 copy for the GEMMs) and every gradient fp32.
 //
 // Shapes: "..." is any number of leading dimensions (flattened to rows).
 #ifndef HY_OPS_H
@@ -29,7 +31,8 @@ hy_tensor *hy_swiglu(hy_tape *t, hy_tensor *gv);
 hy_tensor *hy_add(hy_tape *t, hy_tensor *a, hy_tensor *b);
 hy_tensor *hy_mul(hy_tape *t, hy_tensor *a, hy_tensor *b);
 
-// Elementwise activations.
+// Elementwise activations. On the GPU sigmoid returns f32 (it makes the GDN
+// gates, which feed the fp32 recurrence); every other op returns bf16 there.
 hy_tensor *hy_silu(hy_tape *t, hy_tensor *x);
 hy_tensor *hy_sigmoid(hy_tape *t, hy_tensor *x);
 
@@ -69,7 +72,7 @@ hy_tensor *hy_cross_entropy(hy_tape *t, hy_tensor *logits, hy_tensor *targets,
 hy_tensor *hy_head_loss(hy_tape *t, hy_tensor *x, hy_tensor *E, hy_tensor *targets,
                         int ignore_index, hy_tensor **logits);
 
-// Mean of all elements -> (1).
+// Mean of all elements -> (1). f32 input on both devices (losses).
 hy_tensor *hy_mean(hy_tape *t, hy_tensor *x);
 
 #endif
