@@ -11,6 +11,7 @@
 
 #include "../autograd/check.h"
 #include "hy_cuda.h"
+#include "hy_cuda_bench.h"
 #include "hy_cuda_blas.h"
 #include "hy_cuda_gdn.h"
 #include "hy_cuda_glue.h"
@@ -180,3 +181,10 @@ void hy_cuda_copy_rows_f32(int B, int n, int E, const float *src, int src_T, int
 void hy_cuda_acc_rows_f32(int B, int n, int E, const float *src, int src_T, int src_row0,
                           float *dst, int dst_T, int dst_row0, void *stream) { NO_CUDA(); }
 void hy_cuda_argmax_rows_f32(int rows, int V, const float *x, int32_t *idx, void *stream) { NO_CUDA(); }
+
+// ---------------------------------------------------------------- hy_cuda_bench.h: events, memory
+hy_cuda_events *hy_cuda_events_create(int n) { NO_CUDA(); return NULL; }
+void hy_cuda_events_destroy(hy_cuda_events *e) { NO_CUDA(); }
+void hy_cuda_events_record(hy_cuda_events *e, int i) { NO_CUDA(); }
+float hy_cuda_events_ms(hy_cuda_events *e, int i, int j) { NO_CUDA(); return 0; }
+void hy_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) { NO_CUDA(); }
