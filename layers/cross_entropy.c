@@ -60,7 +60,11 @@ hy_tensor *hy_cross_entropy(hy_tape *t, hy_tensor *logits, hy_tensor *targets,
     const char *op = "cross_entropy";
     hy_expect_dtype(op, logits, HY_F32);
     hy_expect_dtype(op, targets, HY_I32);
-    hy_expect_cpu(op, logits);
+    // The GPU never materialises the logits of a batch: its loss is the fused
+    // head + cross-entropy (hy_head_loss).
+    HY_REQUIRE(logits->device == HY_CPU,
+               "cross_entropy: logits '%s' are on the GPU; there the loss is hy_head_loss (the "
+               "tied head fused with the cross-entropy)", logits->name);
     hy_expect_device(op, logits, targets);
     check_shapes(logits, targets);
     int64_t V = hy_last_dim(logits), rows = hy_rows(logits), one = 1;

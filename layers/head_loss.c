@@ -15,8 +15,11 @@
 #include "../cuda/hy_cuda_glue.h"
 #include "ops.h"
 
-// Logits held at once per chunk on the GPU: 64 Mi fp32 (256 MiB).
-#define HEAD_CHUNK_ELEMS ((size_t)64 << 20)
+// Logits held at once per chunk on the GPU: 128 Mi fp32 (512 MiB). Larger
+// chunks mean fewer, larger head GEMMs: at vocab 32000, 4 chunks for 16384
+// rows instead of 8 (gpu_gemm_bench: 543 -> 574 TFLOP/s from chunk 1024 to
+// 4096 at vocab 50304).
+#define HEAD_CHUNK_ELEMS ((size_t)128 << 20)
 
 typedef struct {
     hy_tensor *dx;  // (rows, d) f32: dL/dx for dL = 1, or NULL
