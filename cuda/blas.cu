@@ -39,7 +39,7 @@ extern "C" void hy_cuda_blas_init(void) {
     CUDA_CHECK(cudaGetDevice(&g_device));
     CUBLAS_CHECK(cublasCreate(&g_handle));
     CUDA_CHECK(cudaMalloc(&g_workspace, WORKSPACE_BYTES));
-    g_stream = NULL;
+    g_stream = cudaStreamPerThread;
     CUBLAS_CHECK(cublasSetStream(g_handle, g_stream));
     CUBLAS_CHECK(cublasSetWorkspace(g_handle, g_workspace, WORKSPACE_BYTES));
     CUBLAS_CHECK(cublasSetPointerMode(g_handle, CUBLAS_POINTER_MODE_HOST));
@@ -55,11 +55,15 @@ extern "C" void hy_cuda_blas_shutdown(void) {
     g_device = -1;
 }
 
-// The handle, bound to `stream` (and our workspace).
+// The handle, bound to `stream` (and our workspace). NULL is this thread's
+// default stream: the library is compiled with --default-stream per-thread,
+// but cuBLAS itself is not, so it must be told explicitly (a CUDA graph can
+// record the per-thread stream, never the legacy one).
 static cublasHandle_t handle_on(cudaStream_t stream) {
     HY_CHECK(g_handle != NULL,
              "cuBLAS: call hy_cuda_blas_init() once at start-up before any GEMM "
              "(hy_cuda_gemm, hy_cuda_linear_*, hy_cuda_head_ce, hy_cuda_muon_step)");
+    if (stream == NULL) stream = cudaStreamPerThread;
     if (stream != g_stream) {
         CUBLAS_CHECK(cublasSetStream(g_handle, stream));
         CUBLAS_CHECK(cublasSetWorkspace(g_handle, g_workspace, WORKSPACE_BYTES));
@@ -113,13 +117,16 @@ extern "C" void hy_cuda_bf16_to_f32(const void *x, float *y, size_t n, void *str
 }
 
 // ---------------------------------------------------------------- GEMM
-// Row-major C (M, N) = alpha op(A) op(B) + beta C on cuBLAS.
+// Row-major C (M, N) = alpha op(A) op(B) + beta C on cuBLAS. batch < 0: one
+// plain GEMM (cublasGemmEx, strides ignored); batch >= 0: `batch` GEMMs in
+// one cublasGemmStridedBatchedEx, matrix i at A + i stride_a (elements), etc.
 static void gemm_rm(const char *what, int trans_a, int trans_b, int M, int N, int K, float alpha,
-                    const void *A, int lda, const void *B, int ldb, float beta, void *C, int ldc,
-                    cudaDataType ab_type, cudaDataType c_type, cublasComputeType_t compute,
-                    void *stream) {
+                    const void *A, int lda, long long stride_a, const void *B, int ldb,
+                    long long stride_b, float beta, void *C, int ldc, long long stride_c,
+                    int batch, cudaDataType ab_type, cudaDataType c_type,
+                    cublasComputeType_t compute, void *stream) {
     HY_REQUIRE(M >= 0 && N >= 0 && K >= 0, "%s: negative size M %d N %d K %d", what, M, N, K);
-    if (M == 0 || N == 0) return;
+    if (M == 0 || N == 0 || batch == 0) return;
     // Stored row lengths: A is (M, K) or, transposed, (K, M); B is (K, N) or (N, K).
     int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
     HY_REQUIRE(lda >= (a_cols > 1 ? a_cols : 1) && ldb >= (b_cols > 1 ? b_cols : 1) &&
@@ -131,23 +138,58 @@ static void gemm_rm(const char *what, int trans_a, int trans_b, int M, int N, in
     cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
     // Column-major: C^T (N, M) = op(B)^T (N, K) . op(A)^T (K, M).
-    CUBLAS_CHECK(cublasGemmEx(h, tb, ta, N, M, K, &alpha, B, ab_type, ldb, A, ab_type, lda, &beta,
-                              C, c_type, ldc, compute, CUBLAS_GEMM_DEFAULT));
+    if (batch < 0) {
+        CUBLAS_CHECK(cublasGemmEx(h, tb, ta, N, M, K, &alpha, B, ab_type, ldb, A, ab_type, lda,
+                                  &beta, C, c_type, ldc, compute, CUBLAS_GEMM_DEFAULT));
+        return;
+    }
+    // Consecutive matrices of C must not overlap (each is written whole).
+    size_t c_span = (size_t)(M - 1) * (size_t)ldc + (size_t)N;
+    HY_REQUIRE(stride_a >= 0 && stride_b >= 0 && (batch == 1 || (size_t)stride_c >= c_span),
+               "%s: strides A %lld B %lld C %lld for %d matrices of C (%d, %d), ldc %d", what,
+               stride_a, stride_b, stride_c, batch, M, N, ldc);
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(h, tb, ta, N, M, K, &alpha, B, ab_type, ldb, stride_b,
+                                            A, ab_type, lda, stride_a, &beta, C, c_type, ldc,
+                                            stride_c, batch, compute, CUBLAS_GEMM_DEFAULT));
 }
 
 extern "C" void hy_cuda_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                              const void *A, int lda, const void *B, int ldb, float beta, void *C,
                              int c_f32, int ldc, void *stream) {
-    gemm_rm("gemm", trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, CUDA_R_16BF,
-            c_f32 ? CUDA_R_32F : CUDA_R_16BF, CUBLAS_COMPUTE_32F, stream);
+    gemm_rm("gemm", trans_a, trans_b, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, -1,
+            CUDA_R_16BF, c_f32 ? CUDA_R_32F : CUDA_R_16BF, CUBLAS_COMPUTE_32F, stream);
 }
 
 extern "C" void hy_cuda_gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha,
                                  const float *A, int lda, const float *B, int ldb, float beta,
                                  float *C, int ldc, void *stream) {
     // PEDANTIC: true fp32 products, never TF32 whatever the math mode.
-    gemm_rm("gemm_f32", trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-            CUDA_R_32F, CUDA_R_32F, CUBLAS_COMPUTE_32F_PEDANTIC, stream);
+    gemm_rm("gemm_f32", trans_a, trans_b, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0,
+            -1, CUDA_R_32F, CUDA_R_32F, CUBLAS_COMPUTE_32F_PEDANTIC, stream);
+}
+
+extern "C" void hy_cuda_gemm_strided_batched(int trans_a, int trans_b, int M, int N, int K,
+                                             float alpha, const void *A, int lda,
+                                             long long stride_a, const void *B, int ldb,
+                                             long long stride_b, float beta, void *C, int c_f32,
+                                             int ldc, long long stride_c, int batch,
+                                             void *stream) {
+    HY_REQUIRE(batch >= 0, "gemm_strided_batched: batch %d", batch);
+    gemm_rm("gemm_strided_batched", trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B, ldb,
+            stride_b, beta, C, ldc, stride_c, batch, CUDA_R_16BF,
+            c_f32 ? CUDA_R_32F : CUDA_R_16BF, CUBLAS_COMPUTE_32F, stream);
+}
+
+extern "C" void hy_cuda_gemm_f32_strided_batched(int trans_a, int trans_b, int M, int N, int K,
+                                                 float alpha, const float *A, int lda,
+                                                 long long stride_a, const float *B, int ldb,
+                                                 long long stride_b, float beta, float *C,
+                                                 int ldc, long long stride_c, int batch,
+                                                 void *stream) {
+    HY_REQUIRE(batch >= 0, "gemm_f32_strided_batched: batch %d", batch);
+    gemm_rm("gemm_f32_strided_batched", trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B,
+            ldb, stride_b, beta, C, ldc, stride_c, batch, CUDA_R_32F, CUDA_R_32F,
+            CUBLAS_COMPUTE_32F_PEDANTIC, stream);
 }
 
 // ---------------------------------------------------------------- linear forward

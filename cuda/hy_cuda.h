@@ -28,6 +28,14 @@ void hy_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
 void hy_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
 void hy_cuda_memcpy_d2d(void *dst, const void *src, size_t bytes);
 void hy_cuda_synchronize(void);
+// CUDA graphs: record every launch this thread makes on the default stream
+// between begin and end (nothing runs meanwhile; no synchronous copy may
+// happen in between), then replay it as one launch. end returns the
+// instantiated graph.
+void hy_cuda_capture_begin(void);
+void *hy_cuda_capture_end(void);
+void hy_cuda_graph_launch(void *graph);
+void hy_cuda_graph_destroy(void *graph);
 
 #ifdef __cplusplus
 }

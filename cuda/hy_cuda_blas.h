@@ -70,6 +70,26 @@ void hy_cuda_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
 void hy_cuda_gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc,
                       void *stream);
+// `batch` independent products of hy_cuda_gemm() in one launch
+// (cublasGemmStridedBatchedEx, CUBLAS_COMPUTE_32F, on the shared handle and
+// workspace): product i reads A + i stride_a and B + i stride_b and writes
+// C + i stride_c, the strides in ELEMENTS (bf16 for A and B; bf16 or fp32
+// for C as c_f32 says). Every product has the same sizes, transposes,
+// leading dimensions, alpha and beta. Matrices of C must not overlap
+// (stride_c >= (M - 1) ldc + N when batch > 1); A and B may (stride 0
+// broadcasts one matrix). batch 0 does nothing; batch 1 is one product
+// (still through the batched call, so cuBLAS may pick another algorithm
+// than hy_cuda_gemm()'s).
+void hy_cuda_gemm_strided_batched(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                  const void *A, int lda, long long stride_a, const void *B,
+                                  int ldb, long long stride_b, float beta, void *C, int c_f32,
+                                  int ldc, long long stride_c, int batch, void *stream);
+// The same in plain fp32 as hy_cuda_gemm_f32() (fp32 products, never TF32).
+void hy_cuda_gemm_f32_strided_batched(int trans_a, int trans_b, int M, int N, int K,
+                                      float alpha, const float *A, int lda, long long stride_a,
+                                      const float *B, int ldb, long long stride_b, float beta,
+                                      float *C, int ldc, long long stride_c, int batch,
+                                      void *stream);
 
 // ---------------------------------------------------------------- linear
 // y (rows, out) bf16 = x (rows, in) bf16 . W^T (W (out, in) bf16) + bias
@@ -148,8 +168,11 @@ void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p);
 // 1: Newton-Schulz on fp32 GEMMs (exact mode, see hy_cuda_muon_step());
 // 0 (default): bf16 operands, fp32 accumulation.
 void hy_cuda_optim_plan_set_ns_fp32(hy_cuda_optim_plan *p, int on);
-// Scratch bytes for hy_cuda_optim_step() / hy_cuda_muon_step() (largest
-// Muon matrix's Newton-Schulz buffers) and hy_cuda_grad_norm() (partials).
+// Scratch bytes for hy_cuda_optim_step() / hy_cuda_muon_step() (the
+// largest Muon batch's Newton-Schulz buffers: about 4 fp32 copies of every
+// matrix of the largest same-shape group, e.g. ~342 MiB for the 115M
+// model's twelve (4096, 768) matrices; see hy_cuda_muon_step()) and
+// hy_cuda_grad_norm() (partials).
 size_t hy_cuda_optim_scratch_bytes(const hy_cuda_optim_plan *p);
 
 // AdamW (torch.optim.AdamW, the operations of optim.c in the same order and
@@ -159,7 +182,7 @@ size_t hy_cuda_optim_scratch_bytes(const hy_cuda_optim_plan *p);
 void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, int64_t t,
                         float lr_mult, float *values, const float *grads, float *m, float *v,
                         void *stream);
-// Muon (muon.c) on the plan's Muon ranges, one matrix at a time:
+// Muon (muon.c) on the plan's Muon ranges, each matrix independently:
 // buf = mu buf + g; U = g + mu buf (Nesterov) or buf, in fp32;
 // X = U / (||U||_F + 1e-7) (norm in double, deterministic two-pass);
 // ns_steps of A = X X^T, B = b A + c A A, X = a X + B X with (a, b, c) =
@@ -178,6 +201,14 @@ void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, i
 // bf16 throughout). hy_cuda_optim_plan_set_ns_fp32(p, 1) runs the same
 // algorithm on plain fp32 GEMMs instead: it matches muon.c to ~1e-6 (tests,
 // golden comparisons) at several times the cost.
+// Batching: hy_cuda_optim_plan_create() groups the Muon ranges by (rows,
+// cols) (a group bigger than 256 MiB of fp32 is cut into several batches),
+// and each batch runs as one sequence of launches: batched elementwise
+// kernels (momentum, per-matrix norm, scale, bf16 copies, apply) and
+// strided-batched GEMMs (hy_cuda_gemm_strided_batched). A matrix's result
+// does not depend on its batch (same roundings, same norm reduction order,
+// its own weight decay) except through cuBLAS's choice of GEMM algorithm
+// for the batch size; a shape with one matrix is a batch of one.
 void hy_cuda_muon_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, float lr_mult,
                        float *values, const float *grads, float *m, void *scratch,
                        size_t scratch_bytes, void *stream);

@@ -155,6 +155,10 @@ void hy_cuda_short_conv_bwd(int B, int T, int C, int K, const float *dy, const v
 // fp32. In place allowed (y == x).
 void hy_cuda_rope_fwd(int B, int T, int H, int D, int64_t pos0, float base, const void *x,
                       void *y, void *stream);
+// The same with pos0 read from device memory (one int64), so that a
+// captured CUDA graph can replay it at every decoding position.
+void hy_cuda_rope_fwd_dev(int B, int T, int H, int D, const long long *pos0_dev, float base,
+                          const void *x, void *y, void *stream);
 // dx (B, T, H, D) fp32 += R(-angle) dy, dy (B, T, H, D) fp32.
 void hy_cuda_rope_bwd(int B, int T, int H, int D, int64_t pos0, float base, const float *dy,
                       float *dx, void *stream);

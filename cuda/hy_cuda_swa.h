@@ -52,6 +52,11 @@ void hy_cuda_swa_bwd(int B, int T, int H, int D, int window, const void *q, cons
 void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, const void *q, const void *k,
                       const void *v, void *ring_k, void *ring_v, void *o, void *stream);
 
+// The same with the position read from device memory (pos_dev: one int64),
+// so that a captured CUDA graph can replay the step at every position.
+void hy_cuda_swa_step_dev(int B, int H, int D, int W, const long long *pos_dev, const void *q,
+                          const void *k, const void *v, void *ring_k, void *ring_v, void *o,
+                          void *stream);
 // Benchmark helper (CUDA events live in cuda/, not in the tests): median
 // milliseconds over `reps` timed runs, after two untimed ones, of the
 // forward (what = 0) or of forward + backward (what = 1), all buffers as

@@ -40,6 +40,10 @@ void hy_cuda_memcpy_h2d(void *d, const void *s, size_t b) { NO_CUDA(); }
 void hy_cuda_memcpy_d2h(void *d, const void *s, size_t b) { NO_CUDA(); }
 void hy_cuda_memcpy_d2d(void *d, const void *s, size_t b) { NO_CUDA(); }
 void hy_cuda_synchronize(void) { NO_CUDA(); }
+void hy_cuda_capture_begin(void) { NO_CUDA(); }
+void *hy_cuda_capture_end(void) { NO_CUDA(); }
+void hy_cuda_graph_launch(void *g) { NO_CUDA(); }
+void hy_cuda_graph_destroy(void *g) { NO_CUDA(); }
 
 // ---------------------------------------------------------------- hy_cuda_ops.h: basic ops
 // (hy_cuda_f32_to_bf16 and hy_cuda_bf16_to_f32, declared here and in
@@ -78,6 +82,8 @@ void hy_cuda_short_conv_bwd(int B, int T, int C, int K, const float *dy, const v
                             void *scratch, size_t scratch_bytes, void *stream) { NO_CUDA(); }
 void hy_cuda_rope_fwd(int B, int T, int H, int D, int64_t pos0, float base, const void *x,
                       void *y, void *stream) { NO_CUDA(); }
+void hy_cuda_rope_fwd_dev(int B, int T, int H, int D, const long long *pos0_dev, float base,
+                          const void *x, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_rope_bwd(int B, int T, int H, int D, int64_t pos0, float base, const float *dy,
                       float *dx, void *stream) { NO_CUDA(); }
 void hy_cuda_slice_last_fwd(int rows, int N, int start, int len, const void *x, void *y,
@@ -98,6 +104,15 @@ void hy_cuda_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, co
 void hy_cuda_gemm_f32(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                       int lda, const float *B, int ldb, float beta, float *C, int ldc,
                       void *stream) { NO_CUDA(); }
+void hy_cuda_gemm_strided_batched(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                  const void *A, int lda, long long stride_a, const void *B,
+                                  int ldb, long long stride_b, float beta, void *C, int c_f32,
+                                  int ldc, long long stride_c, int batch, void *stream) { NO_CUDA(); }
+void hy_cuda_gemm_f32_strided_batched(int trans_a, int trans_b, int M, int N, int K,
+                                      float alpha, const float *A, int lda, long long stride_a,
+                                      const float *B, int ldb, long long stride_b, float beta,
+                                      float *C, int ldc, long long stride_c, int batch,
+                                      void *stream) { NO_CUDA(); }
 void hy_cuda_linear_fwd(int rows, int in, int out, const void *x, const void *w,
                         const float *bias, void *y, void *stream) { NO_CUDA(); }
 size_t hy_cuda_linear_bwd_scratch_bytes(int rows, int in, int out) { NO_CUDA(); return 0; }
@@ -140,6 +155,9 @@ void hy_cuda_swa_bwd(int B, int T, int H, int D, int window, const void *q, cons
                      float *dk, float *dv, void *workspace, void *stream) { NO_CUDA(); }
 void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, const void *q, const void *k,
                       const void *v, void *ring_k, void *ring_v, void *o, void *stream) { NO_CUDA(); }
+void hy_cuda_swa_step_dev(int B, int H, int D, int W, const long long *pos_dev, const void *q,
+                          const void *k, const void *v, void *ring_k, void *ring_v, void *o,
+                          void *stream) { NO_CUDA(); }
 double hy_cuda_swa_time_ms(int what, int reps, int B, int T, int H, int D, int window,
                            const void *q, const void *k, const void *v, void *o, float *lse,
                            const void *d_o, float *dq, float *dk, float *dv,

@@ -634,10 +634,12 @@ constexpr int STEP_MAXD = 256;
 // folds every STEP_WARPS-th visible position into its own online softmax
 // (lanes split D), and the warps' partial results are merged at the end.
 __global__ void __launch_bounds__(STEP_WARPS * 32)
-    swa_step_kernel(int H, int D, int W, long long pos, float scale,
-                    const bf16raw *__restrict__ q, const bf16raw *__restrict__ k,
+    swa_step_kernel(int H, int D, int W, long long pos_arg, const long long *pos_dev,
+                    float scale, const bf16raw *__restrict__ q, const bf16raw *__restrict__ k,
                     const bf16raw *__restrict__ v, bf16raw *ring_k, bf16raw *ring_v,
                     bf16raw *__restrict__ o) {
+    // The position comes from device memory when given (a replayed CUDA graph).
+    const long long pos = pos_dev ? *pos_dev : pos_arg;
     constexpr int R = STEP_MAXD / 32;
     __shared__ float s_m[STEP_WARPS], s_l[STEP_WARPS], s_acc[STEP_WARPS][STEP_MAXD];
     const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, warp = tid >> 5,
@@ -811,10 +813,9 @@ extern "C" void hy_cuda_swa_bwd(int B, int T, int H, int D, int window, const vo
         launch_bwd<128, 32>(B, T, H, W, q_, k_, v_, o_, lse, do_, dq, dk, dv, delta, s);
 }
 
-extern "C" void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, const void *q,
-                                 const void *k, const void *v, void *ring_k, void *ring_v,
-                                 void *o, void *stream) {
-    const char *fn = "hy_cuda_swa_step";
+static void swa_step_launch(const char *fn, int B, int H, int D, int W, long long pos,
+                            const long long *pos_dev, const void *q, const void *k,
+                            const void *v, void *ring_k, void *ring_v, void *o, void *stream) {
     HY_REQUIRE(B >= 1 && H >= 1 && W >= 1 && pos >= 0,
                "%s: need B, H, W >= 1 and pos >= 0, got B=%d H=%d W=%d pos=%lld", fn, B, H, W,
                pos);
@@ -823,9 +824,24 @@ extern "C" void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, cons
     HY_REQUIRE(q && k && v && ring_k && ring_v && o, "%s: a device pointer is NULL", fn);
     dim3 grid(H, B);
     swa_step_kernel<<<grid, STEP_WARPS * 32, 0, (cudaStream_t)stream>>>(
-        H, D, W, pos, 1.0f / sqrtf((float)D), (const bf16raw *)q, (const bf16raw *)k,
+        H, D, W, pos, pos_dev, 1.0f / sqrtf((float)D), (const bf16raw *)q, (const bf16raw *)k,
         (const bf16raw *)v, (bf16raw *)ring_k, (bf16raw *)ring_v, (bf16raw *)o);
     SWA_LAUNCHED();
+}
+
+extern "C" void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, const void *q,
+                                 const void *k, const void *v, void *ring_k, void *ring_v,
+                                 void *o, void *stream) {
+    swa_step_launch("hy_cuda_swa_step", B, H, D, W, pos, NULL, q, k, v, ring_k, ring_v, o,
+                    stream);
+}
+
+extern "C" void hy_cuda_swa_step_dev(int B, int H, int D, int W, const long long *pos_dev,
+                                     const void *q, const void *k, const void *v, void *ring_k,
+                                     void *ring_v, void *o, void *stream) {
+    HY_REQUIRE(pos_dev, "hy_cuda_swa_step_dev: pos_dev is NULL");
+    swa_step_launch("hy_cuda_swa_step_dev", B, H, D, W, 0, pos_dev, q, k, v, ring_k, ring_v, o,
+                    stream);
 }
 
 static int cmp_float(const void *a, const void *b) {

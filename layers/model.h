@@ -85,6 +85,16 @@ typedef struct {
     hy_device device;   // where the state lives (the model's device)
     void *block;        // one allocation for HydraLM's fixed-size state
     size_t bytes;       // bytes of decoding state now held
+    // GPU, HydraLM: one-token steps run as one CUDA graph, recorded at the
+    // first step and replayed after (HYDRA_DECODE_GRAPH=0 turns it off). The
+    // graph reads the token ids and the position from device memory and
+    // keeps its activations in its own arena, at fixed addresses.
+    void *graph;          // the instantiated graph, or NULL
+    hy_arena graph_work;  // CUDA: the recorded step's activations
+    int32_t *ids_dev;     // (B) the step's token ids
+    long long *pos_buf;   // (1) the step's position
+    long long *pos_dev;   // = pos_buf while the step is being recorded, else NULL
+    hy_tensor *logits;    // (B, 1, V) bf16: the step's logits, in graph_work
 } hy_decode_state;
 
 void hy_decode_init(hy_decode_state *s, const hy_model *m, int B);

@@ -102,6 +102,10 @@ void hy_decode_reset(hy_decode_state *s) {
 
 void hy_decode_free(hy_decode_state *s) {
     if (s->device == HY_CUDA) {
+        if (s->graph) {
+            hy_cuda_graph_destroy(s->graph);
+            hy_arena_free(&s->graph_work);
+        }
         if (s->block) hy_cuda_free(s->block);
         for (int i = 0; i < HY_MAX_LAYERS; i++)
             if (s->model && s->model->arch == HY_ARCH_DENSE && s->layer[i].k16) {
@@ -205,6 +209,56 @@ static void run(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, floa
     hy_arena_reset_to(work, mark);
 }
 
+// ---------------------------------------------------------------- the decoding graph
+static int graph_wanted(const hy_decode_state *s) {
+    const char *env = getenv("HYDRA_DECODE_GRAPH");
+    return s->device == HY_CUDA && s->model->arch == HY_ARCH_HYDRA && !(env && env[0] == '0');
+}
+
+// Record one step's launches (nothing runs yet). Its activations live in the
+// state's own arena, so replays write the same addresses whatever the
+// caller's work arena does meanwhile.
+static void graph_record(hy_model *m, hy_decode_state *s) {
+    const hy_model_config *c = &m->cfg;
+    size_t width = (size_t)(3 * c->n_heads * c->head_dim > 2 * c->mlp_hidden
+                                ? 3 * c->n_heads * c->head_dim
+                                : 2 * c->mlp_hidden);
+    // Per layer about 16 vectors of the widest projection (bf16), the logits
+    // twice, and room for the ops' scratch.
+    size_t bytes = (size_t)s->B * (16 * width * c->n_layers + 2 * (size_t)c->vocab_size) * 4 +
+                   ((size_t)16 << 20);
+    hy_arena_init(&s->graph_work, "decode graph", HY_CUDA, bytes);
+    s->ids_dev = (int32_t *)hy_arena_alloc(&s->graph_work, (size_t)s->B * sizeof(int32_t));
+    s->pos_buf = (long long *)hy_arena_alloc(&s->graph_work, sizeof(long long));
+    hy_tape t;
+    memset(&t, 0, sizeof t);
+    t.acts = &s->graph_work;
+    t.scratch = &s->graph_work;
+    t.enabled = 0;
+    int64_t shape[2] = {s->B, 1};
+    hy_tensor *x = hy_wrap_as(&s->graph_work, s->ids_dev, HY_I32, HY_CUDA, 2, shape, "ids");
+    s->pos_dev = s->pos_buf;  // the recorded kernels read the position from here
+    hy_cuda_capture_begin();
+    hy_tensor *out = hy_model_blocks(m, &t, x, s, 1);  // (B, 1, V) bf16
+    s->graph = hy_cuda_capture_end();
+    s->pos_dev = NULL;
+    s->logits = out;
+}
+
+static void graph_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits) {
+    if (!s->graph) graph_record(m, s);
+    long long pos = s->pos;
+    hy_cuda_memcpy_h2d(s->ids_dev, ids, (size_t)s->B * sizeof(int32_t));
+    hy_cuda_memcpy_h2d(s->pos_buf, &pos, sizeof pos);
+    hy_cuda_graph_launch(s->graph);
+    if (logits) {
+        hy_tensor_to_host_f32(s->logits, logits);  // waits for the graph
+    } else {
+        hy_cuda_synchronize();
+    }
+    s->pos += 1;
+}
+
 void hy_model_prefill(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, float *logits,
                       hy_arena *work) {
     run(m, s, ids, T, logits, work, 0);
@@ -212,5 +266,9 @@ void hy_model_prefill(hy_model *m, hy_decode_state *s, const int32_t *ids, int T
 
 void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits,
                    hy_arena *work) {
+    if (graph_wanted(s)) {
+        graph_step(m, s, ids, logits);
+        return;
+    }
     run(m, s, ids, 1, logits, work, 1);
 }

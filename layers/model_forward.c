@@ -8,6 +8,7 @@
 #include "../cuda/hy_cuda.h"
 #include "../cuda/hy_cuda_gdn.h"
 #include "../cuda/hy_cuda_glue.h"
+#include "../cuda/hy_cuda_ops.h"
 #include "../cuda/hy_cuda_swa.h"
 #include "gdn.h"
 #include "model_internal.h"
@@ -211,12 +212,26 @@ static hy_tensor *swa_step(hy_model *m, hy_tape *t, hy_decode_state *ds, int i, 
     hy_layer_state *st = &ds->layer[i];
     int64_t B = q->shape[0], H = c->n_heads, D = c->head_dim, os[4] = {B, 1, H, D};
     hy_tensor *o = hy_tape_new(t, q->dtype, 4, os, "swa.step");  // (B, 1, H, D)
-    if (ds->device == HY_CUDA)
+    if (ds->pos_dev)  // inside the decoding graph: the position is on the device
+        hy_cuda_swa_step_dev((int)B, (int)H, (int)D, c->swa_window, ds->pos_dev, q->data,
+                             k->data, v->data, st->k16, st->v16, o->data, NULL);
+    else if (ds->device == HY_CUDA)
         hy_cuda_swa_step((int)B, (int)H, (int)D, c->swa_window, (long long)ds->pos, q->data,
                          k->data, v->data, st->k16, st->v16, o->data, NULL);
     else
         hy_swa_step_cpu(&st->swa, hy_f32(q), hy_f32(k), hy_f32(v), hy_f32(o));
     return o;
+}
+
+// RoPE at position pos0, or, inside the decoding graph, at the position the
+// graph reads from device memory (decoding only: no tape).
+static hy_tensor *rope_at(hy_tape *t, hy_tensor *x, hy_decode_state *ds, int64_t pos0,
+                          float base) {
+    if (!(ds && ds->pos_dev)) return hy_rope(t, x, pos0, base);
+    hy_tensor *y = hy_tape_new(t, x->dtype, 4, x->shape, "rope");  // (B, 1, H, D)
+    hy_cuda_rope_fwd_dev((int)x->shape[0], (int)x->shape[1], (int)x->shape[2], (int)x->shape[3],
+                         ds->pos_dev, base, x->data, y->data, NULL);
+    return y;
 }
 
 static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_decode_state *ds,
@@ -228,8 +243,8 @@ static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_de
     int64_t pos0 = ds ? ds->pos : 0;
     hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
     float base = (float)c->swa_rope_base;
-    hy_tensor *q = hy_rope(t, heads(t, hy_slice_last(t, qkv, 0, I), H, D), pos0, base);
-    hy_tensor *k = hy_rope(t, heads(t, hy_slice_last(t, qkv, I, I), H, D), pos0, base);
+    hy_tensor *q = rope_at(t, heads(t, hy_slice_last(t, qkv, 0, I), H, D), ds, pos0, base);
+    hy_tensor *k = rope_at(t, heads(t, hy_slice_last(t, qkv, I, I), H, D), ds, pos0, base);
     hy_tensor *v = heads(t, hy_slice_last(t, qkv, 2 * I, I), H, D);  // (B, T, H, D)
     int window = dense ? INT_MAX / 2 : c->swa_window;
     hy_tensor *o;

@@ -14,7 +14,12 @@
 // Gradient buffers are pre-filled with random values: the GPU backward must
 // ADD to them (the check is gpu - prefill against the CPU gradient, relative
 // to max|cpu gradient|). Each op runs once with odd sizes (the scalar path)
-// and once with rows that are multiples of 8 (the 16-byte vector path).
+// and once with rows that are multiples of 8 (the 16-byte vector path); the
+// backward ops with fp32 operands (vectors of 4) also with rows that are a
+// multiple of 4 but not of 8, and with pointers offset by one element (the
+// scalar fallback). gpu_op_stream_large runs the streaming backwards on
+// tensors larger than one grid (every thread walks several units) against
+// host references; gpu_op_bench prints times and bandwidths (never asserted).
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +27,7 @@
 #include "../autograd/rng.h"
 #include "../autograd/tape.h"
 #include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_blas.h"
 #include "../cuda/hy_cuda_ops.h"
 #include "../layers/ops.h"
 #include "harness.h"
@@ -33,7 +39,7 @@ static void need_gpu(void) {
 
 // ================================================================ memory
 // Host and device buffers of one test, freed together at its end.
-#define MAX_BUFS 256
+#define MAX_BUFS 1024
 static void *g_host[MAX_BUFS], *g_dev[MAX_BUFS];
 static int g_nhost, g_ndev;
 
@@ -372,9 +378,10 @@ HY_TEST(gpu_op_rmsnorm, "gpu") {
 }
 
 // ================================================================ swiglu
-static void check_swiglu(hy_rng *r, int rows, int H) {
+// pad = 1 shifts every device pointer by one element (the scalar fallback).
+static void check_swiglu(hy_rng *r, int rows, int H, int pad) {
     char cfg[96];
-    snprintf(cfg, sizeof cfg, "rows=%d H=%d", rows, H);
+    snprintf(cfg, sizeof cfg, "rows=%d H=%d%s", rows, H, pad ? " misaligned" : "");
     size_t n_in = (size_t)rows * 2 * H, n_out = (size_t)rows * H;
     float *gv = randn_bf16(r, n_in, 0.0f, 2.0f);
     float *dy = randn(r, n_out, 0.0f, 1.0f);
@@ -386,12 +393,12 @@ static void check_swiglu(hy_rng *r, int rows, int H) {
     hy_tensor *y = hy_swiglu(&e.tape, cpu_tensor(&e, 2, s, gv, "gv", &ggv));
     hy_tape_backward_seed(&e.tape, y, dy);
 
-    void *d_gv = up_bf16(gv, n_in, 0), *d_y = out_bf16(n_out, 0);
+    void *d_gv = up_bf16(gv, n_in, pad), *d_y = out_bf16(n_out, pad);
     hy_cuda_swiglu_fwd(rows, H, d_gv, d_y, NULL);
     expect_err(cfg, "y", rel_err(down_bf16(d_y, n_out), NULL, hy_f32(y), n_out), 1e-2);
 
-    float *pre = prefill(r, ggv, n_in), *d_g = up_f32(pre, n_in, 0);
-    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, 0), d_gv, d_g, NULL);
+    float *pre = prefill(r, ggv, n_in), *d_g = up_f32(pre, n_in, pad);
+    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, pad), d_gv, d_g, NULL);
     expect_err(cfg, "dgv", rel_err(down_f32(d_g, n_in), pre, ggv, n_in), 1e-4);
     cpu_free(&e);
 }
@@ -400,8 +407,10 @@ HY_TEST(gpu_op_swiglu, "gpu") {
     need_gpu();
     hy_rng r;
     hy_rng_seed(&r, 104);
-    check_swiglu(&r, 37, 101);
-    check_swiglu(&r, 64, 128);
+    check_swiglu(&r, 37, 101, 0);
+    check_swiglu(&r, 64, 128, 0);  // vector path
+    check_swiglu(&r, 37, 36, 0);   // H % 8 != 0, H % 4 == 0: the backward's vector path
+    check_swiglu(&r, 64, 128, 1);  // misaligned: scalar
     free_all();
 }
 
@@ -473,6 +482,7 @@ static void run_elementwise(ew_op op, uint64_t seed) {
     hy_rng_seed(&r, seed);
     check_elementwise(&r, op, 37 * 101, 0);  // odd: vector bulk + scalar tail
     check_elementwise(&r, op, 4096, 0);
+    check_elementwise(&r, op, 4098, 0);      // n % 8 == 2: tails of both vector widths
     check_elementwise(&r, op, 4096, 1);      // misaligned: scalar
     free_all();
 }
@@ -536,13 +546,52 @@ HY_TEST(gpu_op_l2norm_heads, "gpu") {
 }
 
 // ================================================================ short_conv
+// One GPU run of the op on device copies of the inputs, every pointer but
+// the scratch's offset by `pad` elements (pad = 1: the scalar kernels).
+typedef struct {
+    float *y;                 // forward
+    float *gx, *gw, *gb;      // dx, dw, db together (db only with a bias)
+    float *gw2, *gb2, *gx2;   // dw, db again with dx not wanted; dx alone
+} conv_res;
+
+static void conv_gpu(int B, int T, int C, int K, const float *x, const float *w,
+                     const float *bias, const float *cache, const float *dy, const float *pre_x,
+                     const float *pre_w, const float *pre_b, int pad, conv_res *o) {
+    size_t n = (size_t)B * T * C, nc = (size_t)B * C * (K - 1), nw = (size_t)C * K;
+    void *d_x = up_bf16(x, n, pad), *d_y = out_bf16(n, pad);
+    void *d_cache = cache ? up_bf16(cache, nc ? nc : 1, pad) : NULL;
+    float *d_w = up_f32(w, nw, pad), *d_b = bias ? up_f32(bias, C, pad) : NULL;
+    hy_cuda_short_conv_fwd(B, T, C, K, d_x, d_w, d_b, d_cache, d_y, NULL);
+    o->y = down_bf16(d_y, n);
+
+    float *d_dy = up_f32(dy, n, pad);
+    float *d_gx = up_f32(pre_x, n, pad), *d_gw = up_f32(pre_w, nw, pad);
+    float *d_gb = up_f32(pre_b, C, pad);
+    size_t sb = hy_cuda_short_conv_bwd_scratch_bytes(B, T, C, K);
+    void *scratch = dbuf(sb);
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx, d_gw, bias ? d_gb : NULL,
+                           scratch, sb, NULL);
+    o->gx = down_f32(d_gx, n);
+    o->gw = down_f32(d_gw, nw);
+    o->gb = down_f32(d_gb, C);
+
+    float *d_gw2 = up_f32(pre_w, nw, pad), *d_gb2 = up_f32(pre_b, C, pad);
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, NULL, d_gw2, bias ? d_gb2 : NULL,
+                           scratch, sb, NULL);
+    o->gw2 = down_f32(d_gw2, nw);
+    o->gb2 = down_f32(d_gb2, C);
+    float *d_gx2 = up_f32(pre_x, n, pad);
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx2, NULL, NULL, NULL, 0, NULL);
+    o->gx2 = down_f32(d_gx2, n);
+}
+
 static void check_conv(hy_rng *r, int B, int T, int C, int K, int with_cache, int with_bias) {
     char cfg[96];
     snprintf(cfg, sizeof cfg, "B=%d T=%d C=%d K=%d%s%s", B, T, C, K,
              with_cache ? " cache" : "", with_bias ? "" : " nobias");
-    size_t n = (size_t)B * T * C, nc = (size_t)B * C * (K - 1);
+    size_t n = (size_t)B * T * C, nc = (size_t)B * C * (K - 1), nw = (size_t)C * K;
     float *x = randn_bf16(r, n, 0.0f, 1.0f);
-    float *w = randn(r, (size_t)C * K, 0.0f, 0.5f), *bias = randn(r, C, 0.0f, 0.5f);
+    float *w = randn(r, nw, 0.0f, 0.5f), *bias = randn(r, C, 0.0f, 0.5f);
     float *cache = randn_bf16(r, nc ? nc : 1, 0.0f, 1.0f);
     float *dy = randn(r, n, 0.0f, 1.0f);
 
@@ -556,36 +605,34 @@ static void check_conv(hy_rng *r, int B, int T, int C, int K, int with_cache, in
     hy_tensor *y = hy_short_conv(&e.tape, tx, tw, tb, tc);
     hy_tape_backward_seed(&e.tape, y, dy);
 
-    void *d_x = up_bf16(x, n, 0), *d_y = out_bf16(n, 0);
-    void *d_cache = with_cache ? up_bf16(cache, nc ? nc : 1, 0) : NULL;
-    float *d_w = up_f32(w, (size_t)C * K, 0), *d_b = with_bias ? up_f32(bias, C, 0) : NULL;
-    hy_cuda_short_conv_fwd(B, T, C, K, d_x, d_w, d_b, d_cache, d_y, NULL);
-    expect_err(cfg, "y", rel_err(down_bf16(d_y, n), NULL, hy_f32(y), n), 1e-2);
-
-    float *pre_x = prefill(r, gx, n), *pre_w = prefill(r, gw, (size_t)C * K);
+    float *pre_x = prefill(r, gx, n), *pre_w = prefill(r, gw, nw);
     float *pre_b = gb ? prefill(r, gb, C) : randn(r, C, 0.0f, 1.0f);
-    float *d_dy = up_f32(dy, n, 0);
-    float *d_gx = up_f32(pre_x, n, 0), *d_gw = up_f32(pre_w, (size_t)C * K, 0);
-    float *d_gb = up_f32(pre_b, C, 0);
-    size_t sb = hy_cuda_short_conv_bwd_scratch_bytes(B, T, C, K);
-    void *scratch = dbuf(sb);
-    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx, d_gw,
-                           with_bias ? d_gb : NULL, scratch, sb, NULL);
-    float *ggw = down_f32(d_gw, (size_t)C * K), *ggb = down_f32(d_gb, C);
-    expect_err(cfg, "dx", rel_err(down_f32(d_gx, n), pre_x, gx, n), 1e-4);
-    expect_err(cfg, "dw", rel_err(ggw, pre_w, gw, (size_t)C * K), 1e-4);
-    if (with_bias)
-        expect_err(cfg, "db", rel_err(ggb, pre_b, gb, C), 1e-4);
-    else
-        HY_ASSERT(memcmp(ggb, pre_b, (size_t)C * 4) == 0, "%s: db NULL yet written", cfg);
+    const float *bp = with_bias ? bias : NULL, *cp = with_cache ? cache : NULL;
+    conv_res a, m;
+    conv_gpu(B, T, C, K, x, w, bp, cp, dy, pre_x, pre_w, pre_b, 0, &a);
+    conv_gpu(B, T, C, K, x, w, bp, cp, dy, pre_x, pre_w, pre_b, 1, &m);
 
-    // Deterministic: dw and db again (dx not wanted) give the same bits.
-    float *d_gw2 = up_f32(pre_w, (size_t)C * K, 0), *d_gb2 = up_f32(pre_b, C, 0);
-    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, NULL, d_gw2, d_gb2, scratch, sb,
-                           NULL);
-    expect_bits(cfg, "dw rerun", down_f32(d_gw2, (size_t)C * K), ggw, (size_t)C * K * 4);
-    if (with_bias) expect_bits(cfg, "db rerun", down_f32(d_gb2, C), ggb, (size_t)C * 4);
+    expect_err(cfg, "y", rel_err(a.y, NULL, hy_f32(y), n), 1e-2);
+    expect_err(cfg, "dx", rel_err(a.gx, pre_x, gx, n), 1e-4);
+    expect_err(cfg, "dw", rel_err(a.gw, pre_w, gw, nw), 1e-4);
+    if (with_bias)
+        expect_err(cfg, "db", rel_err(a.gb, pre_b, gb, C), 1e-4);
+    else
+        HY_ASSERT(memcmp(a.gb, pre_b, (size_t)C * 4) == 0, "%s: db NULL yet written", cfg);
+
+    // Deterministic: dw and db again (dx not wanted) give the same bits, and
+    // so does dx alone (dw and db not wanted).
+    expect_bits(cfg, "dw rerun", a.gw2, a.gw, nw * 4);
+    if (with_bias) expect_bits(cfg, "db rerun", a.gb2, a.gb, (size_t)C * 4);
+    expect_bits(cfg, "dx alone", a.gx2, a.gx, n * 4);
+    // The scalar kernels (misaligned pointers) give the vector kernels' bits:
+    // same arithmetic per element, same order of the dw/db sums.
+    expect_bits(cfg, "y scalar", m.y, a.y, n * 4);
+    expect_bits(cfg, "dx scalar", m.gx, a.gx, n * 4);
+    expect_bits(cfg, "dw scalar", m.gw, a.gw, nw * 4);
+    if (with_bias) expect_bits(cfg, "db scalar", m.gb, a.gb, (size_t)C * 4);
     cpu_free(&e);
+    free_all();
 }
 
 HY_TEST(gpu_op_short_conv, "gpu") {
@@ -596,11 +643,18 @@ HY_TEST(gpu_op_short_conv, "gpu") {
     check_conv(&r, 3, 29, 45, 4, 0, 1);
     check_conv(&r, 2, 40, 64, 4, 1, 1);   // vector path
     check_conv(&r, 3, 2, 45, 4, 1, 1);    // T < K
+    check_conv(&r, 2, 3, 64, 4, 1, 1);    // T < K, vector path
     check_conv(&r, 2, 9, 48, 1, 0, 0);    // K = 1, no bias
-    check_conv(&r, 4, 300, 64, 3, 1, 1);  // several partial chunks
+    check_conv(&r, 4, 300, 64, 3, 1, 1);  // several partial blocks
     check_conv(&r, 2, 37, 40, 2, 1, 1);   // K = 2
-    check_conv(&r, 3, 29, 45, 6, 1, 1);   // K > 4: the 16-slot window
+    check_conv(&r, 2, 50, 36, 3, 1, 1);   // C % 4 == 0, C % 8 != 0: backward vector, forward scalar
+    check_conv(&r, 3, 700, 72, 4, 1, 1);  // 17 row blocks of dw/db partials, several groups a thread
+    check_conv(&r, 3, 700, 72, 4, 0, 1);  // the same without a cache
+    check_conv(&r, 20, 7, 24, 4, 1, 1);   // short sequences: a thread's stride spans several
+    check_conv(&r, 40, 11, 24, 4, 0, 0);  // the same, another wrap, no bias
+    check_conv(&r, 3, 29, 45, 6, 1, 1);   // K > 4: the 16-slot kernels
     check_conv(&r, 2, 35, 64, 7, 1, 0);   // K > 4, C % 8 == 0
+    check_conv(&r, 2, 70, 33, 16, 1, 1);  // K = 16, the largest
     free_all();
 }
 
@@ -641,9 +695,11 @@ HY_TEST(gpu_op_rope, "gpu") {
 }
 
 // ================================================================ slice_last
-static void check_slice(hy_rng *r, int rows, int N, int start, int len) {
+// pad = 1 shifts the backward's device pointers by one element (scalar).
+static void check_slice(hy_rng *r, int rows, int N, int start, int len, int pad) {
     char cfg[96];
-    snprintf(cfg, sizeof cfg, "rows=%d N=%d [%d, %d)", rows, N, start, start + len);
+    snprintf(cfg, sizeof cfg, "rows=%d N=%d [%d, %d)%s", rows, N, start, start + len,
+             pad ? " misaligned" : "");
     size_t n_in = (size_t)rows * N, n_out = (size_t)rows * len;
     float *x = randn_bf16(r, n_in, 0.0f, 1.0f), *dy = randn(r, n_out, 0.0f, 1.0f);
 
@@ -659,8 +715,8 @@ static void check_slice(hy_rng *r, int rows, int N, int start, int len) {
     float *gy = down_bf16(d_y, n_out);
     expect_err(cfg, "y", rel_err(gy, NULL, hy_f32(y), n_out), 0.0);  // a copy: exact
 
-    float *pre = prefill(r, gx, n_in), *d_gx = up_f32(pre, n_in, 0);
-    hy_cuda_slice_last_bwd(rows, N, start, len, up_f32(dy, n_out, 0), d_gx, NULL);
+    float *pre = prefill(r, gx, n_in), *d_gx = up_f32(pre, n_in, pad);
+    hy_cuda_slice_last_bwd(rows, N, start, len, up_f32(dy, n_out, pad), d_gx, NULL);
     float *ggx = down_f32(d_gx, n_in);
     expect_err(cfg, "dx", rel_err(ggx, pre, gx, n_in), 1e-5);
     int outside_ok = 1;
@@ -676,9 +732,11 @@ HY_TEST(gpu_op_slice_last, "gpu") {
     need_gpu();
     hy_rng r;
     hy_rng_seed(&r, 112);
-    check_slice(&r, 37, 101, 13, 45);
-    check_slice(&r, 37, 128, 64, 32);  // vector path
-    check_slice(&r, 5, 24, 0, 24);     // the whole row
+    check_slice(&r, 37, 101, 13, 45, 0);
+    check_slice(&r, 37, 128, 64, 32, 0);  // vector path
+    check_slice(&r, 5, 24, 0, 24, 0);     // the whole row
+    check_slice(&r, 37, 24, 12, 12, 0);   // the model's gate slices: multiples of 4, not of 8
+    check_slice(&r, 37, 128, 64, 32, 1);  // misaligned: scalar
     free_all();
 }
 
@@ -713,4 +771,195 @@ HY_TEST(gpu_op_mean, "gpu") {
     check_mean(&r, 3737);
     check_mean(&r, 100003);
     free_all();
+}
+
+// ================================================================ large streaming backwards
+// Tensors larger than one grid of the streaming kernels (a few waves of the
+// device: every thread walks several units, the row cursor wraps), against
+// host references: exact where the op is one fp32 addition (add, slice),
+// 1e-4 of max|gradient| against double otherwise (silu, swiglu).
+static double sigm_d(double v) { return 1.0 / (1.0 + exp(-v)); }
+
+static void large_add(hy_rng *r, size_t n, int pad) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "add n=%zu%s", n, pad ? " misaligned" : "");
+    float *dy = randn(r, n, 0.0f, 1.0f), *pa = randn(r, n, 0.0f, 1.0f);
+    float *pb = randn(r, n, 0.0f, 1.0f);
+    float *d_dy = up_f32(dy, n, pad), *d_a = up_f32(pa, n, pad), *d_b = up_f32(pb, n, pad);
+    hy_cuda_add_bwd(n, d_dy, d_a, d_b, NULL);
+    float *ga = down_f32(d_a, n), *gb = down_f32(d_b, n);
+    for (size_t i = 0; i < n; i++) pa[i] += dy[i], pb[i] += dy[i];
+    expect_bits(cfg, "da", ga, pa, n * 4);
+    expect_bits(cfg, "db", gb, pb, n * 4);
+    // da == db (x + x): both additions land.
+    float *d_c = up_f32(pa, n, pad);
+    hy_cuda_add_bwd(n, d_dy, d_c, d_c, NULL);
+    float *gc = down_f32(d_c, n);
+    for (size_t i = 0; i < n; i++) pa[i] = (pa[i] + dy[i]) + dy[i];
+    expect_bits(cfg, "da == db", gc, pa, n * 4);
+}
+
+static void large_silu(hy_rng *r, size_t n, int pad) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "silu n=%zu%s", n, pad ? " misaligned" : "");
+    float *x = randn_bf16(r, n, 0.0f, 3.0f), *dy = randn(r, n, 0.0f, 1.0f);
+    float *pre = randn(r, n, 0.0f, 1.0f), *ref = (float *)hbuf(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        double s = sigm_d(x[i]);
+        ref[i] = (float)(dy[i] * s * (1.0 + x[i] * (1.0 - s)));
+    }
+    float *d_dx = up_f32(pre, n, pad);
+    hy_cuda_silu_bwd(n, up_f32(dy, n, pad), up_bf16(x, n, pad), d_dx, NULL);
+    expect_err(cfg, "dx", rel_err(down_f32(d_dx, n), pre, ref, n), 1e-4);
+}
+
+static void large_swiglu(hy_rng *r, int rows, int H, int pad) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "swiglu rows=%d H=%d%s", rows, H, pad ? " misaligned" : "");
+    size_t n_in = (size_t)rows * 2 * H, n_out = (size_t)rows * H;
+    float *gv = randn_bf16(r, n_in, 0.0f, 2.0f), *dy = randn(r, n_out, 0.0f, 1.0f);
+    float *pre = randn(r, n_in, 0.0f, 1.0f), *ref = (float *)hbuf(n_in * 4);
+    for (int i = 0; i < rows; i++)
+        for (int h = 0; h < H; h++) {
+            size_t o = (size_t)i * 2 * H + h;
+            double g = gv[o], v = gv[o + H], d = dy[(size_t)i * H + h], s = sigm_d(g);
+            ref[o] = (float)(d * v * s * (1.0 + g * (1.0 - s)));
+            ref[o + H] = (float)(d * g * s);
+        }
+    float *d_g = up_f32(pre, n_in, pad);
+    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, pad), up_bf16(gv, n_in, pad), d_g, NULL);
+    expect_err(cfg, "dgv", rel_err(down_f32(d_g, n_in), pre, ref, n_in), 1e-4);
+}
+
+static void large_slice(hy_rng *r, int rows, int N, int start, int len, int pad) {
+    char cfg[96];
+    snprintf(cfg, sizeof cfg, "slice rows=%d N=%d [%d, %d)%s", rows, N, start, start + len,
+             pad ? " misaligned" : "");
+    size_t n_in = (size_t)rows * N, n_out = (size_t)rows * len;
+    float *dy = randn(r, n_out, 0.0f, 1.0f), *pre = randn(r, n_in, 0.0f, 1.0f);
+    float *d_dx = up_f32(pre, n_in, pad);
+    hy_cuda_slice_last_bwd(rows, N, start, len, up_f32(dy, n_out, pad), d_dx, NULL);
+    float *got = down_f32(d_dx, n_in);
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < len; j++) pre[(size_t)i * N + start + j] += dy[(size_t)i * len + j];
+    expect_bits(cfg, "dx", got, pre, n_in * 4);
+}
+
+HY_TEST(gpu_op_stream_large, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 114);
+    large_add(&r, 6000003, 0);  // 1.5 M float4 units (+ a tail of 3)
+    large_add(&r, 6000000, 1);
+    free_all();
+    large_silu(&r, 6000001, 0);
+    large_silu(&r, 6000000, 1);
+    free_all();
+    large_swiglu(&r, 8192, 1032, 0);  // 2.1 M units of 4
+    large_swiglu(&r, 2048, 1030, 1);  // 2.1 M scalar units
+    free_all();
+    large_slice(&r, 400000, 24, 12, 12, 0);  // 3 units a row: the cursor wraps every step
+    large_slice(&r, 2000, 2304, 768, 768, 0);
+    large_slice(&r, 20000, 200, 13, 101, 1);
+    free_all();
+}
+
+// ================================================================ bench
+// The streaming backwards at the 115M model's training sizes (B*T = 16384
+// rows), timed with hy_cuda_time_ms (median of 20 after 3 warmups). Prints
+// the bytes each must move (its floor: each tensor read or written once,
+// from the comments in cuda/ops.cu) and the bandwidth that implies; asserts
+// nothing (timings depend on the machine).
+typedef struct {
+    int op;
+    int B, T, C, K, rows, N, start, len;
+    size_t n;
+    void *a, *b, *c, *d;  // the four big buffers
+    float *dw, *db;       // short_conv's parameter gradients
+    void *scratch;
+    size_t sb;
+} bench_ops;
+
+static void run_bench_op(void *p) {
+    bench_ops *o = (bench_ops *)p;
+    switch (o->op) {
+    case 0:  // short_conv_bwd: dy a, x b, w d -> dx c, dw, db
+        hy_cuda_short_conv_bwd(o->B, o->T, o->C, o->K, (const float *)o->a, o->b,
+                               (const float *)o->d, NULL, (float *)o->c, o->dw, o->db, o->scratch,
+                               o->sb, NULL);
+        break;
+    case 1:  // short_conv_fwd: x b, w and bias d -> y c
+        hy_cuda_short_conv_fwd(o->B, o->T, o->C, o->K, o->b, (const float *)o->d,
+                               (const float *)o->d, NULL, o->c, NULL);
+        break;
+    case 2: hy_cuda_swiglu_bwd(o->rows, o->len, (const float *)o->a, o->b, (float *)o->c, NULL); break;
+    case 3: hy_cuda_silu_bwd(o->n, (const float *)o->a, o->b, (float *)o->c, NULL); break;
+    case 4: hy_cuda_add_bwd(o->n, (const float *)o->a, (float *)o->c, (float *)o->d, NULL); break;
+    case 5:
+        hy_cuda_slice_last_bwd(o->rows, o->N, o->start, o->len, (const float *)o->a, (float *)o->c,
+                               NULL);
+        break;
+    }
+}
+
+static void bench_line(const char *what, bench_ops *o, double bytes) {
+    float ms = hy_cuda_time_ms(run_bench_op, o, 3, 20);
+    printf("  %-46s %8.4f ms  %6.0f GB/s  (%.0f MB moved; %.4f ms at 4.2 TB/s)\n", what,
+           (double)ms, bytes / (ms * 1e-3) / 1e9, bytes / 1e6, bytes / 4.2e12 * 1e3);
+}
+
+HY_TEST(gpu_op_bench, "gpu") {
+    need_gpu();
+    char info[256];
+    printf("  device: %s\n", hy_cuda_device_info(0, info, sizeof info));
+    // Four device buffers of 2^29 bytes (512 MiB), filled with 0x3F bytes
+    // (fp32 0.747, bf16 0.746): the largest operand (dgv of swiglu) is
+    // 16384 x 4096 fp32 = 268 MB.
+    const size_t big = (size_t)1 << 29;
+    void *buf[4];
+    for (int i = 0; i < 4; i++) {
+        buf[i] = hy_cuda_malloc(big);
+        hy_cuda_memset(buf[i], 0x3F, big);
+    }
+    bench_ops o;
+    memset(&o, 0, sizeof o);
+    o.a = buf[0], o.b = buf[1], o.c = buf[2], o.d = buf[3];
+
+    // short_conv (B, T, C) = (8, 2048, 2304), K = 4, no cache: dy f32 4 + x
+    // bf16 2 + dx f32 4 + 4 bytes an element (backward), x 2 + y 2 (forward).
+    o.B = 8, o.T = 2048, o.C = 2304, o.K = 4;
+    double e = (double)o.B * o.T * o.C;
+    o.sb = hy_cuda_short_conv_bwd_scratch_bytes(o.B, o.T, o.C, o.K);
+    o.scratch = hy_cuda_malloc(o.sb);
+    o.dw = (float *)hy_cuda_malloc((size_t)o.C * (o.K + 1) * sizeof(float));
+    o.db = o.dw + (size_t)o.C * o.K;
+    hy_cuda_memset(o.dw, 0, (size_t)o.C * (o.K + 1) * sizeof(float));
+    o.op = 0;
+    bench_line("short_conv_bwd (8, 2048, 2304) K=4 dx dw db", &o, e * 14);
+    o.op = 1;
+    bench_line("short_conv_fwd (8, 2048, 2304) K=4", &o, e * 4);
+    hy_cuda_free(o.scratch);
+    hy_cuda_free(o.dw);
+
+    // swiglu (rows, H) = (16384, 2048): dy 4 + gv 2 * 2 + dgv 8 * 2 bytes a (row, h).
+    o.rows = 16384, o.len = 2048;
+    o.op = 2;
+    bench_line("swiglu_bwd (16384, 2048)", &o, 16384.0 * 2048 * 24);
+    // silu (16384 x 2304) and (16384 x 768): dy 4 + x 2 + dx 8 bytes an element.
+    o.op = 3;
+    o.n = (size_t)16384 * 2304;
+    bench_line("silu_bwd 16384 x 2304", &o, (double)o.n * 14);
+    o.n = (size_t)16384 * 768;
+    bench_line("silu_bwd 16384 x 768", &o, (double)o.n * 14);
+    // add (16384 x 768), both gradients: dy 4 + da 8 + db 8.
+    o.op = 4;
+    bench_line("add_bwd 16384 x 768 (da, db)", &o, (double)o.n * 20);
+    // slice_last: dx (16384, 2304) += dy (16384, 768) in [768, 1536): 12 bytes
+    // a copied element; and the gates' (16384, 24) [12, 24).
+    o.op = 5;
+    o.rows = 16384, o.N = 2304, o.start = 768, o.len = 768;
+    bench_line("slice_last_bwd (16384, 2304) [768, 1536)", &o, 16384.0 * 768 * 12);
+    o.N = 24, o.start = 12, o.len = 12;
+    bench_line("slice_last_bwd (16384, 24) [12, 24)", &o, 16384.0 * 12 * 12);
+    for (int i = 0; i < 4; i++) hy_cuda_free(buf[i]);
 }

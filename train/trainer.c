@@ -14,11 +14,13 @@
 #include "../autograd/check.h"
 #include "../cuda/hy_cuda.h"
 #include "../cuda/hy_cuda_blas.h"
+#include "../cuda/hy_cuda_dist.h"
 #include "../cuda/hy_cuda_glue.h"
 #include "../infer/sample.h"
 #include "../optim/clip.h"
 #include "batch.h"
 #include "checkpoint.h"
+#include "launch.h"
 #include "train_gpu.h"
 #include "train_log.h"
 
@@ -37,6 +39,9 @@ typedef struct {
     char out[1024];
     int64_t stop_at_step;  // testing hook: behave as if SIGTERM arrived after this step
     int64_t nan_at_step;   // testing hook: poison a weight before this step (1-based)
+    int gpus;              // --gpus N: launch N ranks on this host (0: not given)
+    const char *nccl_init; // --nccl-init file:PATH (srun, mpirun)
+    int64_t die_at_step;   // testing hook: rank 1 exits with status 3 before this step
 } train_args;
 
 // On the GPU the host model, its arenas and `opt` are the staging copies
@@ -59,21 +64,33 @@ typedef struct {
     int32_t *in, *tgt;  // (B, T) host batch
     char last_ckpt[1300];
     hy_metrics log;
+    // Data parallel (hydra-train --gpus N, srun, mpirun): this process is rank
+    // `rank` of `world` (0 of 1 alone) on GPU `local_rank`. Parameters and
+    // optimizer state are replicated; gradients are averaged across ranks
+    // before clipping, so every rank takes the same step. Rank 0 alone
+    // prints, writes DIR and samples.
+    int rank, world, local_rank;
+    int cuda_device;  // the CUDA device this process uses
 } run;
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage: hydra-train CONFIG.ini [--set section.key=value ...] [--resume PATH|latest]\n"
-            "                   [--out DIR]\n"
+            "                   [--out DIR] [--gpus N] [--nccl-init file:PATH]\n"
             "       hydra-train --help-config      every config key, its type and default\n"
             "Trains a model from an INI config. DIR (default runs/<config name>) receives\n"
-            "config.ini, metrics.jsonl, ckpt-STEP.h5 checkpoints and a `latest` pointer.\n");
+            "config.ini, metrics.jsonl, ckpt-STEP.h5 checkpoints and a `latest` pointer.\n"
+            "--gpus N trains data parallel on N GPUs of this host (one process each). Under\n"
+            "srun or mpirun (one task per GPU) the ranks come from the environment and\n"
+            "--nccl-init file:PATH (on a filesystem every node sees) carries NCCL's id; or\n"
+            "set NCCL_COMM_ID=host:port instead.\n");
 }
 
 static void parse_args(train_args *a, int argc, char **argv) {
     memset(a, 0, sizeof *a);
     a->stop_at_step = -1;
     a->nan_at_step = -1;
+    a->die_at_step = -1;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         int has_value = i + 1 < argc;
@@ -88,6 +105,17 @@ static void parse_args(train_args *a, int argc, char **argv) {
             a->stop_at_step = atoll(argv[++i]);
         } else if (!strcmp(s, "--inject-nan-at-step") && has_value) {
             a->nan_at_step = atoll(argv[++i]);
+        } else if (!strcmp(s, "--gpus") && has_value) {
+            const char *v = argv[++i];
+            char *end;
+            long n = strtol(v, &end, 10);
+            HY_REQUIRE(*v && !*end && n >= 1 && n <= 4096,
+                       "hydra-train: --gpus '%s': expected the number of GPUs (>= 1)", v);
+            a->gpus = (int)n;
+        } else if (!strcmp(s, "--nccl-init") && has_value) {
+            a->nccl_init = argv[++i];
+        } else if (!strcmp(s, "--die-at-step") && has_value) {
+            a->die_at_step = atoll(argv[++i]);
         } else if (s[0] == '-') {
             usage(stderr);
             hy_die(HY_EXIT_USAGE, "hydra-train: unknown option '%s'%s", s,
@@ -155,13 +183,59 @@ static void choose_device(run *r) {
     snprintf(what, sizeof what, "%s: train.device = %s", c->file, d);
     r->device = hy_device_choose(d, c->arch, &c->model, what, why, sizeof why);
     const char *how = !strcmp(d, "auto") ? "auto: " : "";
+    if (r->world > 1) {
+        // check_multi_gpu() has ruled out cpu; auto may still fall back for a
+        // model the GPU kernels cannot run.
+        HY_REQUIRE(r->device == HY_CUDA, "%s: rank %d of %d would train on the CPU (%s); data "
+                   "parallel training runs on GPUs only", what, r->rank, r->world,
+                   why[0] ? why : "no GPU");
+        // One task per GPU: GPU `local_rank` of the host, or the only GPU a
+        // task sees (srun --gpus-per-task=1 gives each its own CUDA_VISIBLE_DEVICES).
+        int n = hy_cuda_device_count();
+        r->cuda_device = n == 1 ? 0 : r->local_rank;
+        HY_REQUIRE(r->cuda_device < n, "rank %d of %d: local rank %d needs GPU %d, but this process "
+                   "sees %d GPUs (one task per GPU)", r->rank, r->world, r->local_rank,
+                   r->local_rank, n);
+    }
     if (r->device == HY_CUDA) {
-        hy_cuda_set_device(0);
-        printf("device: cuda (%s%s)\n", how, hy_cuda_device_info(0, info, sizeof info));
+        hy_cuda_set_device(r->cuda_device);
+        printf("device: cuda (%s%s)\n", how, hy_cuda_device_info(r->cuda_device, info, sizeof info));
     } else {
         printf("device: cpu (%s%s)\n", how,
                !strcmp(d, "cpu") ? "as configured" : why[0] ? why : "no GPU");
     }
+}
+
+// --gpus N (`ranks` = N) or one rank of a job of `ranks`: GPUs only, a build
+// with CUDA and NCCL, enough GPUs. Checked before anything starts, with one
+// usage error (exit 2) naming what is missing.
+static void check_multi_gpu(const run *r, int ranks, int local) {
+    const hy_run_config *c = &r->cfg;
+    char what[1200], why[300];
+    if (local)
+        snprintf(what, sizeof what, "--gpus %d", ranks);
+    else
+        snprintf(what, sizeof what, "rank %d of %d", r->rank, ranks);
+    HY_REQUIRE(strcmp(c->train.device, "cpu"), "%s: data parallel training runs on GPUs, but "
+               "train.device = cpu; set it to cuda or auto (or drop %s)", what,
+               local ? "--gpus" : "the extra tasks");
+    HY_REQUIRE(hy_cuda_built(), "%s: this build has no CUDA support (rebuild with nvcc present and "
+               "-DHYDRA_CUDA=ON; `hydra-info` shows what a build has)", what);
+    HY_REQUIRE(hy_dist_built(), "%s: this build has no NCCL, so it cannot train on several GPUs "
+               "(install libnccl-dev or put NCCL in CMAKE_PREFIX_PATH and re-run cmake with "
+               "-DHYDRA_NCCL=ON; `hydra-info` shows what a build has)", what);
+    int n = hy_cuda_device_count();
+    if (local) {
+        HY_REQUIRE(n > 0, "%s: no usable GPU was found on this host", what);
+        HY_REQUIRE(n >= ranks, "%s: this host shows only %d GPU%s", what, n, n == 1 ? "" : "s");
+    }
+    // The kernels' limits on the model (head_dim, chunk size), as for cuda.
+    snprintf(what + strlen(what), sizeof what - strlen(what), ": %s", c->file);
+    hy_device_choose("cuda", c->arch, &c->model, what, why, sizeof why);
+    int accum = c->train.grad_accum;
+    HY_REQUIRE((int64_t)accum * ranks <= 1024, "%s: train.grad_accum %d x %d ranks = %lld "
+               "micro-batches per step (at most 1024)", what, accum, ranks,
+               (long long)accum * ranks);
 }
 
 // Activations and their gradients per step, planned from the shapes: per
@@ -286,13 +360,21 @@ static float scalar(const hy_tensor *t) {
     return x;
 }
 
+// The forward and backward passes of one step on this rank: its mean loss
+// over its micro-batches; the gradients are left averaged over the
+// micro-batches of every rank. The data is a function of the global
+// micro-batch index rank * grad_accum + micro (the batcher is the world-of-
+// one view on every rank), so N ranks at grad_accum A see exactly the
+// batches of one process at grad_accum N * A: the runs differ only in the
+// order of the floating-point sums, and a checkpoint moves between world
+// sizes at the same global batch without changing the data.
 static float train_step(run *r, int64_t step) {
     const hy_run_config *c = &r->cfg;
     hy_param_table *params = &net(r)->params;
     hy_params_zero_grads(params);
     double sum = 0;
     for (int micro = 0; micro < c->train.grad_accum; micro++) {
-        hy_batcher_train(&r->data, step, micro, r->in, r->tgt);
+        hy_batcher_train(&r->data, step, r->rank * c->train.grad_accum + micro, r->in, r->tgt);
         hy_tape_reset(&r->tape);
         hy_tensor *ids = batch_tensor(r, r->in, "ids");
         hy_tensor *tgt = batch_tensor(r, r->tgt, "targets");
@@ -309,6 +391,13 @@ static float train_step(run *r, int64_t step) {
         else
             for (size_t i = 0; i < params->numel; i++) params->grads[i] *= s;
     }
+    // The flat gradient buffer, averaged over the ranks before clipping: every
+    // rank then clips by the same norm and takes the same optimizer step.
+    // TODO(multi-GPU, next): ZeRO-1 (reduce-scatter the gradients, each rank
+    // updates and keeps optimizer state for its shard only, then all-gather
+    // the parameters); for Muon, each rank orthogonalises the whole matrices
+    // it owns; per-layer reduce-scatter overlapping the backward pass.
+    if (r->world > 1) hy_dist_allreduce_mean_f32(params->grads, params->numel, NULL);
     return (float)(sum / c->train.grad_accum);
 }
 
@@ -374,6 +463,8 @@ static float eval_batch(run *r, int64_t *right, int64_t *total) {
 
 // Mean validation loss and next-token accuracy over labelled positions
 // (NaN when there are none, or on the GPU when the logits are too many).
+// With several ranks, rank k evaluates batches k, k + world, ... and the
+// sums are all-reduced: the same batches and the same result as one process.
 static void evaluate(run *r, float *loss_out, float *acc_out) {
     const hy_run_config *c = &r->cfg;
     double loss = 0;
@@ -383,12 +474,19 @@ static void evaluate(run *r, float *loss_out, float *acc_out) {
                       ? (c->eval.mqar_sequences + c->train.batch_size - 1) / c->train.batch_size
                       : c->train.eval_batches;
     r->tape.enabled = 0;
-    for (int i = 0; i < batches; i++) {
+    for (int i = r->rank; i < batches; i += r->world) {
         hy_batcher_val(&r->data, i, r->in, r->tgt);
         loss += eval_batch(r, &right, &total);
     }
     r->tape.enabled = 1;
     hy_tape_reset(&r->tape);
+    if (r->world > 1) {
+        double sums[3] = {loss, (double)right, (double)total};
+        hy_dist_allreduce_sum_f64(sums, 3);
+        loss = sums[0];
+        right = (int64_t)sums[1];
+        total = (int64_t)sums[2];
+    }
     *loss_out = (float)(loss / batches);
     *acc_out = total ? (float)right / (float)total : NAN;
 }
@@ -419,17 +517,55 @@ static void print_sample(run *r) {
     hy_decode_free(&s);
 }
 
+// FNV-1a over n bytes, continuing from h.
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = (const unsigned char *)p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+// Data parallel: the replicas must be the same bits on every rank (they
+// take the same step from the same averaged gradients). A hash of each
+// rank's parameters and optimizer state (host copies, just downloaded) in
+// 16-bit pieces x_k, all-reduced with their squares: the ranks agree iff
+// world * sum(x^2) == (sum x)^2 for every piece (exact in doubles), so
+// every rank reaches the same verdict.
+static void check_replicas(run *r) {
+    const hy_optimizer *o = &r->opt;
+    uint64_t h = fnv1a(0xcbf29ce484222325ULL, r->model.params.values,
+                       r->model.params.numel * sizeof(float));
+    h = fnv1a(h, o->m, o->table->numel * sizeof(float));
+    if (o->v_numel) h = fnv1a(h, o->v, o->v_numel * sizeof(float));
+    double x[8];
+    for (int k = 0; k < 4; k++) {
+        x[k] = (double)((h >> (16 * k)) & 0xffff);
+        x[4 + k] = x[k] * x[k];
+    }
+    hy_dist_allreduce_sum_f64(x, 8);
+    for (int k = 0; k < 4; k++)
+        HY_CHECK(x[4 + k] * r->world == x[k] * x[k],
+                 "step %lld: the model replicas differ across the %d ranks (parameters and optimizer "
+                 "state hash differently); the ranks' updates are not deterministic",
+                 (long long)r->st.step, r->world);
+}
+
+// Every rank calls this (the replicas are compared); rank 0 writes: its copy
+// is the whole model, so a run saved on N GPUs resumes on M.
 static void save(run *r, const train_args *a) {
     char name[64], path[1200];
     snprintf(name, sizeof name, "ckpt-%lld.h5", (long long)r->st.step);
     snprintf(path, sizeof path, "%s/%s", a->out, name);
     // Checkpoints are written from the host copies, whichever device trains.
     if (r->device == HY_CUDA) hy_train_gpu_download(&r->gpu, &r->model, &r->opt);
-    hy_ckpt_save(path, r->cfg_text, &r->model.params, &r->opt, &r->st);
-    hy_ckpt_write_latest(a->out, name);
-    hy_ckpt_prune(a->out, r->cfg.train.keep_checkpoints);
+    if (r->world > 1) check_replicas(r);  // also the barrier before the write
+    if (r->rank == 0) {
+        hy_ckpt_save(path, r->cfg_text, &r->model.params, &r->opt, &r->st);
+        hy_ckpt_write_latest(a->out, name);
+        hy_ckpt_prune(a->out, r->cfg.train.keep_checkpoints);
+        printf("checkpoint: %s\n", path);
+    }
     snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
-    printf("checkpoint: %s\n", path);
+    if (r->world > 1) hy_dist_barrier();  // the file is whole before any rank goes on
 }
 
 static void stop_on_bad_loss(const run *r, int64_t step, float loss, float norm) {
@@ -442,17 +578,41 @@ static void stop_on_bad_loss(const run *r, int64_t step, float loss, float norm)
 }
 
 // ---------------------------------------------------------------- the loop
+// Data parallel: the step's loss averaged over the ranks, and whether any
+// rank was asked to stop (SIGINT/SIGTERM), in one all-reduce, so that every
+// rank stops, saves and leaves after the same step.
+static float agree(run *r, float loss, int *stop) {
+    if (r->world == 1) {
+        *stop = g_stop != 0;
+        return loss;
+    }
+    double x[2] = {loss, g_stop ? 1.0 : 0.0};
+    hy_dist_allreduce_sum_f64(x, 2);
+    *stop = x[1] > 0;
+    return (float)(x[0] / r->world);
+}
+
 static int train_loop(run *r, const train_args *a) {
     const hy_run_config *c = &r->cfg;
+    // The global batch: every rank's micro-batches.
     int64_t steps = c->train.steps, tokens_per_step =
-        (int64_t)c->train.batch_size * c->train.seq_len * c->train.grad_accum;
+        (int64_t)c->train.batch_size * c->train.seq_len * c->train.grad_accum * r->world;
     int bytes = hy_batcher_is_bytes(&r->data, c);
-    int saved_at = -1;
+    int saved_at = -1, lead = r->rank == 0;
     double ema_ms = 0, start = hy_now();
     for (int64_t step = r->st.step; step < steps; step++) {
         double t0 = hy_now();
+        if (r->rank == 1 && a->die_at_step >= 0 && step + 1 >= a->die_at_step) {
+            // Testing hook: a rank that dies mid-run (the supervisor must stop the job).
+            fprintf(stderr, "hydra: rank 1: --die-at-step %lld: exiting with status 3 before step "
+                    "%lld (test hook)\n", (long long)a->die_at_step, (long long)(step + 1));
+            fflush(stdout);
+            fflush(stderr);
+            _exit(3);  // at once, as a crash would: no teardown under the live communicator
+        }
         if (step + 1 == a->nan_at_step) poison(r);
-        float loss = train_step(r, step);
+        int stop;
+        float loss = agree(r, train_step(r, step), &stop);
         float norm = clip(r);
         if (!isfinite(loss) || !isfinite(norm)) stop_on_bad_loss(r, step, loss, norm);
         float mult = hy_lr_mult(&r->sched, step);
@@ -465,23 +625,26 @@ static int train_loop(run *r, const train_args *a) {
         hy_step_line line = {step + 1, steps, loss, c->optim.lr * mult, norm, ms,
                              tokens_per_step / (ms * 1e-3), ema_ms * (double)(steps - step - 1) * 1e-3,
                              r->st.tokens, hy_now() - start};
-        hy_metrics_step(&r->log, &line, (step + 1) % c->train.log_every == 0 || step + 1 == steps);
+        if (lead)
+            hy_metrics_step(&r->log, &line, (step + 1) % c->train.log_every == 0 || step + 1 == steps);
         int last = step + 1 == steps;
         if ((c->train.eval_every && (step + 1) % c->train.eval_every == 0) || last) {
             float vl, acc;
             evaluate(r, &vl, &acc);
             r->st.val_loss = vl;
-            hy_metrics_eval(&r->log, step + 1, vl, acc, hy_now() - start);
+            if (lead) hy_metrics_eval(&r->log, step + 1, vl, acc, hy_now() - start);
         }
-        if (bytes && c->train.sample_every && (step + 1) % c->train.sample_every == 0)
+        if (lead && bytes && c->train.sample_every && (step + 1) % c->train.sample_every == 0)
             print_sample(r);
-        if (a->stop_at_step >= 0 && step + 1 >= a->stop_at_step) g_stop = 1;
+        // One process: a signal during the rest of the step still counts now.
+        if (r->world == 1 && g_stop) stop = 1;
+        if (a->stop_at_step >= 0 && step + 1 >= a->stop_at_step) stop = 1;
         if ((c->train.checkpoint_every && (step + 1) % c->train.checkpoint_every == 0) || last ||
-            g_stop) {
+            stop) {
             save(r, a);
             saved_at = (int)(step + 1);
         }
-        if (g_stop && !last) {
+        if (stop && !last) {
             printf("stopped after step %lld; resume with: --resume latest --out %s\n",
                    (long long)(step + 1), a->out);
             return 130;
@@ -503,12 +666,41 @@ int hy_train_main(int argc, char **argv) {
     }
     train_args a;
     parse_args(&a, argc, argv);
+    hy_launch_plan plan;
+    hy_launch_decide(&plan, a.gpus, a.nccl_init);
     run *r = (run *)hy_xcalloc(1, sizeof *r);
+    r->rank = plan.rank;
+    r->world = plan.world;
+    r->local_rank = plan.local_rank;
+    // Rank 0 alone speaks on stdout (errors still reach stderr from every rank).
+    if (r->rank > 0 && !freopen("/dev/null", "w", stdout))
+        hy_die(HY_EXIT_FAIL, "rank %d: cannot redirect stdout to /dev/null", r->rank);
     load_config(r, &a);
+    if (plan.mode == HY_LAUNCH_PARENT) {
+        // The config is checked once here; then N copies of this program train.
+        check_multi_gpu(r, plan.gpus, 1);
+        free(r->cfg_text);
+        free(r);
+        return hy_launch_local(plan.gpus, argc, argv);
+    }
+    if (r->world > 1) check_multi_gpu(r, r->world, 0);
     choose_device(r);
+    if (r->world > 1) {
+        unsigned char id[HY_DIST_ID_BYTES];
+        hy_launch_fetch_id(&plan, a.nccl_init, id);
+        hy_dist_init(r->rank, r->world, id, r->cuda_device);
+        hy_launch_joined(&plan, a.nccl_init);
+        const hy_train_config *t = &r->cfg.train;
+        printf("data parallel: %d ranks (%s), one GPU each; global batch %lld sequences = %d x "
+               "grad_accum %d x %d ranks (%lld tokens per step); parameters and optimizer state "
+               "replicated, gradients averaged (NCCL)\n", r->world, plan.source,
+               (long long)t->batch_size * t->grad_accum * r->world, t->batch_size, t->grad_accum,
+               r->world, (long long)t->batch_size * t->grad_accum * r->world * t->seq_len);
+    }
     char resume[1100];
     resolve_resume(&a, resume, sizeof resume);
-    // Everything the run reads is checked before DIR is touched.
+    // Everything the run reads is checked before DIR is touched. Every rank
+    // has the world-of-one view of the data (see train_step).
     hy_batcher_open(&r->data, &r->cfg, 0, 1);
     build(r);
     if (resume[0]) {
@@ -519,11 +711,13 @@ int hy_train_main(int argc, char **argv) {
     }
     printf("config (resolved):\n%s\n", r->cfg_text);
     print_plan(r);
-    mkdir_p(a.out);
-    char path[1100];
-    snprintf(path, sizeof path, "%s/config.ini", a.out);
-    write_file_atomic(path, r->cfg_text);
-    hy_metrics_open(&r->log, a.out);
+    if (r->rank == 0) {
+        mkdir_p(a.out);
+        char path[1100];
+        snprintf(path, sizeof path, "%s/config.ini", a.out);
+        write_file_atomic(path, r->cfg_text);
+        hy_metrics_open(&r->log, a.out);
+    }
     g_stop = 0;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -536,6 +730,7 @@ int hy_train_main(int argc, char **argv) {
     printf("peak memory (MiB): acts %.1f, scratch %.1f\n", r->acts.peak / 1048576.0,
            r->scratch.peak / 1048576.0);
     hy_metrics_close(&r->log);
+    hy_dist_destroy();
     hy_batcher_close(&r->data);
     hy_tape_free(&r->tape);
     if (r->device == HY_CUDA) hy_train_gpu_free(&r->gpu);

@@ -1,0 +1,18 @@
+// bench_kernels.h: the mixer kernels' timings and FLOP counts, shared by `gdn` and `swa`
+// (bench_kernels.c) with `train` (model FLOPs) and `step` (the pieces of a step).
+#ifndef HY_BENCH_KERNELS_H
+#define HY_BENCH_KERNELS_H
+
+// FLOPs per token and head of the gated delta rule's forward, chunk C, head size D (the
+// count is at its definition); fwd+bwd = 3 x forward.
+double gdn_flops_per_token(int C, int D);
+// Scores inside the window over one (b, h): sum over i < T of min(i + 1, W).
+double window_pairs(int T, int W);
+
+// Median forward and forward + backward ms at (B, T, H, D) on random inputs, after
+// `warmup` untimed runs (the SWA timer adds 2 of its own).
+void gdn_time(int B, int T, int H, int D, int warmup, int iters, double *fwd, double *fb);
+void swa_time(int B, int T, int H, int D, int W, int warmup, int iters, double *fwd,
+              double *fb);
+
+#endif
