@@ -129,10 +129,7 @@ static void wait_at(const char *file, int line, cudaStream_t stream, const char 
 #define WAIT(stream, what) wait_at(__FILE__, __LINE__, (stream), (what))
 
 // The stream a NULL `stream` means: the default stream of the other entry
-// points of this library. NCCL is compiled apart, so it must be told
-// explicitly: it would read 0 as the legacy stream, and with this library
-// built for per-thread default streams, waiting on "0" here would then wait
-// on a stream the collective is not in.
+// points of this library (built for per-thread default streams).
 static cudaStream_t resolve(void *stream) {
     if (stream) return (cudaStream_t)stream;
 #ifdef CUDA_API_PER_THREAD_DEFAULT_STREAM
@@ -140,6 +137,25 @@ static cudaStream_t resolve(void *stream) {
 #else
     return cudaStreamLegacy;
 #endif
+}
+
+// NCCL never sees the caller's stream: a collective runs on g_stream, a
+// real stream of this library, after an event recorded on the caller's
+// stream. The caller's stream is usually cudaStreamPerThread, a handle
+// whose meaning depends on the host thread that uses it, and a
+// non-blocking communicator may launch the collective from NCCL's own
+// thread: there that handle names another stream, unordered with ours, so
+// the collective could read its input before the caller's kernels had
+// written it (measured on two H200s: ranks summing different values).
+// Every collective is waited for on the host (WAIT), so work the caller
+// queues afterwards always follows it.
+static cudaStream_t g_stream;
+static cudaEvent_t g_ready;
+
+static cudaStream_t after(void *stream) {
+    CUDA_CHECK(cudaEventRecord(g_ready, resolve(stream)));
+    CUDA_CHECK(cudaStreamWaitEvent(g_stream, g_ready, 0));
+    return g_stream;
 }
 
 // Before hy_dist_init (or after destroy) this process is a world of one:
@@ -186,6 +202,8 @@ extern "C" void hy_dist_init(int rank, int world, const unsigned char id[HY_DIST
         FAIL("NCCL: ncclCommInitRank failed: %s", ncclGetErrorString(r));
     }
 #endif
+    CUDA_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&g_ready, cudaEventDisableTiming));
     CUDA_CHECK(cudaMalloc(&g_scalars, HY_DIST_MAX_SCALARS * sizeof(double)));
     CUDA_CHECK(cudaMalloc(&g_token, sizeof(float)));
     CUDA_CHECK(cudaMemset(g_token, 0, sizeof(float)));
@@ -203,7 +221,7 @@ __global__ void scale_kernel(float *x, size_t n, float s) {
 
 extern "C" void hy_dist_allreduce_mean_f32(float *buf, size_t n, void *stream) {
     if (alone() || n == 0) return;
-    cudaStream_t s = resolve(stream);
+    cudaStream_t s = after(stream);
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
     NCCL_CHECK(ncclAllReduce(buf, buf, n, ncclFloat32, ncclAvg, g_comm, s), "all-reduce (mean)");
 #else
@@ -218,7 +236,7 @@ static void allreduce_host(void *x, int n, size_t elem, ncclDataType_t type, con
     HY_CHECK(n >= 0 && n <= HY_DIST_MAX_SCALARS, "%s: %d values (at most %d)", what, n,
              HY_DIST_MAX_SCALARS);
     if (alone() || n == 0) return;
-    cudaStream_t s = resolve(NULL);  // ordered after the library's work so far
+    cudaStream_t s = after(NULL);  // ordered after the library's work so far
     CUDA_CHECK(cudaMemcpyAsync(g_scalars, x, n * elem, cudaMemcpyHostToDevice, s));
     NCCL_CHECK(ncclAllReduce(g_scalars, g_scalars, n, type, ncclSum, g_comm, s), what);
     WAIT(s, what);
@@ -236,7 +254,7 @@ extern "C" void hy_dist_allreduce_sum_f32(float *x, int n) {
 
 extern "C" void hy_dist_barrier(void) {
     if (alone()) return;
-    cudaStream_t s = resolve(NULL);
+    cudaStream_t s = after(NULL);
     NCCL_CHECK(ncclAllReduce(g_token, g_token, 1, ncclFloat32, ncclSum, g_comm, s), "barrier");
     WAIT(s, "the barrier");
 }
@@ -258,6 +276,8 @@ extern "C" void hy_dist_destroy(void) {
     g_comm = NULL;
     cudaFree(g_scalars);
     cudaFree(g_token);
+    cudaEventDestroy(g_ready);
+    cudaStreamDestroy(g_stream);
     g_scalars = NULL;
     g_token = NULL;
     g_rank = 0;

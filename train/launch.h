@@ -15,7 +15,8 @@
 // (temporary file, then rename), the others poll for it; rank 0 removes it
 // once every rank has joined. Alternatively NCCL_COMM_ID=host:port lets NCCL
 // itself rendezvous at that address (rank 0 listens there): then no
-// --nccl-init is needed. Each rank uses GPU `local_rank`.
+// --nccl-init is needed. Each rank uses GPU `local_rank`, or the only GPU
+// it sees (srun --gpus-per-task=1).
 #ifndef HY_TRAIN_LAUNCH_H
 #define HY_TRAIN_LAUNCH_H
 

@@ -65,7 +65,7 @@ typedef struct {
     char last_ckpt[1300];
     hy_metrics log;
     // Data parallel (hydra-train --gpus N, srun, mpirun): this process is rank
-    // `rank` of `world` (0 of 1 alone) on GPU `local_rank`. Parameters and
+    // `rank` of `world` (0 of 1 alone) on GPU `cuda_device`. Parameters and
     // optimizer state are replicated; gradients are averaged across ranks
     // before clipping, so every rank takes the same step. Rank 0 alone
     // prints, writes DIR and samples.
@@ -525,28 +525,78 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
 }
 
 // Data parallel: the replicas must be the same bits on every rank (they
-// take the same step from the same averaged gradients). A hash of each
-// rank's parameters and optimizer state (host copies, just downloaded) in
-// 16-bit pieces x_k, all-reduced with their squares: the ranks agree iff
-// world * sum(x^2) == (sum x)^2 for every piece (exact in doubles), so
-// every rank reaches the same verdict.
-static void check_replicas(run *r) {
-    const hy_optimizer *o = &r->opt;
-    uint64_t h = fnv1a(0xcbf29ce484222325ULL, r->model.params.values,
-                       r->model.params.numel * sizeof(float));
-    h = fnv1a(h, o->m, o->table->numel * sizeof(float));
-    if (o->v_numel) h = fnv1a(h, o->v, o->v_numel * sizeof(float));
+// take the same step from the same averaged gradients). A hash of a rank's
+// bytes in 16-bit pieces x_k, all-reduced with their squares: the ranks
+// agree iff world * sum(x^2) == (sum x)^2 for every piece (exact in
+// doubles), so every rank reaches the same verdict. Collective: every rank
+// calls it with its own hash.
+static int ranks_differ(const run *r, uint64_t h) {
     double x[8];
     for (int k = 0; k < 4; k++) {
         x[k] = (double)((h >> (16 * k)) & 0xffff);
         x[4 + k] = x[k] * x[k];
     }
     hy_dist_allreduce_sum_f64(x, 8);
-    for (int k = 0; k < 4; k++)
-        HY_CHECK(x[4 + k] * r->world == x[k] * x[k],
-                 "step %lld: the model replicas differ across the %d ranks (parameters and optimizer "
-                 "state hash differently); the ranks' updates are not deterministic",
-                 (long long)r->st.step, r->world);
+    int differ = 0;
+    for (int k = 0; k < 4; k++) differ |= x[4 + k] * r->world != x[k] * x[k];
+    return differ;
+}
+
+// The tensors of the flat buffers a (and b, at the same offsets, when not
+// NULL) whose bytes differ across the ranks: rank 0 names up to 8 of them
+// on stderr; returns how many differ. One all-reduce per tensor: for the
+// failure path and the per-step debugging check only.
+static int name_differing(const run *r, const float *a, const float *b, const char *what) {
+    const hy_param_table *t = &r->model.params;
+    int n = 0;
+    for (int i = 0; i < t->n; i++) {
+        size_t off = t->p[i].offset, bytes = hy_numel(t->p[i].value) * sizeof(float);
+        uint64_t h = fnv1a(0xcbf29ce484222325ULL, a + off, bytes);
+        if (b) h = fnv1a(h, b + off, bytes);
+        if (!ranks_differ(r, h)) continue;
+        if (r->rank == 0 && n < 8)
+            fprintf(stderr, "hydra: step %lld: %s of '%s' differ across the ranks\n",
+                    (long long)r->st.step, what, t->p[i].name);
+        n++;
+    }
+    return n;
+}
+
+// The parameters and optimizer state (host copies, just downloaded) are
+// the same bits on every rank, or the run stops naming what differs.
+static void check_replicas(run *r) {
+    const hy_optimizer *o = &r->opt;
+    uint64_t h = fnv1a(0xcbf29ce484222325ULL, r->model.params.values,
+                       r->model.params.numel * sizeof(float));
+    h = fnv1a(h, o->m, o->table->numel * sizeof(float));
+    if (o->v_numel) h = fnv1a(h, o->v, o->v_numel * sizeof(float));
+    if (!ranks_differ(r, h)) return;
+    int n = name_differing(r, r->model.params.values, o->m, "parameters or first moments");
+    HY_CHECK(0, "step %lld: the model replicas differ across the %d ranks (%d tensors%s); the "
+             "ranks' updates are not deterministic",
+             (long long)r->st.step, r->world, n, n ? ", named above" : ": the second moments");
+}
+
+// HYDRA_CHECK_REPLICAS=1 (debugging data parallelism): every step, the
+// averaged gradients and then the updated replicas are compared across the
+// ranks, so the first step and tensor where they part is named.
+static int replica_debugging(const run *r) {
+    const char *e = getenv("HYDRA_CHECK_REPLICAS");
+    return r->world > 1 && r->device == HY_CUDA && e && strcmp(e, "1") == 0;
+}
+
+static void check_grads_every_step(run *r) {
+    if (!replica_debugging(r)) return;
+    hy_params_copy_grads(&r->model.params, &r->gpu.model.params);
+    int n = name_differing(r, r->model.params.grads, NULL, "averaged gradients");
+    HY_CHECK(n == 0, "step %lld: the averaged gradients of %d tensors differ across the ranks "
+             "after the all-reduce", (long long)r->st.step + 1, n);
+}
+
+static void check_replicas_every_step(run *r) {
+    if (!replica_debugging(r)) return;
+    hy_train_gpu_download(&r->gpu, &r->model, &r->opt);
+    check_replicas(r);
 }
 
 // Every rank calls this (the replicas are compared); rank 0 writes: its copy
@@ -613,11 +663,13 @@ static int train_loop(run *r, const train_args *a) {
         if (step + 1 == a->nan_at_step) poison(r);
         int stop;
         float loss = agree(r, train_step(r, step), &stop);
+        check_grads_every_step(r);
         float norm = clip(r);
         if (!isfinite(loss) || !isfinite(norm)) stop_on_bad_loss(r, step, loss, norm);
         float mult = hy_lr_mult(&r->sched, step);
         update(r, mult);
         r->st.step = step + 1;
+        check_replicas_every_step(r);
         r->st.tokens += tokens_per_step;
         r->st.loss = loss;
         double ms = (hy_now() - t0) * 1e3;

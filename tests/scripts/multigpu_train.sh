@@ -4,7 +4,9 @@
 #   parity  2 GPUs at global batch G (16 x 1 x 2) against 1 GPU with
 #           grad_accum 2 (16 x 2 x 1): the same batches, so the training
 #           losses at steps 10..50 agree within 2%; rank 0 alone writes
-#           metrics.jsonl (one line per step).
+#           metrics.jsonl (one line per step). The 2-GPU run compares the
+#           ranks every step (HYDRA_CHECK_REPLICAS=1): the averaged
+#           gradients and the updated replicas must be the same bits.
 #   resume  saved on 2 GPUs, resumed on 1 (grad_accum 2), and the reverse:
 #           the resumed steps follow the straight 2-GPU run (first loss
 #           finite, every loss within 2%).
@@ -65,7 +67,8 @@ train() {  # train LOG_NAME ARGS...: hydra-train, output in $work/LOG_NAME.log; 
 
 case $part in
 parity)
-  train two --gpus 2 --set train.steps=50 --set train.checkpoint_every=0 --out "$work/two"
+  HYDRA_CHECK_REPLICAS=1 train two --gpus 2 --set train.steps=50 --set train.checkpoint_every=0 \
+    --out "$work/two"
   train one --set train.device=cuda --set train.grad_accum=2 --set train.steps=50 \
     --set train.checkpoint_every=0 --out "$work/one"
   grep -h "tok/s" "$work/two.log" | tail -1 | sed 's/^/  2 GPUs: /'
