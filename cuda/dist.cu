@@ -232,6 +232,58 @@ extern "C" void hy_dist_allreduce_mean_f32(float *buf, size_t n, void *stream) {
     WAIT(s, "the all-reduce (mean)");
 }
 
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
+#define REDUCE_MEAN ncclAvg
+#else
+#define REDUCE_MEAN ncclSum
+#endif
+
+// NCCL collectives per group call: a group is fused into few launches; a
+// modest cap keeps each within NCCL's per-group limits.
+#define HY_DIST_GROUP 128
+
+// One collective per piece, HY_DIST_GROUP at a time, all on the library's
+// NCCL stream after `stream`'s work; waits for them.
+static void per_piece(float *buf, const hy_dist_piece *p, int n, void *stream, int reduce,
+                      const char *what) {
+    if (alone() || n == 0) return;
+    cudaStream_t s = after(stream);
+    for (int first = 0; first < n; first += HY_DIST_GROUP) {
+        int last = first + HY_DIST_GROUP < n ? first + HY_DIST_GROUP : n;
+        double t0 = now_s();
+        NCCL_CHECK(ncclGroupStart(), what);
+        for (int i = first; i < last; i++) {
+            HY_CHECK(p[i].owner >= 0 && p[i].owner < g_world, "%s: piece %d owned by rank %d of %d",
+                     what, i, p[i].owner, g_world);
+            float *x = buf + p[i].offset;
+            ncclResult_t r = reduce ? ncclReduce(x, x, p[i].numel, ncclFloat32, REDUCE_MEAN,
+                                                 p[i].owner, g_comm, s)
+                                    : ncclBroadcast(x, x, p[i].numel, ncclFloat32, p[i].owner,
+                                                    g_comm, s);
+            if (r != ncclSuccess && r != ncclInProgress)
+                fail_at(__FILE__, __LINE__, "NCCL: %s (piece %d) failed: %s (%s)", what, i,
+                        ncclGetErrorString(r), LAST_ERROR(g_comm));
+        }
+        settle_at(__FILE__, __LINE__, ncclGroupEnd(), what, t0);
+    }
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 10, 0)
+    for (int i = 0; reduce && i < n; i++)  // a sum before ncclAvg existed: the owner divides
+        if (p[i].owner == g_rank) scale_kernel<<<1024, 256, 0, s>>>(buf + p[i].offset, p[i].numel,
+                                                                     1.0f / g_world);
+#endif
+    WAIT(s, what);
+}
+
+extern "C" void hy_dist_reduce_mean_to_owners(float *buf, const hy_dist_piece *p, int n,
+                                              void *stream) {
+    per_piece(buf, p, n, stream, 1, "the reduce of the gradients to their owners");
+}
+
+extern "C" void hy_dist_broadcast_from_owners(float *buf, const hy_dist_piece *p, int n,
+                                              void *stream) {
+    per_piece(buf, p, n, stream, 0, "the broadcast from the owners");
+}
+
 static void allreduce_host(void *x, int n, size_t elem, ncclDataType_t type, const char *what) {
     HY_CHECK(n >= 0 && n <= HY_DIST_MAX_SCALARS, "%s: %d values (at most %d)", what, n,
              HY_DIST_MAX_SCALARS);

@@ -143,7 +143,8 @@ void hy_cuda_head_ce(int rows, int d, int V, const void *h, const void *E,
 // ---------------------------------------------------------------- optimizers
 // One parameter as the GPU optimizer sees it: a range of the flat buffers.
 typedef struct {
-    size_t offset;     // first element in values, grads and m (the table's offset)
+    size_t offset;     // first element in values and grads (the table's offset)
+    size_t m_offset;   // first element in m (exp_avg / momentum buffer)
     size_t v_offset;   // first element in v (exp_avg_sq), AdamW ranges only
     int64_t rows;      // Muon's matrix view: shape[0] ...
     int64_t cols;      // ... and numel / shape[0]; numel = rows * cols
@@ -153,7 +154,7 @@ typedef struct {
 
 // Fill `out` (room for t->n entries) with the table's parameters in table
 // order, routed and laid out exactly as the CPU optimizer (optim.c): m at
-// the table's offsets (t->numel floats), v packed for the AdamW parameters
+// the table's offsets (m_offset = offset; t->numel floats), v packed for the AdamW parameters
 // in 16-float runs. So GPU state copied to the host is the CPU optimizer's
 // state, slot for slot (checkpoints, hy_optim_slots()). Returns t->n and
 // stores the floats v needs in *v_numel.
@@ -161,7 +162,8 @@ int hy_cuda_optim_ranges(const hy_optim_config *c, const hy_param_table *t,
                          hy_cuda_param_range *out, size_t *v_numel);
 
 // The device-side tables of a set of ranges (built once, at set-up: it
-// allocates device memory). Ranges may be any subset (e.g. one rank's shard).
+// allocates device memory). Ranges may be any subset (e.g. one rank's shard,
+// with m and v compacted to that subset through m_offset and v_offset).
 typedef struct hy_cuda_optim_plan hy_cuda_optim_plan;
 hy_cuda_optim_plan *hy_cuda_optim_plan_create(const hy_cuda_param_range *r, int n);
 void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p);
@@ -230,6 +232,10 @@ void hy_cuda_grad_norm(const hy_cuda_optim_plan *p, const float *grads, float *n
 // the device: no host sync.
 void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads, float max_norm,
                             float *norm_dev, void *scratch, size_t scratch_bytes, void *stream);
+// The clipping half alone, by a norm already in norm_dev[0] (data
+// parallel: the norm of all the ranks' shards together).
+void hy_cuda_clip_grads_by(const hy_cuda_optim_plan *p, float *grads, float max_norm,
+                           const float *norm_dev, void *stream);
 
 // ---------------------------------------------------------------- timing
 // Median wall time in milliseconds of `reps` calls of fn(arg), each timed

@@ -1,8 +1,8 @@
 // hy_cuda_dist.h: NCCL collectives for data-parallel training, in plain C.
 //
 // One communicator per process (one process per GPU). Every collective runs
-// on a CUDA stream (NULL: the legacy default stream, the one the trainer
-// uses) and is then waited for by polling the stream and the communicator's
+// after the work queued so far on a CUDA stream (NULL: the default stream of
+// the library's kernels) and is then waited for by polling the stream and the communicator's
 // asynchronous error, never by a blocking call: a rank whose peer has died,
 // hangs or reports an NCCL error stops within HYDRA_NCCL_TIMEOUT seconds
 // (default 300) with one message naming itself ("rank 1 of 4: ..."), aborts
@@ -44,6 +44,19 @@ double hy_dist_timeout_s(void);
 
 // In place, on the device: buf[i] = mean over ranks of buf[i]; waits for it.
 void hy_dist_allreduce_mean_f32(float *buf, size_t n, void *stream);
+// One tensor of a flat buffer and the rank that owns it (ZeRO-1: the rank
+// that keeps its optimizer state and updates it).
+typedef struct {
+    size_t offset, numel;  // floats
+    int owner;
+} hy_dist_piece;
+// Each piece's mean over the ranks, into its owner's buf (ncclReduce with
+// ncclAvg, in groups); the other ranks' copies of it are left as they were.
+// With every piece owned by some rank this moves what a reduce-scatter does.
+void hy_dist_reduce_mean_to_owners(float *buf, const hy_dist_piece *p, int n, void *stream);
+// Each piece from its owner to every rank (ncclBroadcast, in groups): the
+// all-gather of ZeRO-1's updated parameters.
+void hy_dist_broadcast_from_owners(float *buf, const hy_dist_piece *p, int n, void *stream);
 // Host scalars (at most 64): x[i] = sum over ranks of x[i]; blocks until done.
 // For the logged loss, token and accuracy counts, and flags all ranks agree on.
 void hy_dist_allreduce_sum_f64(double *x, int n);

@@ -144,6 +144,8 @@ void hy_cuda_grad_norm(const hy_cuda_optim_plan *p, const float *grads, float *n
                        void *scratch, size_t scratch_bytes, void *stream) { NO_CUDA(); }
 void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads, float max_norm,
                             float *norm_dev, void *scratch, size_t scratch_bytes, void *stream) { NO_CUDA(); }
+void hy_cuda_clip_grads_by(const hy_cuda_optim_plan *p, float *grads, float max_norm,
+                           const float *norm_dev, void *stream) { NO_CUDA(); }
 float hy_cuda_time_ms(hy_cuda_timed_fn fn, void *arg, int warmup, int reps) { NO_CUDA(); return 0; }
 
 // ---------------------------------------------------------------- hy_cuda_swa.h: sliding-window attention

@@ -56,6 +56,7 @@ extern "C" int hy_cuda_optim_ranges(const hy_optim_config *c, const hy_param_tab
         hy_cuda_param_range *r = &out[i];
         memset(r, 0, sizeof *r);
         r->offset = p->offset;
+        r->m_offset = p->offset;
         r->rows = p->ndim >= 1 ? p->shape[0] : 1;  // muon.c's view: (shape[0], numel / shape[0])
         r->cols = r->rows > 0 ? (int64_t)(numel / (size_t)r->rows) : 0;
         r->wd_mult = p->weight_decay;
@@ -69,7 +70,7 @@ extern "C" int hy_cuda_optim_ranges(const hy_optim_config *c, const hy_param_tab
 
 // ---------------------------------------------------------------- plan
 typedef struct {
-    size_t offset, v_offset, numel;
+    size_t offset, m_offset, v_offset, numel;
     float wd_mult;
 } dev_range;
 
@@ -81,7 +82,7 @@ typedef struct {
 // One matrix of a Muon batch: where it lives in the flat buffers and its
 // weight-decay multiplier (the only per-matrix datum besides the offset).
 typedef struct {
-    size_t offset;
+    size_t offset, m_offset;  // in values and grads; in m (the momentum buffer)
     float wd_mult;
 } dev_muon_mat;
 
@@ -181,6 +182,7 @@ static void plan_muon_batches(hy_cuda_optim_plan *p, const hy_cuda_param_range *
             for (; i < n && mb->count < per; i++) {
                 if (gid[i] != g) continue;
                 h[k].offset = r[i].offset;
+                h[k].m_offset = r[i].m_offset;
                 h[k].wd_mult = r[i].wd_mult;
                 k++, mb->count++;
             }
@@ -231,6 +233,7 @@ extern "C" hy_cuda_optim_plan *hy_cuda_optim_plan_create(const hy_cuda_param_ran
         HY_REQUIRE(r[i].rows >= 0 && r[i].cols >= 0, "optim plan: range %d is (%lld, %lld)", i,
                    (long long)r[i].rows, (long long)r[i].cols);
         h[i].offset = r[i].offset;
+        h[i].m_offset = r[i].m_offset;
         h[i].v_offset = r[i].v_offset;
         h[i].numel = (size_t)(r[i].rows * r[i].cols);
         h[i].wd_mult = r[i].wd_mult;
@@ -308,7 +311,7 @@ __global__ void k_adamw(const dev_tile *__restrict__ tiles, const dev_range *__r
     float decay = __fsub_rn(1.0f, __fmul_rn(lr, __fmul_rn(wd, r.wd_mult)));
     float a1 = __fsub_rn(1.0f, b1), a2 = __fsub_rn(1.0f, b2);
     size_t end = t.start + TILE < r.numel ? t.start + TILE : r.numel;
-    float *p = values + r.offset, *mm = m + r.offset, *vv = v + r.v_offset;
+    float *p = values + r.offset, *mm = m + r.m_offset, *vv = v + r.v_offset;
     const float *g = grads + r.offset;
     for (size_t j = t.start + threadIdx.x; j < end; j += blockDim.x) {
         float gj = g[j];
@@ -387,14 +390,19 @@ __global__ void k_clip_tiles(const dev_tile *__restrict__ tiles,
     for (size_t j = t.start + threadIdx.x; j < end; j += blockDim.x) x[j] = __fmul_rn(x[j], scale);
 }
 
-extern "C" void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads,
-                                       float max_norm, float *norm_dev, void *scratch,
-                                       size_t scratch_bytes, void *stream) {
-    hy_cuda_grad_norm(p, grads, norm_dev, scratch, scratch_bytes, stream);
+extern "C" void hy_cuda_clip_grads_by(const hy_cuda_optim_plan *p, float *grads, float max_norm,
+                                      const float *norm_dev, void *stream) {
     if (!(max_norm > 0) || p->n_all_tiles == 0) return;
     k_clip_tiles<<<p->n_all_tiles, THREADS, 0, (cudaStream_t)stream>>>(p->all_tiles, p->ranges,
                                                                         grads, max_norm, norm_dev);
     LAUNCH_CHECK();
+}
+
+extern "C" void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads,
+                                       float max_norm, float *norm_dev, void *scratch,
+                                       size_t scratch_bytes, void *stream) {
+    hy_cuda_grad_norm(p, grads, norm_dev, scratch, scratch_bytes, stream);
+    hy_cuda_clip_grads_by(p, grads, max_norm, norm_dev, stream);
 }
 
 // ---------------------------------------------------------------- Muon
@@ -424,9 +432,8 @@ __global__ void k_muon_momentum(const dev_muon_mat *__restrict__ mats,
                                 const float *__restrict__ grads, float *__restrict__ bufs,
                                 float *__restrict__ X, size_t N, size_t sx, float mu,
                                 int nesterov, double *__restrict__ partial) {
-    size_t off = mats[blockIdx.y].offset;
-    const float *g = grads + off;
-    float *buf = bufs + off, *U = X + blockIdx.y * sx;
+    const float *g = grads + mats[blockIdx.y].offset;
+    float *buf = bufs + mats[blockIdx.y].m_offset, *U = X + blockIdx.y * sx;
     double s = 0.0;
     for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < N;
          j += (size_t)gridDim.x * blockDim.x) {

@@ -964,7 +964,7 @@ HY_TEST(gpu_muon_bench, "gpu") {
         for (int k = 0; k < 5; k++) {
             if (k == 2 && !gdn) continue;
             memset(&r[n], 0, sizeof r[n]);
-            r[n].offset = off, r[n].rows = shapes[k][0], r[n].cols = shapes[k][1];
+            r[n].offset = r[n].m_offset = off, r[n].rows = shapes[k][0], r[n].cols = shapes[k][1];
             r[n].wd_mult = 1.0f, r[n].muon = 1;
             off += (size_t)(r[n].rows * r[n].cols + 15) / 16 * 16;
             n++;

@@ -65,10 +65,10 @@ typedef struct {
     char last_ckpt[1300];
     hy_metrics log;
     // Data parallel (hydra-train --gpus N, srun, mpirun): this process is rank
-    // `rank` of `world` (0 of 1 alone) on GPU `cuda_device`. Parameters and
-    // optimizer state are replicated; gradients are averaged across ranks
-    // before clipping, so every rank takes the same step. Rank 0 alone
-    // prints, writes DIR and samples.
+    // `rank` of `world` (0 of 1 alone) on GPU `cuda_device`. Parameters are
+    // replicated and the optimizer state sharded (ZeRO-1, train_gpu.h): each
+    // gradient is averaged onto the rank that owns it, which updates it and
+    // sends the new values to all. Rank 0 alone prints, writes DIR and samples.
     int rank, world, local_rank;
     int cuda_device;  // the CUDA device this process uses
 } run;
@@ -276,7 +276,7 @@ static void build_gpu(run *r) {
     hy_params_alloc(&r->model.params, &r->params, &r->grads);
     hy_model_init_weights(&r->model, (uint64_t)c->train.seed);
     hy_optim_init(&r->opt, &c->optim, &r->model.params, &r->optim, &r->stage);
-    hy_train_gpu_init(&r->gpu, &r->model, &r->opt);
+    hy_train_gpu_init_dp(&r->gpu, &r->model, &r->opt, r->rank, r->world);
     plan_gpu_accuracy(r);
 }
 
@@ -391,13 +391,11 @@ static float train_step(run *r, int64_t step) {
         else
             for (size_t i = 0; i < params->numel; i++) params->grads[i] *= s;
     }
-    // The flat gradient buffer, averaged over the ranks before clipping: every
-    // rank then clips by the same norm and takes the same optimizer step.
-    // TODO(multi-GPU, next): ZeRO-1 (reduce-scatter the gradients, each rank
-    // updates and keeps optimizer state for its shard only, then all-gather
-    // the parameters); for Muon, each rank orthogonalises the whole matrices
-    // it owns; per-layer reduce-scatter overlapping the backward pass.
-    if (r->world > 1) hy_dist_allreduce_mean_f32(params->grads, params->numel, NULL);
+    // Data parallel: each gradient averaged over the ranks onto the rank that
+    // owns it (ZeRO-1, train_gpu.h); clipping and the update follow there.
+    // TODO(multi-GPU): reduce each layer's gradients as soon as the backward
+    // pass has finished them, overlapping communication with the backward.
+    if (r->world > 1) hy_train_gpu_reduce_grads(&r->gpu);
     return (float)(sum / c->train.grad_accum);
 }
 
@@ -577,20 +575,13 @@ static void check_replicas(run *r) {
              (long long)r->st.step, r->world, n, n ? ", named above" : ": the second moments");
 }
 
-// HYDRA_CHECK_REPLICAS=1 (debugging data parallelism): every step, the
-// averaged gradients and then the updated replicas are compared across the
-// ranks, so the first step and tensor where they part is named.
+// HYDRA_CHECK_REPLICAS=1 (debugging data parallelism): after every step
+// the replicas (weights, and the optimizer state gathered from the owners)
+// are compared across the ranks, so the first step and tensor where they
+// part is named.
 static int replica_debugging(const run *r) {
     const char *e = getenv("HYDRA_CHECK_REPLICAS");
     return r->world > 1 && r->device == HY_CUDA && e && strcmp(e, "1") == 0;
-}
-
-static void check_grads_every_step(run *r) {
-    if (!replica_debugging(r)) return;
-    hy_params_copy_grads(&r->model.params, &r->gpu.model.params);
-    int n = name_differing(r, r->model.params.grads, NULL, "averaged gradients");
-    HY_CHECK(n == 0, "step %lld: the averaged gradients of %d tensors differ across the ranks "
-             "after the all-reduce", (long long)r->st.step + 1, n);
 }
 
 static void check_replicas_every_step(run *r) {
@@ -663,7 +654,6 @@ static int train_loop(run *r, const train_args *a) {
         if (step + 1 == a->nan_at_step) poison(r);
         int stop;
         float loss = agree(r, train_step(r, step), &stop);
-        check_grads_every_step(r);
         float norm = clip(r);
         if (!isfinite(loss) || !isfinite(norm)) stop_on_bad_loss(r, step, loss, norm);
         float mult = hy_lr_mult(&r->sched, step);
@@ -744,8 +734,9 @@ int hy_train_main(int argc, char **argv) {
         hy_launch_joined(&plan, a.nccl_init);
         const hy_train_config *t = &r->cfg.train;
         printf("data parallel: %d ranks (%s), one GPU each; global batch %lld sequences = %d x "
-               "grad_accum %d x %d ranks (%lld tokens per step); parameters and optimizer state "
-               "replicated, gradients averaged (NCCL)\n", r->world, plan.source,
+               "grad_accum %d x %d ranks (%lld tokens per step); parameters replicated, optimizer "
+               "state sharded (ZeRO-1: each tensor's state and update on one rank, Muon on "
+               "whole matrices), gradients averaged onto the owners (NCCL)\n", r->world, plan.source,
                (long long)t->batch_size * t->grad_accum * r->world, t->batch_size, t->grad_accum,
                r->world, (long long)t->batch_size * t->grad_accum * r->world * t->seq_len);
     }

@@ -5,9 +5,11 @@
 #           grad_accum 2 (16 x 2 x 1): the same batches, so the training
 #           losses at steps 10..50 agree within 2%; rank 0 alone writes
 #           metrics.jsonl (one line per step). The 2-GPU run compares the
-#           ranks every step (HYDRA_CHECK_REPLICAS=1): the averaged
-#           gradients and the updated replicas must be the same bits.
-#   resume  saved on 2 GPUs, resumed on 1 (grad_accum 2), and the reverse:
+#           ranks after every step (HYDRA_CHECK_REPLICAS=1): the weights and
+#           the optimizer state gathered from its owners (ZeRO-1) must be the
+#           same bits on both.
+#   resume  saved on 2 GPUs (state gathered from both), resumed on 1
+#           (grad_accum 2), and the reverse (state split between the two):
 #           the resumed steps follow the straight 2-GPU run (first loss
 #           finite, every loss within 2%).
 #   die     --die-at-step 5 makes rank 1 exit with status 3: the job ends
