@@ -129,9 +129,24 @@ hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x) {
     return hy_grad(t, x);
 }
 
+void hy_tape_mark(hy_tape *t, int id) {
+    if (!t || !t->enabled || !t->on_mark) return;
+    HY_REQUIRE(!t->backward_done, "mark: the tape already ran backward; reset it first");
+    HY_CHECK(t->n_nodes < t->cap_nodes, "tape: more than %d ops in one step", t->cap_nodes);
+    hy_node *n = &t->nodes[t->n_nodes++];
+    memset(n, 0, sizeof *n);
+    n->op = "mark";
+    n->is_mark = 1;
+    n->mark_id = id;
+}
+
 static void run_backward(hy_tape *t) {
     for (int i = t->n_nodes - 1; i >= 0; i--) {
         hy_node *n = &t->nodes[i];
+        if (n->is_mark) {
+            if (t->on_mark) t->on_mark(t->mark_ctx, n->mark_id);
+            continue;
+        }
         int any = 0;
         for (int j = 0; j < n->n_out; j++)
             if (hy_grad(t, n->out[j])) any = 1;

@@ -32,6 +32,7 @@ struct hy_node {
     int n_out;
     void *ctx;  // saved context, from the activation arena
     hy_backward_fn backward;
+    int is_mark, mark_id;  // a hy_tape_mark() node: no op, the hook is called
 };
 
 struct hy_tape {
@@ -45,6 +46,9 @@ struct hy_tape {
     hy_arena ctx_host;   // saved contexts (host structs), reset with the tape
     int enabled;         // 0: inference, nothing is recorded
     int backward_done;   // set by backward, cleared by reset
+    // Called by backward at each mark (see hy_tape_mark); NULL: no marks.
+    void (*on_mark)(void *ctx, int id);
+    void *mark_ctx;
 };
 
 void hy_tape_init(hy_tape *t, hy_arena *acts, hy_arena *scratch, int max_nodes, int max_slots);
@@ -59,6 +63,13 @@ void hy_tape_bind_grad(hy_tape *t, hy_tensor *param, hy_tensor *grad);
 // nothing. Integer inputs never get gradients.
 hy_node *hy_tape_record(hy_tape *t, const char *op, hy_backward_fn backward, hy_tensor **in,
                         int n_in, hy_tensor **out, int n_out);
+// A mark in the forward pass (recorded only while a hook is set in
+// t->on_mark): backward calls on_mark(mark_ctx, id) when it reaches it, that
+// is once the backward of every op recorded after the mark has run. The
+// model marks the start of each block, so the hook learns when a block's
+// parameter gradients are final (data parallel: their reduce can start
+// while the backward pass goes on).
+void hy_tape_mark(hy_tape *t, int id);
 // Saved context for a recorded node (zeroed, from the activation arena).
 void *hy_tape_ctx(hy_tape *t, hy_node *node, size_t bytes);
 

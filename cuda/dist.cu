@@ -243,9 +243,9 @@ extern "C" void hy_dist_allreduce_mean_f32(float *buf, size_t n, void *stream) {
 #define HY_DIST_GROUP 128
 
 // One collective per piece, HY_DIST_GROUP at a time, all on the library's
-// NCCL stream after `stream`'s work; waits for them.
+// NCCL stream after `stream`'s work; waits for them when `wait`.
 static void per_piece(float *buf, const hy_dist_piece *p, int n, void *stream, int reduce,
-                      const char *what) {
+                      int wait, const char *what) {
     if (alone() || n == 0) return;
     cudaStream_t s = after(stream);
     for (int first = 0; first < n; first += HY_DIST_GROUP) {
@@ -271,17 +271,27 @@ static void per_piece(float *buf, const hy_dist_piece *p, int n, void *stream, i
         if (p[i].owner == g_rank) scale_kernel<<<1024, 256, 0, s>>>(buf + p[i].offset, p[i].numel,
                                                                      1.0f / g_world);
 #endif
-    WAIT(s, what);
+    if (wait) WAIT(s, what);
 }
 
 extern "C" void hy_dist_reduce_mean_to_owners(float *buf, const hy_dist_piece *p, int n,
                                               void *stream) {
-    per_piece(buf, p, n, stream, 1, "the reduce of the gradients to their owners");
+    per_piece(buf, p, n, stream, 1, 1, "the reduce of the gradients to their owners");
+}
+
+extern "C" void hy_dist_reduce_mean_to_owners_start(float *buf, const hy_dist_piece *p, int n,
+                                                    void *stream) {
+    per_piece(buf, p, n, stream, 1, 0, "the reduce of the gradients to their owners");
+}
+
+extern "C" void hy_dist_wait(void) {
+    if (alone()) return;
+    WAIT(g_stream, "the collectives started so far");
 }
 
 extern "C" void hy_dist_broadcast_from_owners(float *buf, const hy_dist_piece *p, int n,
                                               void *stream) {
-    per_piece(buf, p, n, stream, 0, "the broadcast from the owners");
+    per_piece(buf, p, n, stream, 0, 1, "the broadcast from the owners");
 }
 
 static void allreduce_host(void *x, int n, size_t elem, ncclDataType_t type, const char *what) {

@@ -54,6 +54,12 @@ typedef struct {
 // ncclAvg, in groups); the other ranks' copies of it are left as they were.
 // With every piece owned by some rank this moves what a reduce-scatter does.
 void hy_dist_reduce_mean_to_owners(float *buf, const hy_dist_piece *p, int n, void *stream);
+// The same, queued (after `stream`'s work so far) without waiting: the
+// caller goes on queueing work that must not touch these pieces until
+// hy_dist_wait() has returned.
+void hy_dist_reduce_mean_to_owners_start(float *buf, const hy_dist_piece *p, int n, void *stream);
+// Waits for every collective started so far.
+void hy_dist_wait(void);
 // Each piece from its owner to every rank (ncclBroadcast, in groups): the
 // all-gather of ZeRO-1's updated parameters.
 void hy_dist_broadcast_from_owners(float *buf, const hy_dist_piece *p, int n, void *stream);

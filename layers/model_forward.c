@@ -268,6 +268,7 @@ static hy_tensor *model_hidden(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decod
     hy_tensor *x = hy_embedding(t, P(m, m->embed), ids, pad);  // (B, T, d)
     for (int i = 0; i < c->n_layers; i++) {
         const hy_layer_params *L = &m->layer[i];
+        hy_tape_mark(t, i);  // block i's parameter gradients are final when backward gets here
         hy_tensor *h = hy_rmsnorm(t, x, P(m, L->norm1), eps);
         hy_tensor *y = (L->kind == HY_LAYER_GDN)
                            ? gdn_mixer(m, t, i, h, ds ? &ds->layer[i] : NULL, step)

@@ -116,6 +116,53 @@ HY_TEST(tape_reused_input_sums_gradients, "cpu") {
     env_free(&e);
 }
 
+// Marks: backward calls the hook at each mark once every op recorded after
+// it has run (so the gradients of the parameters used only after it are
+// final), in reverse order; without a hook nothing is recorded.
+typedef struct {
+    int ids[4], n;
+    float ga[4], gw[4];
+    const hy_tensor *ga_t, *gw_t;
+} mark_log;
+
+static void log_mark(void *ctx, int id) {
+    mark_log *l = (mark_log *)ctx;
+    l->ids[l->n] = id;
+    l->ga[l->n] = hy_f32(l->ga_t)[0];
+    l->gw[l->n] = hy_f32(l->gw_t)[0];
+    l->n++;
+}
+
+HY_TEST(tape_marks_follow_their_block, "cpu") {
+    env e;
+    env_init(&e);
+    hy_tensor *a = hy_new2(&e.params, HY_F32, 1, 4, "a"), *w = hy_new2(&e.params, HY_F32, 1, 4, "w");
+    hy_tensor *ga = hy_zeros_like(&e.grads, a, "grad a"), *gw = hy_zeros_like(&e.grads, w, "grad w");
+    for (int i = 0; i < 4; i++) hy_f32(a)[i] = 1.0f + i, hy_f32(w)[i] = 0.5f;
+    hy_tape_bind_grad(&e.tape, a, ga);
+    hy_tape_bind_grad(&e.tape, w, gw);
+    // No hook: marks are not recorded.
+    int before = e.tape.n_nodes;
+    hy_tape_mark(&e.tape, 0);
+    HY_ASSERT(e.tape.n_nodes == before, "a mark without a hook was recorded");
+    mark_log l = {{0}, 0, {0}, {0}, ga, gw};
+    e.tape.on_mark = log_mark;
+    e.tape.mark_ctx = &l;
+    // Block 0 uses a; block 1 uses w: loss = mean((a * a) * w).
+    hy_tape_mark(&e.tape, 0);
+    hy_tensor *h = hy_mul(&e.tape, a, a);
+    hy_tape_mark(&e.tape, 1);
+    hy_tensor *loss = hy_mean(&e.tape, hy_mul(&e.tape, h, w));
+    hy_tape_backward(&e.tape, loss);
+    HY_ASSERT(l.n == 2 && l.ids[0] == 1 && l.ids[1] == 0, "marks called %d times (%d, %d), "
+              "expected 1 then 0", l.n, l.ids[0], l.ids[1]);
+    // At mark 1: d/dw = a^2 / 4 final, nothing yet for a; at mark 0: d/da = 2 a w / 4.
+    HY_ASSERT_CLOSE(l.gw[0], 1.0f / 4, 1e-7, "w's gradient at mark 1");
+    HY_ASSERT(l.ga[0] == 0.0f, "a's gradient at mark 1 is %g, expected 0 (not reached yet)", l.ga[0]);
+    HY_ASSERT_CLOSE(l.ga[1], 2 * 1.0f * 0.5f / 4, 1e-7, "a's gradient at mark 0");
+    env_free(&e);
+}
+
 HY_TEST(tape_view_gradients_reach_owner, "cpu") {
     env e;
     env_init(&e);

@@ -34,6 +34,7 @@ typedef struct {
     int sample_every;      // steps between samples (byte-level models); 0 = never
     int sample_tokens;     // length of a sample
     float grad_clip;       // global norm; 0 = off
+    int overlap_reduce;    // data parallel: reduce gradients block by block during backward
 } hy_train_config;
 
 typedef struct {

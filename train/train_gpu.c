@@ -107,6 +107,28 @@ static int plan_shards(hy_train_gpu *g, const hy_cuda_param_range *full, int n,
     return n_own;
 }
 
+// The overlap's buckets: parameters "blocks.<b>.*" by block, the others last.
+static void plan_buckets(hy_train_gpu *g) {
+    const hy_param_table *t = &g->model.params;
+    int nb = g->model.cfg.n_layers, n = t->n;
+    int *which = (int *)hy_xmalloc((size_t)(n ? n : 1) * sizeof(int));
+    g->n_blocks = nb;
+    g->b_start = (int *)hy_xcalloc((size_t)nb + 2, sizeof(int));
+    g->started = (unsigned char *)hy_xcalloc((size_t)nb + 1, 1);
+    g->bucket = (hy_dist_piece *)hy_xmalloc((size_t)(n ? n : 1) * sizeof(hy_dist_piece));
+    for (int i = 0; i < n; i++) {
+        int b;
+        which[i] = sscanf(t->p[i].name, "blocks.%d.", &b) == 1 && b >= 0 && b < nb ? b : nb;
+        g->b_start[which[i] + 1]++;
+    }
+    for (int b = 0; b <= nb; b++) g->b_start[b + 1] += g->b_start[b];
+    int *fill = (int *)hy_xmalloc(((size_t)nb + 1) * sizeof(int));
+    for (int b = 0; b <= nb; b++) fill[b] = g->b_start[b];
+    for (int i = 0; i < n; i++) g->bucket[fill[which[i]]++] = g->pieces[i];
+    free(fill);
+    free(which);
+}
+
 void hy_train_gpu_init_dp(hy_train_gpu *g, const hy_model *host, const hy_optimizer *opt,
                           int rank, int world) {
     memset(g, 0, sizeof *g);
@@ -130,6 +152,7 @@ void hy_train_gpu_init_dp(hy_train_gpu *g, const hy_model *host, const hy_optimi
              "(%zu + %zu)", t->numel, v_full, opt->table->numel, opt->v_numel);
     g->m_numel = t->numel, g->v_numel = v_full;
     int n_own = plan_shards(g, full, t->n, own);
+    plan_buckets(g);
     g->plan = hy_cuda_optim_plan_create(own, n_own);
     free(full);
     free(own);
@@ -156,6 +179,9 @@ void hy_train_gpu_free(hy_train_gpu *g) {
     free(g->v_param);
     free(g->m_at);
     free(g->v_at);
+    free(g->bucket);
+    free(g->b_start);
+    free(g->started);
     memset(g, 0, sizeof *g);
 }
 
@@ -165,10 +191,39 @@ void hy_train_gpu_report(const hy_train_gpu *g, FILE *f) {
 }
 
 // ---------------------------------------------------------------- one step
+static void start_bucket(hy_train_gpu *g, int b) {
+    if (g->started[b]) return;
+    g->started[b] = 1;
+    int first = g->b_start[b], n = g->b_start[b + 1] - first;
+    hy_dist_reduce_mean_to_owners_start(g->model.params.grads, g->bucket + first, n, NULL);
+}
+
+// The tape's mark hook: block `id`'s gradients are final.
+static void on_mark(void *ctx, int id) {
+    hy_train_gpu *g = (hy_train_gpu *)ctx;
+    if (g->armed && id >= 0 && id < g->n_blocks) start_bucket(g, id);
+}
+
+void hy_train_gpu_attach(hy_train_gpu *g, hy_tape *t) {
+    if (g->world == 1) return;
+    t->on_mark = on_mark;
+    t->mark_ctx = g;
+}
+
+void hy_train_gpu_arm(hy_train_gpu *g, int armed) { g->armed = armed; }
+
 void hy_train_gpu_reduce_grads(hy_train_gpu *g) {
     if (g->world == 1) return;
-    hy_param_table *t = &g->model.params;
-    hy_dist_reduce_mean_to_owners(t->grads, g->pieces, t->n, NULL);
+    int any = 0;
+    for (int b = 0; b <= g->n_blocks; b++) any |= g->started[b];
+    if (any) {  // the backward pass started some: the rest, then wait for all
+        for (int b = 0; b <= g->n_blocks; b++) start_bucket(g, b);
+        hy_dist_wait();
+    } else {  // no overlap: every piece in as few groups as possible
+        hy_dist_reduce_mean_to_owners(g->model.params.grads, g->pieces, g->model.params.n, NULL);
+    }
+    memset(g->started, 0, (size_t)g->n_blocks + 1);
+    g->armed = 0;
 }
 
 float hy_train_gpu_clip(hy_train_gpu *g, float max_norm) {

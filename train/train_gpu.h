@@ -54,6 +54,14 @@ typedef struct {
     int *v_param;                       // (n_v) the parameter of each v piece
     int n_v;
     size_t *m_at, *v_at;                // (n) offsets in this rank's m, v (SIZE_MAX: not here)
+    // Overlap: block b's parameters are bucket[b_start[b] .. b_start[b + 1])
+    // and the others (embedding, final norm) bucket n_blocks; a bucket's
+    // reduce starts when the backward pass reaches block b's mark.
+    hy_dist_piece *bucket;
+    int *b_start;                       // (n_blocks + 2)
+    int n_blocks;
+    unsigned char *started;             // (n_blocks + 1) this step's reduce is queued
+    int armed;                          // marks start reduces (the step's last backward)
     void *scratch;                      // Newton-Schulz buffers and norm partials
     size_t scratch_bytes;
     float *norm;                        // (1) the gradient norm before clipping
@@ -71,8 +79,14 @@ void hy_train_gpu_free(hy_train_gpu *g);
 void hy_train_gpu_report(const hy_train_gpu *g, FILE *f);
 
 // Data parallel: each gradient's mean over the ranks, on its owner (the
-// other ranks' copies are left stale). Nothing with one rank.
+// other ranks' copies are left stale); waits for it. Nothing with one rank.
+// Overlap with the backward pass: hy_train_gpu_attach() sets the tape's mark
+// hook, and while armed (during the backward of the step's last
+// micro-batch) each block's reduce starts as soon as its gradients are
+// final; this call then starts the rest and waits for all.
 void hy_train_gpu_reduce_grads(hy_train_gpu *g);
+void hy_train_gpu_attach(hy_train_gpu *g, hy_tape *t);
+void hy_train_gpu_arm(hy_train_gpu *g, int armed);
 // hy_clip_grad_norm() on the device: returns the norm before clipping (of
 // the whole model's averaged gradient, whichever rank owns what).
 float hy_train_gpu_clip(hy_train_gpu *g, float max_norm);

@@ -303,6 +303,8 @@ static void build(run *r) {
     }
     hy_tape_init(&r->tape, &r->acts, &r->scratch, 1 << 14, 1 << 15);
     hy_params_bind(&net(r)->params, &r->tape);
+    // Data parallel, train.overlap_reduce: block reduces start during backward.
+    if (r->device == HY_CUDA && c->train.overlap_reduce) hy_train_gpu_attach(&r->gpu, &r->tape);
     r->sched = hy_run_config_schedule(c);
     size_t n = (size_t)c->train.batch_size * c->train.seq_len;
     r->in = (int32_t *)hy_xmalloc(n * sizeof(int32_t));
@@ -374,6 +376,9 @@ static float train_step(run *r, int64_t step) {
     hy_params_zero_grads(params);
     double sum = 0;
     for (int micro = 0; micro < c->train.grad_accum; micro++) {
+        // Data parallel: the last backward starts each block's reduce as
+        // soon as that block's gradients are final.
+        if (r->world > 1) hy_train_gpu_arm(&r->gpu, micro == c->train.grad_accum - 1);
         hy_batcher_train(&r->data, step, r->rank * c->train.grad_accum + micro, r->in, r->tgt);
         hy_tape_reset(&r->tape);
         hy_tensor *ids = batch_tensor(r, r->in, "ids");
@@ -383,6 +388,10 @@ static float train_step(run *r, int64_t step) {
         hy_tape_backward(&r->tape, loss);
         sum += scalar(loss);
     }
+    // Data parallel: each gradient averaged over the ranks onto the rank that
+    // owns it (ZeRO-1, train_gpu.h), the blocks' reduces already under way;
+    // clipping and the update follow there.
+    if (r->world > 1) hy_train_gpu_reduce_grads(&r->gpu);
     if (c->train.grad_accum > 1) {
         // Each micro-batch's loss is a mean; the step's gradient is their mean.
         float s = 1.0f / c->train.grad_accum;
@@ -391,11 +400,6 @@ static float train_step(run *r, int64_t step) {
         else
             for (size_t i = 0; i < params->numel; i++) params->grads[i] *= s;
     }
-    // Data parallel: each gradient averaged over the ranks onto the rank that
-    // owns it (ZeRO-1, train_gpu.h); clipping and the update follow there.
-    // TODO(multi-GPU): reduce each layer's gradients as soon as the backward
-    // pass has finished them, overlapping communication with the backward.
-    if (r->world > 1) hy_train_gpu_reduce_grads(&r->gpu);
     return (float)(sum / c->train.grad_accum);
 }
 

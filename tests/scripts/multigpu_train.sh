@@ -7,7 +7,8 @@
 #           metrics.jsonl (one line per step). The 2-GPU run compares the
 #           ranks after every step (HYDRA_CHECK_REPLICAS=1): the weights and
 #           the optimizer state gathered from its owners (ZeRO-1) must be the
-#           same bits on both.
+#           same bits on both. The same with train.overlap_reduce (each
+#           block's reduce started during the backward pass).
 #   resume  saved on 2 GPUs (state gathered from both), resumed on 1
 #           (grad_accum 2), and the reverse (state split between the two):
 #           the resumed steps follow the straight 2-GPU run (first loss
@@ -71,11 +72,14 @@ case $part in
 parity)
   HYDRA_CHECK_REPLICAS=1 train two --gpus 2 --set train.steps=50 --set train.checkpoint_every=0 \
     --out "$work/two"
+  HYDRA_CHECK_REPLICAS=1 train overlap --gpus 2 --set train.steps=50 --set train.checkpoint_every=0 \
+    --set train.overlap_reduce=true --out "$work/overlap"
   train one --set train.device=cuda --set train.grad_accum=2 --set train.steps=50 \
     --set train.checkpoint_every=0 --out "$work/one"
   grep -h "tok/s" "$work/two.log" | tail -1 | sed 's/^/  2 GPUs: /'
   grep -h "tok/s" "$work/one.log" | tail -1 | sed 's/^/  1 GPU:  /'
   compare "2 GPUs" "$work/two" "1 GPU x accum 2" "$work/one" 10 20 30 40 50
+  compare "2 GPUs, overlap_reduce" "$work/overlap" "1 GPU x accum 2" "$work/one" 10 20 30 40 50
   lines=$(grep -c '"loss"' "$work/two/metrics.jsonl")
   echo "metrics.jsonl of the 2-GPU run: $lines step lines (expected 50: rank 0 alone writes)"
   [ "$lines" = 50 ] || fail=1
