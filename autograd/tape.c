@@ -112,7 +112,11 @@ hy_tensor *hy_grad(hy_tape *t, const hy_tensor *x) {
     return v;
 }
 
-hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x) {
+// x's gradient buffer, made on first use: zeroed, unless `fresh` is given
+// and x is its own owner (not a view), in which case *fresh = 1 tells the
+// caller to write every element instead of accumulating.
+static hy_tensor *grad_buffer(hy_tape *t, hy_tensor *x, int *fresh) {
+    if (fresh) *fresh = 0;
     if (!x || x->dtype == HY_I32 || !x->requires_grad) return NULL;
     hy_tensor *owner = owner_of(x);
     int s = live_slot(t, owner);
@@ -120,13 +124,37 @@ hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x) {
     if (!t->grads[s]) {
         // Gradients are f32 whatever the owner's storage type.
         hy_tensor *g = hy_tensor_new(t->scratch, HY_F32, owner->ndim, owner->shape, owner->name);
-        if (g->device == HY_CUDA)
+        if (fresh && owner == x)
+            *fresh = 1;
+        else if (g->device == HY_CUDA)
             hy_cuda_memset(g->data, 0, hy_nbytes(g));
         else
             memset(g->data, 0, hy_nbytes(g));
         t->grads[s] = g;
     }
     return hy_grad(t, x);
+}
+
+hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x) { return grad_buffer(t, x, NULL); }
+
+hy_tensor *hy_grad_out(hy_tape *t, hy_tensor *x, int *fresh) { return grad_buffer(t, x, fresh); }
+
+int hy_grad_adopt(hy_tape *t, hy_tensor *x, hy_tensor *g) {
+    if (!x || x->dtype == HY_I32 || !x->requires_grad || x->base) return 0;
+    if (g->dtype != HY_F32 || g->device != x->device || hy_numel(g) != hy_numel(x)) return 0;
+    int s = live_slot(t, x);
+    if (s >= 0 && t->grads[s]) return 0;  // x has a gradient already: accumulate instead
+    if (s < 0) s = new_slot(t, x);
+    hy_tensor *v = hy_arena_meta(t->scratch);  // g's memory under x's shape and name
+    *v = *g;
+    v->ndim = x->ndim;
+    memcpy(v->shape, x->shape, sizeof v->shape);
+    v->base = NULL;
+    v->slot = -1;
+    v->requires_grad = 0;
+    snprintf(v->name, sizeof v->name, "%s", x->name);
+    t->grads[s] = v;
+    return 1;
 }
 
 void hy_tape_mark(hy_tape *t, int id) {

@@ -82,6 +82,17 @@ hy_tensor *hy_grad(hy_tape *t, const hy_tensor *x);
 // In backward: the buffer to accumulate x's gradient into (zeroed on first
 // use), or NULL when x needs no gradient.
 hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x);
+// The same, but when the buffer is new and x is not a view it is left
+// unzeroed and *fresh is set to 1: the caller must then write every element
+// (an overwrite instead of zero-then-accumulate; a GEMM's beta 0). *fresh is
+// 0 when the caller must accumulate as with hy_grad_acc.
+hy_tensor *hy_grad_out(hy_tape *t, hy_tensor *x, int *fresh);
+// When x (not a view) has no gradient yet, make `g` its gradient, without a
+// copy, and return 1; else return 0 (the caller accumulates). `g` must be
+// an f32 buffer of x's size that nothing else will write: typically the
+// gradient of an op's output, which the op's backward is the last to read
+// (the sum's backward: dy passes unchanged to an input).
+int hy_grad_adopt(hy_tape *t, hy_tensor *x, hy_tensor *g);
 
 // Backpropagate from a scalar loss (d loss / d loss = 1).
 void hy_tape_backward(hy_tape *t, hy_tensor *loss);

@@ -123,7 +123,7 @@ static void lin_fwd(void *p) {
 
 static void lin_bwd(void *p) {
     lin_arg *a = (lin_arg *)p;
-    hy_cuda_linear_bwd(a->rows, a->in, a->out, a->dy, a->x, a->w, a->dx, a->dw, a->db, a->scratch,
+    hy_cuda_linear_bwd(a->rows, a->in, a->out, a->dy, a->x, a->w, a->dx, 0, a->dw, a->db, a->scratch,
                        a->sb, NULL);
 }
 

@@ -262,8 +262,8 @@ __global__ void k_db_final(const float *__restrict__ partial, float *__restrict_
 }
 
 extern "C" void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, const void *x,
-                                   const void *w, float *dx, float *dw, float *db, void *scratch,
-                                   size_t scratch_bytes, void *stream) {
+                                   const void *w, float *dx, int dx_overwrite, float *dw,
+                                   float *db, void *scratch, size_t scratch_bytes, void *stream) {
     HY_REQUIRE(rows >= 0 && in > 0 && out > 0, "linear_bwd: bad sizes rows %d in %d out %d",
                rows, in, out);
     if (rows == 0 || (!dx && !dw && !db)) return;
@@ -280,8 +280,10 @@ extern "C" void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, c
         k_f32_to_bf16<<<grid_for(n, 256), 256, 0, s>>>(dy, dyb, n);
         LAUNCH_CHECK();
     }
-    // dx (rows, in) += dy (rows, out) . W (out, in)
-    if (dx) hy_cuda_gemm(0, 0, rows, in, out, 1.0f, dyb, out, w, in, 1.0f, dx, 1, in, stream);
+    // dx (rows, in) += dy (rows, out) . W (out, in); beta 0: dx is not read
+    if (dx)
+        hy_cuda_gemm(0, 0, rows, in, out, 1.0f, dyb, out, w, in, dx_overwrite ? 0.0f : 1.0f, dx, 1,
+                     in, stream);
     // dW (out, in) += dy^T (out, rows) . x (rows, in); dy stored (rows, out)
     if (dw) hy_cuda_gemm(1, 0, out, in, rows, 1.0f, dyb, out, x, in, 1.0f, dw, 1, in, stream);
     if (db) {

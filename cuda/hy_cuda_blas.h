@@ -102,14 +102,15 @@ void hy_cuda_linear_fwd(int rows, int in, int out, const void *x, const void *w,
 // Scratch bytes hy_cuda_linear_bwd() needs (dy in bf16 plus the bias
 // gradient's partial sums).
 size_t hy_cuda_linear_bwd_scratch_bytes(int rows, int in, int out);
-// dx (rows, in) fp32 += dy . W; dW (out, in) fp32 += dy^T . x;
-// db (out) fp32 += sum over rows of dy. dy (rows, out) is fp32: it is
-// rounded to bf16 in `scratch` for the two GEMMs (bf16 A/B, fp32 C, beta 1);
-// db sums the fp32 dy in a fixed order (deterministic). dx, dw or db may be
-// NULL (no gradient wanted).
+// dx (rows, in) fp32 += dy . W (dx_overwrite: dx = dy . W, its old
+// contents ignored); dW (out, in) fp32 += dy^T . x; db (out) fp32 += sum
+// over rows of dy. dy (rows, out) is fp32: it is rounded to bf16 in
+// `scratch` for the two GEMMs (bf16 A/B, fp32 C, beta 1 or 0); db sums the
+// fp32 dy in a fixed order (deterministic). dx, dw or db may be NULL (no
+// gradient wanted).
 void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, const void *x,
-                        const void *w, float *dx, float *dw, float *db, void *scratch,
-                        size_t scratch_bytes, void *stream);
+                        const void *w, float *dx, int dx_overwrite, float *dw, float *db,
+                        void *scratch, size_t scratch_bytes, void *stream);
 
 // ---------------------------------------------------------------- LM head + cross-entropy
 // Scratch bytes hy_cuda_head_ce() needs to process `chunk_rows` rows of

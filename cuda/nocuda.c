@@ -117,8 +117,8 @@ void hy_cuda_linear_fwd(int rows, int in, int out, const void *x, const void *w,
                         const float *bias, void *y, void *stream) { NO_CUDA(); }
 size_t hy_cuda_linear_bwd_scratch_bytes(int rows, int in, int out) { NO_CUDA(); return 0; }
 void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, const void *x,
-                        const void *w, float *dx, float *dw, float *db, void *scratch,
-                        size_t scratch_bytes, void *stream) { NO_CUDA(); }
+                        const void *w, float *dx, int dx_overwrite, float *dw, float *db,
+                        void *scratch, size_t scratch_bytes, void *stream) { NO_CUDA(); }
 size_t hy_cuda_head_ce_scratch_bytes(int rows, int V, int chunk_rows) { NO_CUDA(); return 0; }
 int hy_cuda_head_ce_chunk_rows(int rows, int V, size_t scratch_bytes) { NO_CUDA(); return 0; }
 void hy_cuda_head_ce(int rows, int d, int V, const void *h, const void *E,

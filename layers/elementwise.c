@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda.h"
 #include "../cuda/hy_cuda_glue.h"
 #include "../cuda/hy_cuda_ops.h"
 #include "ops.h"
@@ -39,17 +40,32 @@ static void add_backward(hy_tape *t, hy_node *n) {
     }
 }
 
-// GPU: dy (n) f32; da, db (n) f32 += dy.
+// GPU: dy (n) f32; da, db (n) f32 += dy. The add is the last reader of dy,
+// so an input without a gradient yet takes dy itself as its gradient (no
+// memory traffic: the residual stream's add passes its gradient through),
+// and the other input gets a copy when its gradient is new, else
+// accumulates: 2 passes over n floats instead of ~7 (two zeroings, two
+// read-modify-writes and the read of dy).
 static void add_backward_cuda(hy_tape *t, hy_node *n) {
-    const float *dy = hy_f32(hy_grad(t, n->out[0]));
+    hy_tensor *dyt = hy_grad(t, n->out[0]), *a = n->in[0], *b = n->in[1];
+    const float *dy = hy_f32(dyt);
     size_t len = (size_t)hy_numel(n->out[0]);
-    hy_tensor *ga = hy_grad_acc(t, n->in[0]), *gb = hy_grad_acc(t, n->in[1]);
-    float *da = ga ? hy_f32(ga) : NULL, *db = gb ? hy_f32(gb) : NULL;
-    if (da && db && same_owner(n->in[0], n->in[1])) {
-        hy_cuda_add_bwd(len, dy, da, NULL, NULL);
-        hy_cuda_add_bwd(len, dy, NULL, db, NULL);
-    } else {
-        hy_cuda_add_bwd(len, dy, da, db, NULL);
+    if (same_owner(a, b)) {  // x + x, or two views of one tensor
+        hy_tensor *ga = hy_grad_acc(t, a), *gb = hy_grad_acc(t, b);
+        if (ga) hy_cuda_add_bwd(len, dy, hy_f32(ga), NULL, NULL);
+        if (gb) hy_cuda_add_bwd(len, dy, NULL, hy_f32(gb), NULL);
+        return;
+    }
+    int took = hy_grad_adopt(t, a, dyt) ? 0 : hy_grad_adopt(t, b, dyt) ? 1 : -1;
+    for (int k = 0; k < 2; k++) {
+        if (k == took) continue;
+        int fresh;
+        hy_tensor *g = hy_grad_out(t, n->in[k], &fresh);
+        if (!g) continue;
+        if (fresh)
+            hy_cuda_memcpy_d2d(g->data, dy, len * sizeof(float));
+        else
+            hy_cuda_add_bwd(len, dy, k == 0 ? hy_f32(g) : NULL, k == 1 ? hy_f32(g) : NULL, NULL);
     }
 }
 

@@ -38,11 +38,14 @@ static void linear_backward_cuda(hy_tape *t, hy_node *n) {
     hy_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
     linear_ctx *c = (linear_ctx *)n->ctx;
     const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (rows, out) f32
-    hy_tensor *dx = hy_grad_acc(t, x), *dw = hy_grad_acc(t, w), *db = b ? hy_grad_acc(t, b) : NULL;
+    // A new dx is written by the GEMM (beta 0) instead of zeroed and added to.
+    int fresh;
+    hy_tensor *dx = hy_grad_out(t, x, &fresh), *dw = hy_grad_acc(t, w);
+    hy_tensor *db = b ? hy_grad_acc(t, b) : NULL;
     int M = (int)c->rows, K = (int)c->in, N = (int)c->out;
     size_t bytes = hy_cuda_linear_bwd_scratch_bytes(M, K, N);
     void *scratch = hy_arena_alloc(t->scratch, bytes);
-    hy_cuda_linear_bwd(M, K, N, dy, x->data, w->half, dx ? hy_f32(dx) : NULL,
+    hy_cuda_linear_bwd(M, K, N, dy, x->data, w->half, dx ? hy_f32(dx) : NULL, fresh,
                        dw ? hy_f32(dw) : NULL, db ? hy_f32(db) : NULL, scratch, bytes, NULL);
 }
 

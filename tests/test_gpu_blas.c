@@ -129,6 +129,8 @@ static hy_tensor *leaf(cpu_env *e, int ndim, const int64_t *shape, const float *
 }
 
 // ---------------------------------------------------------------- linear
+// drop_dx: 0 dx accumulated, 1 dx NULL, 2 dx overwritten (its old
+// contents NaN: they must not be read).
 static void linear_case(int rows, int in, int out, int with_bias, int drop_dx) {
     hy_rng r;
     hy_rng_seed(&r, 100 + with_bias);
@@ -151,6 +153,11 @@ static void linear_case(int rows, int in, int out, int with_bias, int drop_dx) {
 
     // GPU: gradients start from random values (accumulation is checked).
     float *dx0 = randn(&r, nx, 1.0f), *dw0 = randn(&r, nw, 1.0f), *db0 = randn(&r, out, 1.0f);
+    int overwrite = drop_dx == 2;
+    if (overwrite) {
+        drop_dx = 0;
+        for (size_t i = 0; i < nx; i++) dx0[i] = NAN;
+    }
     void *d_x = dev_upload(xb, nx * 2), *d_w = dev_upload(wb, nw * 2);
     float *d_b = (float *)dev_upload(b, out * 4), *d_dy = (float *)dev_upload(dy, ny * 4);
     void *d_y = dev_poisoned(ny * 2);
@@ -160,17 +167,23 @@ static void linear_case(int rows, int in, int out, int with_bias, int drop_dx) {
     void *d_s = dev_poisoned(sb);
 
     hy_cuda_linear_fwd(rows, in, out, d_x, d_w, with_bias ? d_b : NULL, d_y, NULL);
-    hy_cuda_linear_bwd(rows, in, out, d_dy, d_x, d_w, drop_dx ? NULL : d_dx, d_dw,
+    hy_cuda_linear_bwd(rows, in, out, d_dy, d_x, d_w, drop_dx ? NULL : d_dx, overwrite, d_dw,
                        with_bias ? d_db : NULL, d_s, sb, NULL);
     float *y = dev_download_bf16(d_y, ny), *gdx = dev_download_f32(d_dx, nx),
           *gdw = dev_download_f32(d_dw, nw), *gdb = dev_download_f32(d_db, out);
 
     double ey = hy_max_rel_err_f(y, hy_f32(ty), (long)ny);
-    double edx = drop_dx ? 0.0 : acc_err(gdx, dx0, hy_f32(gx), nx);
+    double edx = drop_dx     ? 0.0
+                 : overwrite ? hy_max_rel_err_f(gdx, hy_f32(gx), (long)nx)
+                             : acc_err(gdx, dx0, hy_f32(gx), nx);
     double edw = acc_err(gdw, dw0, hy_f32(gw), nw);
     double edb = with_bias ? acc_err(gdb, db0, hy_f32(gb), out) : 0.0;
     printf("  linear rows %d in %d out %d bias %d%s: y %.2e  dx %.2e  dw %.2e  db %.2e\n", rows,
-           in, out, with_bias, drop_dx ? " (dx NULL)" : "", ey, edx, edw, edb);
+           in, out, with_bias, drop_dx ? " (dx NULL)" : overwrite ? " (dx overwritten)" : "", ey,
+           edx, edw, edb);
+    if (overwrite)
+        HY_ASSERT(count_nonfinite(gdx, nx) == 0, "linear: dx overwrite left %d NaN(s) (old contents "
+                  "read, or elements not written)", count_nonfinite(gdx, nx));
     HY_ASSERT(count_nonfinite(y, ny) == 0, "linear: %d output(s) not written (NaN poison left)",
               count_nonfinite(y, ny));
     HY_ASSERT(ey <= 1e-2, "linear forward relative error %.3e > 1e-2", ey);
@@ -196,6 +209,7 @@ HY_TEST(gpu_linear_vs_cpu, "gpu") {
     linear_case(37, 101, 53, 1, 0);
     linear_case(37, 101, 53, 0, 0);
     linear_case(37, 101, 53, 1, 1);
+    linear_case(37, 101, 53, 1, 2);
 }
 
 // ---------------------------------------------------------------- head + cross-entropy

@@ -163,6 +163,54 @@ HY_TEST(tape_marks_follow_their_block, "cpu") {
     env_free(&e);
 }
 
+// hy_grad_out: a new gradient of a whole tensor is left for the caller to
+// overwrite (fresh); of a view, or an existing one, it is zeroed or kept
+// (accumulate). hy_grad_adopt: a tensor without a gradient takes the given
+// buffer itself; one that has a gradient, or a view, does not.
+static void adopt_backward(hy_tape *t, hy_node *n) {
+    hy_tensor *dy = hy_grad(t, n->out[0]);
+    int *got = (int *)n->ctx;
+    got[0] = hy_grad_adopt(t, n->in[0], dy);  // new: adopted
+    got[1] = hy_grad_adopt(t, n->in[0], dy);  // has one now: refused
+    int fresh = -1;
+    hy_tensor *gb = hy_grad_out(t, n->in[1], &fresh);
+    got[2] = fresh;
+    got[3] = hy_grad(t, n->in[0])->data == dy->data;
+    float *d = hy_f32(gb);
+    for (int64_t i = 0; i < hy_numel(gb); i++) d[i] = 2.0f;  // overwrite: every element
+    hy_grad_out(t, n->in[1], &fresh);
+    got[4] = fresh;  // second call: 0, accumulate
+}
+
+HY_TEST(tape_grad_out_and_adopt, "cpu") {
+    env e;
+    env_init(&e);
+    hy_tensor *p = hy_new2(&e.params, HY_F32, 2, 3, "p");
+    hy_tensor *gp = hy_zeros_like(&e.grads, p, "grad p");
+    hy_tape_bind_grad(&e.tape, p, gp);
+    hy_tensor *a = hy_mul(&e.tape, p, p), *b = hy_mul(&e.tape, p, p);  // two activations
+    hy_tensor *y = hy_tape_new(&e.tape, HY_F32, 2, a->shape, "y");
+    hy_tensor *ins[2] = {a, b};
+    hy_node *n = hy_tape_record(&e.tape, "adopt", adopt_backward, ins, 2, &y, 1);
+    HY_ASSERT(n, "the node was not recorded");
+    int *got = (int *)hy_tape_ctx(&e.tape, n, 5 * sizeof(int));
+    float seed[6] = {1, 1, 1, 1, 1, 1};
+    hy_tape_backward_seed(&e.tape, y, seed);
+    HY_ASSERT(got[0] == 1 && got[1] == 0, "adopt: first %d (want 1), second %d (want 0)", got[0], got[1]);
+    HY_ASSERT(got[3] == 1, "the adopted gradient is not the given buffer");
+    HY_ASSERT(got[2] == 1 && got[4] == 0, "grad_out: fresh %d then %d (want 1 then 0)", got[2], got[4]);
+    // The views of a tensor are never fresh nor adopted: their owner's
+    // gradient covers more than the view.
+    hy_tape_reset(&e.tape);
+    hy_tensor *w = hy_mul(&e.tape, p, p);
+    hy_tensor *row = hy_view_rows(&e.acts, w, 0, 1);
+    int fresh = -1;
+    hy_tensor *g = hy_grad_out(&e.tape, row, &fresh);
+    HY_ASSERT(g && fresh == 0, "a view's new gradient: fresh %d (want 0, zeroed)", fresh);
+    for (int i = 0; i < 6; i++) HY_ASSERT(hy_f32(hy_grad(&e.tape, w))[i] == 0.0f, "not zeroed");
+    env_free(&e);
+}
+
 HY_TEST(tape_view_gradients_reach_owner, "cpu") {
     env e;
     env_init(&e);
