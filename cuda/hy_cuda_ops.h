@@ -92,9 +92,10 @@ void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void *x, const 
 // gv (rows, 2H) bf16 = [gate | value] -> y (rows, H) bf16 = silu(gate) * value.
 void hy_cuda_swiglu_fwd(int rows, int H, const void *gv, void *y, void *stream);
 // dgv (rows, 2H) fp32 += [dy v s (1 + g (1 - s)) | dy g s], s = sigmoid(g),
-// recomputed from gv; dy (rows, H) fp32.
+// recomputed from gv; dy (rows, H) fp32. overwrite: dgv = ..., its old
+// contents not read.
 void hy_cuda_swiglu_bwd(int rows, int H, const float *dy, const void *gv, float *dgv,
-                        void *stream);
+                        int overwrite, void *stream);
 
 // ---------------------------------------------------------------- elementwise
 // Flat n elements, bf16 in, bf16 out; dy and the gradients fp32.
@@ -107,7 +108,9 @@ void hy_cuda_mul_bwd(size_t n, const float *dy, const void *a, const void *b, fl
                      float *db, void *stream);
 // y = x * sigmoid(x); dx += dy s (1 + x (1 - s)), s recomputed from x.
 void hy_cuda_silu_fwd(size_t n, const void *x, void *y, void *stream);
-void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx, void *stream);
+// overwrite: dx = ..., its old contents not read.
+void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx, int overwrite,
+                      void *stream);
 // y = sigmoid(x); dx += dy s (1 - s). Backward takes the INPUT x and
 // recomputes s in fp32 (the CPU op reads its fp32 output; the bf16 output
 // would lose 1 - s near s = 1).

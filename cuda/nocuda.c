@@ -60,14 +60,15 @@ void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void *x, const 
                          size_t scratch_bytes, void *stream) { NO_CUDA(); }
 void hy_cuda_swiglu_fwd(int rows, int H, const void *gv, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_swiglu_bwd(int rows, int H, const float *dy, const void *gv, float *dgv,
-                        void *stream) { NO_CUDA(); }
+                        int overwrite, void *stream) { NO_CUDA(); }
 void hy_cuda_add_fwd(size_t n, const void *a, const void *b, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_add_bwd(size_t n, const float *dy, float *da, float *db, void *stream) { NO_CUDA(); }
 void hy_cuda_mul_fwd(size_t n, const void *a, const void *b, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_mul_bwd(size_t n, const float *dy, const void *a, const void *b, float *da,
                      float *db, void *stream) { NO_CUDA(); }
 void hy_cuda_silu_fwd(size_t n, const void *x, void *y, void *stream) { NO_CUDA(); }
-void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx, void *stream) { NO_CUDA(); }
+void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx, int overwrite,
+                      void *stream) { NO_CUDA(); }
 void hy_cuda_sigmoid_fwd(size_t n, const void *x, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_sigmoid_bwd(size_t n, const float *dy, const void *x, float *dx, void *stream) { NO_CUDA(); }
 void hy_cuda_l2norm_heads_fwd(int vecs, int head_dim, float eps, const void *x, void *y,

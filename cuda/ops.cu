@@ -353,12 +353,18 @@ struct SiluBwdOp {
     const float *dy;
     const uint16_t *x;
     float *dx;
+    int overwrite;  // dx = ..., its old contents not read
     template <int V>
     __device__ void apply(int64_t i) const {
         float g[V], f[V], o[V];
         ld_f<V>(dy + i, g);
         ld_bf<V>(x + i, f);
-        ld_f<V>(dx + i, o);
+        if (overwrite) {
+#pragma unroll
+            for (int k = 0; k < V; k++) o[k] = 0.0f;
+        } else {
+            ld_f<V>(dx + i, o);
+        }
 #pragma unroll
         for (int k = 0; k < V; k++) {
             float s = sigm(f[k]);
@@ -626,7 +632,8 @@ __global__ void swiglu_fwd_kernel(int64_t rows, int H, const uint16_t *gv, uint1
 // of each dgv half, 8 bytes of each gv half); every load before the stores.
 template <int VEC>
 __global__ void swiglu_bwd_kernel(int64_t rows, int H, const float *__restrict__ dy,
-                                  const uint16_t *__restrict__ gv, float *__restrict__ dgv) {
+                                  const uint16_t *__restrict__ gv, float *__restrict__ dgv,
+                                  int overwrite) {
     for (RowWalk w(H / VEC); w.r < rows; w.next()) {
         const int64_t r = w.r;
         const int c = w.j * VEC;
@@ -636,8 +643,13 @@ __global__ void swiglu_bwd_kernel(int64_t rows, int H, const float *__restrict__
         ld_bf<VEC>(gp, g);
         ld_bf<VEC>(gp + H, v);
         ld_f<VEC>(dy + r * H + c, d);
-        ld_f<VEC>(dp, og);
-        ld_f<VEC>(dp + H, ov);
+        if (overwrite) {
+#pragma unroll
+            for (int k = 0; k < VEC; k++) og[k] = ov[k] = 0.0f;
+        } else {
+            ld_f<VEC>(dp, og);
+            ld_f<VEC>(dp + H, ov);
+        }
 #pragma unroll
         for (int k = 0; k < VEC; k++) {
             float s = sigm(g[k]);
@@ -1213,17 +1225,17 @@ extern "C" void hy_cuda_swiglu_fwd(int rows, int H, const void *gv, void *y, voi
 }
 
 extern "C" void hy_cuda_swiglu_bwd(int rows, int H, const float *dy, const void *gv,
-                                   float *dgv, void *stream) {
+                                   float *dgv, int overwrite, void *stream) {
     HY_REQUIRE(rows >= 0 && H > 0, "cuda swiglu_bwd: bad sizes rows %d, H %d", rows, H);
     if (rows == 0 || !dgv) return;
     cudaStream_t s = as_stream(stream);
     const uint16_t *g = (const uint16_t *)gv;
     if (H % 4 == 0 && aligned16(dy) && aligned8(gv) && aligned16(dgv))
-        swiglu_bwd_kernel<4><<<stream_blocks((int64_t)rows * H / 4), kThreads, 0, s>>>(rows, H,
-                                                                                      dy, g, dgv);
+        swiglu_bwd_kernel<4><<<stream_blocks((int64_t)rows * H / 4), kThreads, 0, s>>>(
+            rows, H, dy, g, dgv, overwrite);
     else
-        swiglu_bwd_kernel<1><<<stream_blocks((int64_t)rows * H), kThreads, 0, s>>>(rows, H, dy,
-                                                                                  g, dgv);
+        swiglu_bwd_kernel<1><<<stream_blocks((int64_t)rows * H), kThreads, 0, s>>>(
+            rows, H, dy, g, dgv, overwrite);
     LAUNCH_CHECK();
 }
 
@@ -1273,9 +1285,9 @@ extern "C" void hy_cuda_silu_fwd(size_t n, const void *x, void *y, void *stream)
 }
 
 extern "C" void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx,
-                                 void *stream) {
+                                 int overwrite, void *stream) {
     if (!dx) return;
-    launch_flat<4>(SiluBwdOp{dy, (const uint16_t *)x, dx}, n,
+    launch_flat<4>(SiluBwdOp{dy, (const uint16_t *)x, dx, overwrite}, n,
                    aligned16(dy) && aligned8(x) && aligned16(dx), as_stream(stream));
 }
 

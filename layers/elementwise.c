@@ -155,11 +155,14 @@ static void silu_backward(hy_tape *t, hy_node *n) {
     }
 }
 
-// GPU: dx (n) f32 += dy s (1 + x (1 - s)), s recomputed from the bf16 input x.
+// GPU: dx (n) f32 += dy s (1 + x (1 - s)), s recomputed from the bf16 input
+// x; a new dx is written instead of zeroed and added to.
 static void silu_backward_cuda(hy_tape *t, hy_node *n) {
     const float *dy = hy_f32(hy_grad(t, n->out[0]));
-    hy_tensor *g = hy_grad_acc(t, n->in[0]);
-    if (g) hy_cuda_silu_bwd((size_t)hy_numel(n->in[0]), dy, n->in[0]->data, hy_f32(g), NULL);
+    int fresh;
+    hy_tensor *g = hy_grad_out(t, n->in[0], &fresh);
+    if (g)
+        hy_cuda_silu_bwd((size_t)hy_numel(n->in[0]), dy, n->in[0]->data, hy_f32(g), fresh, NULL);
 }
 
 // GPU: x (n) bf16 -> y (n) bf16. Saves nothing (recomputes sigmoid from x).

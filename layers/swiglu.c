@@ -32,14 +32,17 @@ static void swiglu_backward(hy_tape *t, hy_node *n) {
     }
 }
 
-// GPU backward: dgv (rows, 2H) f32 += from dy (rows, H) f32; the sigmoid is
-// recomputed from the input gv (rows, 2H) bf16.
+// GPU backward: dgv (rows, 2H) f32 += from dy (rows, H) f32 (a new dgv is
+// written, not zeroed and added to); the sigmoid is recomputed from the
+// input gv (rows, 2H) bf16.
 static void swiglu_backward_cuda(hy_tape *t, hy_node *n) {
     swiglu_ctx *c = (swiglu_ctx *)n->ctx;
     const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (rows, H) f32
-    hy_tensor *d = hy_grad_acc(t, n->in[0]);         // (rows, 2H) f32
+    int fresh;
+    hy_tensor *d = hy_grad_out(t, n->in[0], &fresh);  // (rows, 2H) f32
     if (d && c->rows > 0 && c->hidden > 0)
-        hy_cuda_swiglu_bwd((int)c->rows, (int)c->hidden, dy, n->in[0]->data, hy_f32(d), NULL);
+        hy_cuda_swiglu_bwd((int)c->rows, (int)c->hidden, dy, n->in[0]->data, hy_f32(d), fresh,
+                           NULL);
 }
 
 // GPU forward: gv (rows, 2H) bf16 -> y (rows, H) bf16. Saves only sizes.

@@ -398,8 +398,14 @@ static void check_swiglu(hy_rng *r, int rows, int H, int pad) {
     expect_err(cfg, "y", rel_err(down_bf16(d_y, n_out), NULL, hy_f32(y), n_out), 1e-2);
 
     float *pre = prefill(r, ggv, n_in), *d_g = up_f32(pre, n_in, pad);
-    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, pad), d_gv, d_g, NULL);
+    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, pad), d_gv, d_g, 0, NULL);
     expect_err(cfg, "dgv", rel_err(down_f32(d_g, n_in), pre, ggv, n_in), 1e-4);
+    // Overwrite: the old contents (NaN) are not read, every element is written.
+    float *nan = (float *)hbuf(n_in * 4);
+    for (size_t i = 0; i < n_in; i++) nan[i] = NAN;
+    float *d_o = up_f32(nan, n_in, pad);
+    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, pad), d_gv, d_o, 1, NULL);
+    expect_err(cfg, "dgv (overwrite)", rel_err(down_f32(d_o, n_in), NULL, ggv, n_in), 1e-4);
     cpu_free(&e);
 }
 
@@ -453,7 +459,7 @@ static void check_elementwise(hy_rng *r, ew_op op, size_t n, int pad) {
         break;
     case EW_SILU:
         hy_cuda_silu_fwd(n, d_a, d_y, NULL);
-        hy_cuda_silu_bwd(n, d_dy, d_a, d_ga, NULL);
+        hy_cuda_silu_bwd(n, d_dy, d_a, d_ga, 0, NULL);
         break;
     case EW_SIGMOID:
         hy_cuda_sigmoid_fwd(n, d_a, d_y, NULL);
@@ -809,8 +815,13 @@ static void large_silu(hy_rng *r, size_t n, int pad) {
         ref[i] = (float)(dy[i] * s * (1.0 + x[i] * (1.0 - s)));
     }
     float *d_dx = up_f32(pre, n, pad);
-    hy_cuda_silu_bwd(n, up_f32(dy, n, pad), up_bf16(x, n, pad), d_dx, NULL);
+    hy_cuda_silu_bwd(n, up_f32(dy, n, pad), up_bf16(x, n, pad), d_dx, 0, NULL);
     expect_err(cfg, "dx", rel_err(down_f32(d_dx, n), pre, ref, n), 1e-4);
+    // Overwrite: the old contents (NaN) are not read, every element is written.
+    for (size_t i = 0; i < n; i++) pre[i] = NAN;
+    float *d_o = up_f32(pre, n, pad);
+    hy_cuda_silu_bwd(n, up_f32(dy, n, pad), up_bf16(x, n, pad), d_o, 1, NULL);
+    expect_err(cfg, "dx (overwrite)", rel_err(down_f32(d_o, n), NULL, ref, n), 1e-4);
 }
 
 static void large_swiglu(hy_rng *r, int rows, int H, int pad) {
@@ -827,7 +838,7 @@ static void large_swiglu(hy_rng *r, int rows, int H, int pad) {
             ref[o + H] = (float)(d * g * s);
         }
     float *d_g = up_f32(pre, n_in, pad);
-    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, pad), up_bf16(gv, n_in, pad), d_g, NULL);
+    hy_cuda_swiglu_bwd(rows, H, up_f32(dy, n_out, pad), up_bf16(gv, n_in, pad), d_g, 0, NULL);
     expect_err(cfg, "dgv", rel_err(down_f32(d_g, n_in), pre, ref, n_in), 1e-4);
 }
 
@@ -892,8 +903,8 @@ static void run_bench_op(void *p) {
         hy_cuda_short_conv_fwd(o->B, o->T, o->C, o->K, o->b, (const float *)o->d,
                                (const float *)o->d, NULL, o->c, NULL);
         break;
-    case 2: hy_cuda_swiglu_bwd(o->rows, o->len, (const float *)o->a, o->b, (float *)o->c, NULL); break;
-    case 3: hy_cuda_silu_bwd(o->n, (const float *)o->a, o->b, (float *)o->c, NULL); break;
+    case 2: hy_cuda_swiglu_bwd(o->rows, o->len, (const float *)o->a, o->b, (float *)o->c, 0, NULL); break;
+    case 3: hy_cuda_silu_bwd(o->n, (const float *)o->a, o->b, (float *)o->c, 0, NULL); break;
     case 4: hy_cuda_add_bwd(o->n, (const float *)o->a, (float *)o->c, (float *)o->d, NULL); break;
     case 5:
         hy_cuda_slice_last_bwd(o->rows, o->N, o->start, o->len, (const float *)o->a, (float *)o->c,
