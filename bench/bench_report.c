@@ -9,12 +9,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../autograd/build_info.h"
 #include "../autograd/check.h"
 #include "../cuda/hy_cuda.h"
 
-#ifndef HY_COMMIT
-#define HY_COMMIT "unknown"
-#endif
 
 #define MAX_TABLES 4
 #define MAX_FIGS 80
@@ -146,7 +144,7 @@ static void json_write(FILE *f) {
     fprintf(f, "{\n  \"bench\": ");
     json_str(f, R.bench);
     fprintf(f, ",\n  \"commit\": ");
-    json_str(f, HY_COMMIT);
+    json_str(f, hy_build_commit());
     fprintf(f, ",\n  \"device\": ");
     json_str(f, R.device);
     fprintf(f, ",\n  \"figures\": {");
@@ -224,5 +222,5 @@ void bench_header(const char *cmd, int gpu, const char *json) {
         hy_cuda_device_info(0, R.device, sizeof R.device);
     else
         snprintf(R.device, sizeof R.device, "cpu");
-    printf("hydra-bench %s | commit %s | device %s\n", cmd, HY_COMMIT, R.device);
+    printf("hydra-bench %s | commit %s | device %s\n", cmd, hy_build_commit(), R.device);
 }

@@ -20,11 +20,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../autograd/build_info.h"
 #include "../autograd/check.h"
 
-#ifndef HY_COMMIT
-#define HY_COMMIT "unknown"
-#endif
 
 #define PATH_CAP 4096
 #define OBJ_CAP (HY_NAME_LEN + 64)  // "/optim/<name>/<slot>"
@@ -225,7 +223,7 @@ static void save_root_attrs(saver *s, hid_t f) {
     gmtime_r(&now, &utc);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &utc);
     save_attr_string(s, f, "created", created);
-    save_attr_string(s, f, "commit", HY_COMMIT);
+    save_attr_string(s, f, "commit", hy_build_commit());
 }
 
 static void save_params(saver *s, hid_t f, const hy_param_table *t) {

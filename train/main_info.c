@@ -6,6 +6,7 @@
 #include <omp.h>
 #endif
 
+#include "../autograd/build_info.h"
 #include "../cuda/hy_cuda.h"
 
 static void usage(void) {
@@ -23,6 +24,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     printf("HydraLM-C\n");
+    printf("  commit       : %s\n", hy_build_commit());
     printf("  CUDA backend : %s\n", hy_cuda_built() ? "built" : "not built");
 #ifdef HYDRA_HAVE_NCCL
     printf("  NCCL         : yes\n");
