@@ -34,6 +34,8 @@ typedef struct {
     char text_path[1024];   // a text corpus for the language-model claims, "" = synthetic
     char text_origin[128];  // how text_path was chosen (said in the notes)
     double t_start;         // monotonic seconds when the run began (progress lines)
+    int keep_results;       // --work given: each claim's result is saved there (saved.h)
+    int resume;             // --resume: saved results of this build are reused
 } hy_eval_opts;
 
 #define HY_PLOT_SERIES 8
@@ -69,6 +71,8 @@ typedef struct {
     char key[192];         // the key measurement, for the summary table
     char detail[4096];     // optional Markdown (a table) shown with the claim
     double seconds;        // wall time of the claim
+    char measured_at[64];  // ISO-8601 UTC when the claim started
+    int reused;            // loaded from an earlier invocation's saved result
     int n_plots;
     hy_plot plots[HY_CLAIM_PLOTS];
     int n_values;          // the main numbers, for results.json

@@ -20,7 +20,7 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: hydra-eval --claims [--budget smoke|full] [--only NAME[,NAME...]]\n"
             "                  [--out RESULTS.md] [--json results.json] [--device auto|cpu|cuda]\n"
-            "                  [--seed S] [--text PATH] [--work DIR]\n"
+            "                  [--seed S] [--text PATH] [--work DIR [--resume]]\n"
             "       hydra-eval --checkpoint CKPT --task mqar|passkey|ppl|stream [--seq-len N]\n"
             "                  [--tokens N] [--pairs N] [--sequences N] [--data PATH] [--chunk N]\n"
             "                  [--seed S]\n"
@@ -39,7 +39,10 @@ static void usage(FILE *f) {
             "  --text       text for the language-model claims (default: $HYDRA_TEXT, else\n"
             "               data/tinyshakespeare.txt when present, else a synthetic corpus)\n"
             "  --work       keep the internal training runs in DIR (default: a temporary\n"
-            "               directory, removed at the end)\n"
+            "               directory, removed at the end), and each claim's result in DIR/claims\n"
+            "  --resume     with --work: take the claims already saved there by this build (same\n"
+            "               budget, seed, device and text) as measured; measure the others. A\n"
+            "               long report can so be measured in parts (--only) and assembled\n"
             "--checkpoint evaluates a model written by hydra-train:\n"
             "  mqar     accuracy on fresh MQAR sequences (--seq-len, --pairs, --sequences)\n"
             "  passkey  exact-match accuracy by needle depth (--seq-len, --sequences per depth)\n"
@@ -67,7 +70,7 @@ static long parse_count(const char *opt, const char *v, long lo) {
 }
 
 typedef struct {
-    int claims;
+    int claims, resume;
     const char *budget, *only, *out, *json, *device, *text, *work;
     hy_task_args task;
     int claim_opts, task_opts;  // options of each mode seen (for mixing errors)
@@ -81,6 +84,11 @@ static void parse_args(eval_args *a, int argc, char **argv) {
         const char *arg = argv[i];
         if (!strcmp(arg, "--claims")) {
             a->claims = 1;
+            continue;
+        }
+        if (!strcmp(arg, "--resume")) {
+            a->resume = 1;
+            a->claim_opts++;
             continue;
         }
         if (strncmp(arg, "--", 2)) bad_usage("unexpected argument '%s'", arg);
@@ -226,6 +234,9 @@ static int run_claims(const eval_args *a, int argc, char **argv) {
     else bad_usage("--budget expects smoke or full, got '%s'", a->budget);
     snprintf(o.device, sizeof o.device, "%s", resolve_device(a->device));
     o.seed = a->task.seed;
+    if (a->resume && !a->work) bad_usage("--resume needs --work DIR (where the results were saved)");
+    o.keep_results = a->work != NULL;
+    o.resume = a->resume;
     const hy_claim *sel[64];
     int n = select_claims(a->only, sel);
     resolve_text(&o, a->text);

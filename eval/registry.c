@@ -7,6 +7,8 @@
 #include "../autograd/check.h"
 #include "claims.h"
 #include "fit.h"
+#include "report.h"
+#include "saved.h"
 #include "train_run.h"
 
 static const hy_claim CLAIMS[] = {
@@ -53,6 +55,7 @@ static void run_one(const hy_eval_opts *o, const hy_claim *c, hy_claim_result *r
     memset(r, 0, sizeof *r);
     r->id = c->id;
     r->title = c->title;
+    hy_report_now(r->measured_at, sizeof r->measured_at);
     double t0 = hy_eval_now();
     hy_eval_progress(o, "%s: start", c->id);
     hy_set_error_hook(on_claim_error);
@@ -75,10 +78,21 @@ static void run_one(const hy_eval_opts *o, const hy_claim *c, hy_claim_result *r
                      r->key);
 }
 
+// With --resume a claim saved by an earlier invocation of this build (same
+// budget, seed, device and text) is taken as it was measured; the others
+// run. With --work every claim that runs is saved as soon as it ends.
 int hy_claims_run(const hy_eval_opts *o, const hy_claim **sel, int n, hy_claim_result *res) {
     int failed = 0;
     for (int i = 0; i < n; i++) {
-        run_one(o, sel[i], &res[i]);
+        char why[1200];
+        if (o->resume && hy_claim_load(o, sel[i], &res[i], why, sizeof why)) {
+            hy_eval_progress(o, "%s: %s in %.1f s, measured at %s (saved; --resume)", sel[i]->id,
+                             res[i].passed ? "PASS" : "FAIL", res[i].seconds, res[i].measured_at);
+        } else {
+            if (o->resume) hy_eval_progress(o, "%s: measuring (saved result: %s)", sel[i]->id, why);
+            run_one(o, sel[i], &res[i]);
+            if (o->keep_results) hy_claim_save(o, &res[i]);
+        }
         failed += !res[i].passed;
     }
     return failed;

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../autograd/build_info.h"
 #include "../eval/claims.h"
 #include "../eval/eval_cli.h"
 #include "../eval/eval_model.h"
@@ -311,6 +312,59 @@ HY_TEST(eval_cli_selected_claims, "cpu") {
     // Registry order, whatever the order on the command line.
     HY_ASSERT(s && strstr(s, "## equivalence") < strstr(s, "## batch_independence"), "registry order");
     free(s);
+}
+
+// --work saves each claim's result; --resume takes them back when the
+// build is exactly a commit (a build with uncommitted changes measures
+// again, and says why), measures the ones saved with another seed, and a
+// damaged file is a usage error naming it.
+HY_TEST(eval_cli_resume, "cpu") {
+    char dir[400], work[450], out[450], js[450], res[500];
+    snprintf(dir, sizeof dir, "%s/resume", tmpdir());
+    mkdir(dir, 0755);
+    snprintf(work, sizeof work, "%s/work", dir);
+    snprintf(out, sizeof out, "%s/R.md", dir);
+    snprintf(js, sizeof js, "%s/r.json", dir);
+    const char *noresume[] = {"--claims", "--resume", "--only", "equivalence"};
+    HY_EXPECT_ERROR(run_eval(noresume, 4), HY_EXIT_USAGE, "--resume needs --work");
+    const char *first[] = {"--claims", "--only", "batch_independence,equivalence", "--work", work,
+                           "--out", out, "--json", js};
+    HY_ASSERT(run_eval(first, 9) == 0, "first run");
+    snprintf(res, sizeof res, "%s/claims/equivalence.res", work);
+    HY_ASSERT(access(res, R_OK) == 0, "the result is saved in %s", res);
+    char *j = slurp(js);
+    HY_ASSERT(j && count(j, "\"reused\":false") == 2, "first run: nothing reused");
+    free(j);
+
+    const char *again[] = {"--claims", "--only", "batch_independence,equivalence", "--work", work,
+                           "--resume", "--out", out, "--json", js};
+    HY_ASSERT(run_eval(again, 10) == 0, "resumed run");
+    j = slurp(js);
+    char *md = slurp(out);
+    int exact = !strstr(hy_build_commit(), "+dirty") && strcmp(hy_build_commit(), "unknown");
+    if (exact) {
+        HY_ASSERT(j && count(j, "\"reused\":true") == 2, "both claims reused");
+        HY_ASSERT(md && strstr(md, "2 of the 2 claims were measured by earlier invocations"),
+                  "the report says so");
+    } else {
+        HY_ASSERT(j && count(j, "\"reused\":false") == 2,
+                  "a build with uncommitted changes (%s) measures again", hy_build_commit());
+    }
+    free(j);
+    free(md);
+
+    // Another seed: measured again, whatever the build.
+    const char *seed[] = {"--claims", "--only", "equivalence", "--work", work, "--resume",
+                          "--seed", "7", "--out", out, "--json", js};
+    HY_ASSERT(run_eval(seed, 12) == 0, "another seed");
+    j = slurp(js);
+    HY_ASSERT(j && count(j, "\"reused\":false") == 1, "a result of another seed is not reused");
+    free(j);
+
+    FILE *f = fopen(res, "w");
+    fputs("garbage\n", f);
+    fclose(f);
+    HY_EXPECT_ERROR(run_eval(again, 10), HY_EXIT_USAGE, "not a saved claim result");
 }
 
 // A tiny MQAR model trained by hydra-train, evaluated by --checkpoint tasks.
