@@ -74,21 +74,6 @@ static void kernel_row(table *t, const ceilings *c, const char *pass, double ms,
 }
 
 // ---------------------------------------------------------------- gated delta rule
-// FLOPs of the chunkwise (WY) algorithm per token and head, chunk C, dk = dv = D, 2 per
-// multiply-add, every product at its full size (what the tensor cores run: the causal
-// masks are not discounted). Per chunk of C tokens:
-//   A = (beta K) K^T                       2 C^2 D
-//   T = (I + strictly lower A)^-1          2 C^3 / 3   (triangular inverse; an upper bound)
-//   W = T (beta K), U = T (beta V)         4 C^2 D
-//   V' = U - W S^T                         2 C D^2
-//   O = Q S^T + ((Q K^T) o mask) V'        2 C D^2 + 4 C^2 D
-//   S <- decay S + V'^T K                  2 C D^2
-// so per token 10 C D + 6 D^2 + 2 C^2 / 3 (C = 64, D = 128: 183 kFLOP). Backward counts
-// twice the forward (the two gradient products of each product); what the kernels
-// recompute is not useful work and is not counted: fwd+bwd = 3 x forward, as in 6N.
-double gdn_flops_per_token(int C, int D) {
-    return 10.0 * C * D + 6.0 * (double)D * D + 2.0 * (double)C * C / 3.0;
-}
 
 // Minimal bytes, each input read once and each output written once per pass (zero
 // initial state and no final state, as in training; the workspace is not counted):
@@ -176,7 +161,7 @@ int bench_gdn(int argc, char **argv) {
     double fwd, fb;
     gdn_time(B, T, H, D, warmup, iters, &fwd, &fb);
 
-    double BTH = (double)B * T * H, f_flops = BTH * gdn_flops_per_token(64, D);
+    double BTH = (double)B * T * H, f_flops = BTH * hy_gdn_flops_per_token(64, D);
     double fbytes = gdn_fwd_bytes(BTH, D), bbytes = gdn_bwd_bytes(BTH, D);
     double pf, pfb, target;
     gdn_peer(B, T, H, D, &pf, &pfb, &target);
@@ -197,11 +182,6 @@ int bench_gdn(int argc, char **argv) {
 }
 
 // ---------------------------------------------------------------- sliding-window attention
-double window_pairs(int T, int W) {
-    double s = 0;
-    for (int i = 0; i < T; i++) s += i + 1 < W ? i + 1 : W;
-    return s;
-}
 
 // FLOPs over the in-window scores only: forward Q K^T and P V, 2 D each per score
 // (4 D); backward twice that (dV, dP, dQ, dK; the kernels' recomputation of Q K^T is
@@ -276,7 +256,7 @@ int bench_swa(int argc, char **argv) {
     double fwd, fb;
     swa_time(B, T, H, D, W, warmup, iters, &fwd, &fb);
 
-    double BTH = (double)B * T * H, pairs = window_pairs(T, W) * B * H, f_flops = 4.0 * D * pairs;
+    double BTH = (double)B * T * H, pairs = hy_window_pairs(T, W) * B * H, f_flops = 4.0 * D * pairs;
     double fbytes = swa_fwd_bytes(BTH, D), bbytes = swa_bwd_bytes(BTH, D);
     fig_str("shape", "shape (B, T, H, D), window", "(%d, %d, %d, %d), W %d", B, T, H, D, W);
     fig_num("iters", "timed runs (median)", iters, "%.0f", "");

@@ -3,11 +3,7 @@
 #ifndef HY_BENCH_KERNELS_H
 #define HY_BENCH_KERNELS_H
 
-// FLOPs per token and head of the gated delta rule's forward, chunk C, head size D (the
-// count is at its definition); fwd+bwd = 3 x forward.
-double gdn_flops_per_token(int C, int D);
-// Scores inside the window over one (b, h): sum over i < T of min(i + 1, W).
-double window_pairs(int T, int W);
+#include "../layers/flops.h"  // hy_gdn_flops_per_token, hy_window_pairs
 
 // Median forward and forward + backward ms at (B, T, H, D) on random inputs, after
 // `warmup` untimed runs (the SWA timer adds 2 of its own).

@@ -314,14 +314,14 @@ static void step_pieces(const hy_model *m, int B, int T, int reps, int iters, do
         gdn_time(B, T, H, D, 3, iters, &f, &b);
         snprintf(shape, sizeof shape, "(%d, %d, %d, %d)", B, T, H, D);
         sum += piece_row(t, "GDN core", shape, n_gdn, f, b - f,
-                         3.0 * B * T * (double)H * gdn_flops_per_token(64, D), step_ms);
+                         3.0 * B * T * (double)H * hy_gdn_flops_per_token(64, D), step_ms);
     }
     if (n_attn) {
         int W = m->arch == HY_ARCH_DENSE ? T : c->swa_window;
         swa_time(B, T, H, D, W, 3, iters, &f, &b);
         snprintf(shape, sizeof shape, "(%d, %d, %d, %d), W %d", B, T, H, D, W);
         sum += piece_row(t, "attention core", shape, n_attn, f, b - f,
-                         3.0 * 4.0 * D * window_pairs(T, W) * B * H, step_ms);
+                         3.0 * 4.0 * D * hy_window_pairs(T, W) * B * H, step_ms);
     }
     time_rmsnorm(rows, d, reps, &f, &b);
     snprintf(shape, sizeof shape, "(%d, %d)", rows, d);

@@ -17,35 +17,6 @@
 #define PEAK_BF16_TFLOPS 989.0
 
 // ---------------------------------------------------------------- model FLOPs
-// Model FLOPs per trained token (forward + backward), the 6N accounting:
-//   6 (N - V d)                     every non-embedding parameter, 2 in forward and 4 in
-//                                   backward (norm weights, biases and the short conv,
-//                                   all tiny, included)
-// + 6 d V                           the tied head (the embedding lookup is free)
-// + per GDN layer 3 H (10 C D + 6 D^2 + 2 C^2 / 3)    the chunkwise delta rule (bench_kernels.c)
-// + per attention layer 3 H 4 D w   Q K^T and P V over the in-window scores, w the mean
-//                                   window min(i + 1, W) over the T positions (dense: W = T)
-typedef struct {
-    double dense, head, gdn, attn, total;
-} model_flops;
-
-static model_flops flops_per_token(const hy_model *m, int T) {
-    const hy_model_config *c = &m->cfg;
-    double d = c->d_model, V = c->vocab_size, H = c->n_heads, D = c->head_dim;
-    int W = m->arch == HY_ARCH_DENSE ? T : c->swa_window;
-    model_flops f = {0, 0, 0, 0, 0};
-    f.dense = 6.0 * ((double)hy_model_param_count(m) - V * d);
-    f.head = 6.0 * d * V;
-    for (int i = 0; i < c->n_layers; i++) {
-        if (m->layer[i].kind == HY_LAYER_GDN)
-            f.gdn += 3.0 * H * gdn_flops_per_token(c->dn_chunk_size, (int)D);
-        else
-            f.attn += 3.0 * H * 4.0 * D * window_pairs(T, W) / T;
-    }
-    f.total = f.dense + f.head + f.gdn + f.attn;
-    return f;
-}
-
 // ---------------------------------------------------------------- timed steps
 // One optimizer step as trainer.c takes it (train_step, clip, update): every micro-batch's
 // loss is read (a sync, as there), the norm is read by the clip, and the update ends with
@@ -141,7 +112,7 @@ int bench_train(int argc, char **argv) {
     for (int s = 0; s < steps; s++) sum += ms[s], lo = ms[s] < lo ? ms[s] : lo;
     double med = bench_median(ms, steps);
     double tokens = (double)r->B * r->T * r->cfg.train.grad_accum, tps = tokens / (med * 1e-3);
-    model_flops f = flops_per_token(&r->gpu.model, r->T);
+    hy_model_flops f = hy_model_train_flops(&r->gpu.model, r->T);
 
     run_figures(r, opt_str(o, "--config"));
     fig_num("warmup_steps", "untimed warm-up steps", warmup, "%.0f", "");

@@ -314,6 +314,15 @@ void hy_train_gpu_upload(hy_train_gpu *g, const hy_model *host, const hy_optimiz
     scatter_state(g, g->v, g->v_at, g->v_pieces, g->v_param, g->n_v, opt->v, opt->v_numel);
 }
 
+double hy_gpu_peak_bf16_tflops(const char *name) {
+    if (!name) return 0;
+    if (strstr(name, "H200")) return 989.4;
+    if (strstr(name, "H100")) return strstr(name, "PCIe") ? 756.0 : 989.4;
+    if (strstr(name, "A100")) return 312.0;
+    if (strstr(name, "L40S")) return 362.1;
+    return 0;
+}
+
 void hy_train_gpu_poison(hy_train_gpu *g, int param) {
     float nan = NAN;
     hy_cuda_memcpy_h2d(hy_f32(g->model.params.p[param].value), &nan, sizeof nan);

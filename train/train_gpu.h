@@ -99,6 +99,10 @@ void hy_train_gpu_step(hy_train_gpu *g, hy_optimizer *opt, float lr_mult);
 // serve as staging, so they are lost (call it between steps).
 void hy_train_gpu_download(hy_train_gpu *g, hy_model *host, hy_optimizer *opt);
 void hy_train_gpu_upload(hy_train_gpu *g, const hy_model *host, const hy_optimizer *opt);
+// The dense bf16 tensor-core peak in TFLOP/s of a GPU by its name (as CUDA
+// reports it), from the vendor's data sheets: H100 SXM and H200 989, H100
+// PCIe 756, A100 312, L40S 362; 0 when not known. For MFU.
+double hy_gpu_peak_bf16_tflops(const char *name);
 // Testing hook: a NaN in the first element of parameter `param`.
 void hy_train_gpu_poison(hy_train_gpu *g, int param);
 

@@ -57,8 +57,11 @@ void hy_metrics_step(hy_metrics *m, const hy_step_line *s, int print) {
         char rate[32], eta[32];
         human_rate(s->tok_per_s, rate, sizeof rate);
         human_time(s->eta_s, eta, sizeof eta);
-        printf("step %lld/%lld | loss %.4f | lr %.1e | norm %.2f | %.0f ms | %s tok/s | eta %s\n",
-               (long long)s->step, (long long)s->steps, s->loss, s->lr, s->norm, s->ms, rate, eta);
+        char mfu[32] = "";
+        if (s->mfu_pct > 0 && isfinite(s->mfu_pct)) snprintf(mfu, sizeof mfu, "MFU %.1f%% | ", s->mfu_pct);
+        printf("step %lld/%lld | loss %.4f | lr %.1e | norm %.2f | %.0f ms | %s tok/s | %seta %s\n",
+               (long long)s->step, (long long)s->steps, s->loss, s->lr, s->norm, s->ms, rate, mfu,
+               eta);
         fflush(stdout);
     }
     fprintf(m->jsonl, "{\"step\":%lld", (long long)s->step);
@@ -68,6 +71,7 @@ void hy_metrics_step(hy_metrics *m, const hy_step_line *s, int print) {
     json_num(m->jsonl, "ms", s->ms, "%.3f");
     json_num(m->jsonl, "tok_per_s", s->tok_per_s, "%.1f");
     json_num(m->jsonl, "elapsed_s", s->elapsed_s, "%.3f");
+    if (s->mfu_pct > 0) json_num(m->jsonl, "mfu_pct", s->mfu_pct, "%.2f");
     fprintf(m->jsonl, ",\"tokens\":%lld}\n", (long long)s->tokens);
     fflush(m->jsonl);
 }

@@ -2,6 +2,9 @@
 //
 //   step 120/2000 | loss 1.8342 | lr 3.0e-04 | norm 0.91 | 412 ms | 9.9k tok/s | eta 12m
 //
+// On a GPU whose bf16 peak is known the line also has the model FLOPs
+// utilisation: `| MFU 21.4% |` before the ETA (layers/flops.h's accounting).
+//
 // Every step is also one JSON line in DIR/metrics.jsonl (appended, so a
 // resumed run continues the same file; readers keep the last line of a step).
 #ifndef HY_TRAIN_LOG_H
@@ -16,6 +19,7 @@ typedef struct {
     double ms, tok_per_s, eta_s;
     int64_t tokens;
     double elapsed_s;  // wall-clock since this process started training
+    double mfu_pct;    // model FLOPs utilisation in percent; 0: not known (CPU, unknown GPU)
 } hy_step_line;
 
 typedef struct {

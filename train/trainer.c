@@ -17,6 +17,7 @@
 #include "../cuda/hy_cuda_dist.h"
 #include "../cuda/hy_cuda_glue.h"
 #include "../infer/sample.h"
+#include "../layers/flops.h"
 #include "../optim/clip.h"
 #include "batch.h"
 #include "checkpoint.h"
@@ -71,6 +72,9 @@ typedef struct {
     // sends the new values to all. Rank 0 alone prints, writes DIR and samples.
     int rank, world, local_rank;
     int cuda_device;  // the CUDA device this process uses
+    // MFU in percent = mfu_per_tok_s x tokens/s (all ranks); 0 on the CPU or
+    // on a GPU whose peak is not known.
+    double mfu_per_tok_s;
 } run;
 
 static void usage(FILE *f) {
@@ -278,6 +282,11 @@ static void build_gpu(run *r) {
     hy_optim_init(&r->opt, &c->optim, &r->model.params, &r->optim, &r->stage);
     hy_train_gpu_init_dp(&r->gpu, &r->model, &r->opt, r->rank, r->world);
     plan_gpu_accuracy(r);
+    char info[256];
+    double peak = hy_gpu_peak_bf16_tflops(hy_cuda_device_info(r->cuda_device, info, sizeof info));
+    if (peak > 0)
+        r->mfu_per_tok_s = 100.0 * hy_model_train_flops(&r->model, c->train.seq_len).total /
+                           (r->world * peak * 1e12);
 }
 
 // The model that runs: the GPU's copy on a GPU run.
@@ -670,7 +679,8 @@ static int train_loop(run *r, const train_args *a) {
         ema_ms = ema_ms == 0 ? ms : 0.9 * ema_ms + 0.1 * ms;  // smooths the ETA
         hy_step_line line = {step + 1, steps, loss, c->optim.lr * mult, norm, ms,
                              tokens_per_step / (ms * 1e-3), ema_ms * (double)(steps - step - 1) * 1e-3,
-                             r->st.tokens, hy_now() - start};
+                             r->st.tokens, hy_now() - start, 0};
+        line.mfu_pct = r->mfu_per_tok_s * line.tok_per_s;
         if (lead)
             hy_metrics_step(&r->log, &line, (step + 1) % c->train.log_every == 0 || step + 1 == steps);
         int last = step + 1 == steps;
