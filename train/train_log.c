@@ -57,11 +57,13 @@ void hy_metrics_step(hy_metrics *m, const hy_step_line *s, int print) {
         char rate[32], eta[32];
         human_rate(s->tok_per_s, rate, sizeof rate);
         human_time(s->eta_s, eta, sizeof eta);
-        char mfu[32] = "";
+        char mfu[32] = "", dp[64] = "";
         if (s->mfu_pct > 0 && isfinite(s->mfu_pct)) snprintf(mfu, sizeof mfu, "MFU %.1f%% | ", s->mfu_pct);
-        printf("step %lld/%lld | loss %.4f | lr %.1e | norm %.2f | %.0f ms | %s tok/s | %seta %s\n",
-               (long long)s->step, (long long)s->steps, s->loss, s->lr, s->norm, s->ms, rate, mfu,
-               eta);
+        if (s->ranks > 1)
+            snprintf(dp, sizeof dp, " (%d GPUs, batch %lld)", s->ranks, (long long)s->batch);
+        printf("step %lld/%lld | loss %.4f | lr %.1e | norm %.2f | %.0f ms | %s tok/s%s | %seta %s\n",
+               (long long)s->step, (long long)s->steps, s->loss, s->lr, s->norm, s->ms, rate, dp,
+               mfu, eta);
         fflush(stdout);
     }
     fprintf(m->jsonl, "{\"step\":%lld", (long long)s->step);

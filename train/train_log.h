@@ -4,6 +4,8 @@
 //
 // On a GPU whose bf16 peak is known the line also has the model FLOPs
 // utilisation: `| MFU 21.4% |` before the ETA (layers/flops.h's accounting).
+// Data parallel, the tokens/s are those of all ranks and the global batch
+// follows them: `| 425.3k tok/s (2 GPUs, batch 16) |`.
 //
 // Every step is also one JSON line in DIR/metrics.jsonl (appended, so a
 // resumed run continues the same file; readers keep the last line of a step).
@@ -20,6 +22,8 @@ typedef struct {
     int64_t tokens;
     double elapsed_s;  // wall-clock since this process started training
     double mfu_pct;    // model FLOPs utilisation in percent; 0: not known (CPU, unknown GPU)
+    int ranks;         // data-parallel ranks (0 or 1: one process)
+    int64_t batch;     // the global batch in sequences (shown with ranks > 1)
 } hy_step_line;
 
 typedef struct {

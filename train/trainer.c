@@ -677,10 +677,20 @@ static int train_loop(run *r, const train_args *a) {
         r->st.loss = loss;
         double ms = (hy_now() - t0) * 1e3;
         ema_ms = ema_ms == 0 ? ms : 0.9 * ema_ms + 0.1 * ms;  // smooths the ETA
-        hy_step_line line = {step + 1, steps, loss, c->optim.lr * mult, norm, ms,
-                             tokens_per_step / (ms * 1e-3), ema_ms * (double)(steps - step - 1) * 1e-3,
-                             r->st.tokens, hy_now() - start, 0};
-        line.mfu_pct = r->mfu_per_tok_s * line.tok_per_s;
+        double tps = tokens_per_step / (ms * 1e-3);
+        hy_step_line line = {.step = step + 1,
+                             .steps = steps,
+                             .loss = loss,
+                             .lr = c->optim.lr * mult,
+                             .norm = norm,
+                             .ms = ms,
+                             .tok_per_s = tps,
+                             .eta_s = ema_ms * (double)(steps - step - 1) * 1e-3,
+                             .tokens = r->st.tokens,
+                             .elapsed_s = hy_now() - start,
+                             .mfu_pct = r->mfu_per_tok_s * tps,
+                             .ranks = r->world,
+                             .batch = (int64_t)c->train.batch_size * c->train.grad_accum * r->world};
         if (lead)
             hy_metrics_step(&r->log, &line, (step + 1) % c->train.log_every == 0 || step + 1 == steps);
         int last = step + 1 == steps;
