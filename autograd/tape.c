@@ -168,8 +168,8 @@ void hy_tape_mark(hy_tape *t, int id) {
     n->mark_id = id;
 }
 
-static void run_backward(hy_tape *t) {
-    for (int i = t->n_nodes - 1; i >= 0; i--) {
+void hy_tape_backward_from(hy_tape *t, int first) {
+    for (int i = t->n_nodes - 1; i >= first; i--) {
         hy_node *n = &t->nodes[i];
         if (n->is_mark) {
             if (t->on_mark) t->on_mark(t->mark_ctx, n->mark_id);
@@ -180,6 +180,27 @@ static void run_backward(hy_tape *t) {
             if (hy_grad(t, n->out[j])) any = 1;
         if (any) n->backward(t, n);
     }
+}
+
+hy_tape_state hy_tape_save(const hy_tape *t) {
+    hy_tape_state st = {t->n_nodes, t->n_slots, hy_arena_mark(t->acts), hy_arena_mark(t->scratch),
+                        hy_arena_mark(&t->ctx_host)};
+    return st;
+}
+
+void hy_tape_restore(hy_tape *t, hy_tape_state st) {
+    HY_CHECK(st.n_nodes <= t->n_nodes && st.n_slots <= t->n_slots && st.n_slots >= t->n_bound,
+             "tape: restore to a state that is not behind this one");
+    for (int s = st.n_slots; s < t->n_slots; s++) t->owners[s] = NULL, t->grads[s] = NULL;
+    t->n_slots = st.n_slots;
+    t->n_nodes = st.n_nodes;
+    hy_arena_reset_to(t->acts, st.acts);
+    hy_arena_reset_to(t->scratch, st.scratch);
+    hy_arena_reset_to(&t->ctx_host, st.ctx);
+}
+
+static void run_backward(hy_tape *t) {
+    hy_tape_backward_from(t, 0);
     t->backward_done = 1;
 }
 

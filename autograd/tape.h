@@ -100,6 +100,20 @@ void hy_tape_backward(hy_tape *t, hy_tensor *loss);
 // `out`, host memory). Used by gradient checks.
 void hy_tape_backward_seed(hy_tape *t, hy_tensor *out, const float *seed);
 
+// Replaying part of a forward inside backward (activation recomputation):
+// the tape's extent (nodes, gradient slots, the three arenas), so that what
+// a replay records and allocates is dropped afterwards.
+typedef struct {
+    int n_nodes, n_slots;
+    hy_arena_mark_t acts, scratch, ctx;
+} hy_tape_state;
+hy_tape_state hy_tape_save(const hy_tape *t);
+void hy_tape_restore(hy_tape *t, hy_tape_state st);
+// Backward over the nodes from index `first` to the last, in reverse (the
+// gradients of their outputs seeded by the caller); does not end the
+// tape's backward (a replay runs inside it).
+void hy_tape_backward_from(hy_tape *t, int first);
+
 // Drop all nodes and activation gradients and reset the activation and
 // scratch arenas. Bound parameter gradients are kept.
 void hy_tape_reset(hy_tape *t);

@@ -34,6 +34,12 @@ typedef struct {
     hy_param_table params;
     hy_layer_params layer[HY_MAX_LAYERS];
     int embed, norm_f;
+    // Activation recomputation (hydra-train's train.recompute): a training
+    // forward keeps only each block's input and output; backward replays
+    // the block's forward, then its backward, one block at a time. The same
+    // gradients for a fraction of the activation memory, at the cost of
+    // one more forward.
+    int recompute;
 } hy_model;
 
 // Declare the parameters (names and shapes of the PyTorch reference, DESIGN

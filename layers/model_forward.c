@@ -259,26 +259,91 @@ static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_de
     return hy_linear(t, merge_heads(t, o), P(m, L->o), NULL);  // (B, T, d)
 }
 
+// Block i: x (B, T, d) -> x + mixer(norm1 x) -> ... + mlp(norm2 ...).
+static hy_tensor *block(hy_model *m, hy_tape *t, int i, hy_tensor *x, hy_decode_state *ds,
+                        int step) {
+    const hy_layer_params *L = &m->layer[i];
+    float eps = (float)m->cfg.rms_eps;
+    hy_tensor *h = hy_rmsnorm(t, x, P(m, L->norm1), eps);
+    hy_tensor *y = (L->kind == HY_LAYER_GDN) ? gdn_mixer(m, t, i, h, ds ? &ds->layer[i] : NULL, step)
+                                             : attn_mixer(m, t, i, h, ds, step);
+    x = hy_add(t, x, y);
+    h = hy_rmsnorm(t, x, P(m, L->norm2), eps);
+    hy_tensor *a = hy_swiglu(t, hy_linear(t, h, P(m, L->w_fused), NULL));  // (B, T, hidden)
+    return hy_add(t, x, hy_linear(t, a, P(m, L->w_down), NULL));
+}
+
+// ---------------------------------------------------------------- recomputation
+// A recomputed block is one tape node: input x, output y (kept), and in its
+// context the model and the block's index. Its backward replays the block
+// on the tape (recording), seeds the replayed output with dy, runs backward
+// over the replayed nodes (parameter gradients and x's gradient accumulate
+// where they always do) and drops what the replay recorded and allocated.
+typedef struct {
+    hy_model *m;
+    int i;
+} replay_ctx;
+
+static void replay_backward(hy_tape *t, hy_node *n) {
+    replay_ctx *c = (replay_ctx *)n->ctx;
+    hy_tensor *x = n->in[0], *dy = hy_grad(t, n->out[0]);
+    hy_grad_acc(t, x);  // x's gradient outlives the replay
+    hy_tape_state before = hy_tape_save(t);
+    hy_tensor *y = block(c->m, t, c->i, x, NULL, 0);
+    // y is new: it takes dy as its gradient (the replay is dy's last reader).
+    HY_CHECK(hy_grad_adopt(t, y, dy), "recompute: block %d's replayed output took no gradient",
+             c->i);
+    hy_tape_backward_from(t, before.n_nodes);
+    hy_tape_restore(t, before);
+}
+
+static void copy_tensor(hy_tensor *dst, const hy_tensor *src) {
+    if (dst->device == HY_CUDA)
+        hy_cuda_memcpy_d2d(dst->data, src->data, hy_nbytes(src));
+    else
+        memcpy(dst->data, src->data, hy_nbytes(src));
+}
+
+// Block i without keeping its activations: run untaped, keep only the
+// output (allocated before, so the temporaries after it can be dropped),
+// and record the replaying node when the tape records. (A forward with the
+// tape off, such as validation, also drops each block's temporaries: the
+// activation arena is planned for one block at a time.)
+static hy_tensor *block_recomputed(hy_model *m, hy_tape *t, int i, hy_tensor *x) {
+    hy_tensor *keep = hy_tape_new(t, x->dtype, x->ndim, x->shape, "block");  // (B, T, d)
+    hy_tape_state before = hy_tape_save(t);
+    int recording = t->enabled;
+    t->enabled = 0;
+    hy_tensor *y = block(m, t, i, x, NULL, 0);
+    t->enabled = recording;
+    HY_CHECK(y->dtype == keep->dtype && hy_numel(y) == hy_numel(keep),
+             "recompute: block %d's output differs in type or size from its input", i);
+    copy_tensor(keep, y);
+    hy_tape_restore(t, before);  // nothing was recorded: the activations go
+    // The norm weight as an input makes the node record even when x needs
+    // no gradient (the first block's input does, through the embedding).
+    hy_tensor *ins[2] = {x, P(m, m->layer[i].norm1)};
+    hy_node *n = hy_tape_record(t, "block_replay", replay_backward, ins, 2, &keep, 1);
+    if (n) {
+        replay_ctx *c = (replay_ctx *)hy_tape_ctx(t, n, sizeof *c);
+        c->m = m;
+        c->i = i;
+    }
+    return keep;
+}
+
 // Embedding, blocks and the final norm: the hidden states (B, T, d).
 static hy_tensor *model_hidden(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
                                int step) {
     const hy_model_config *c = &m->cfg;
-    float eps = (float)c->rms_eps;
     int pad = m->arch == HY_ARCH_DENSE ? -1 : c->pad_token_id;
+    int replay = m->recompute && t && !ds;
     hy_tensor *x = hy_embedding(t, P(m, m->embed), ids, pad);  // (B, T, d)
     for (int i = 0; i < c->n_layers; i++) {
-        const hy_layer_params *L = &m->layer[i];
         hy_tape_mark(t, i);  // block i's parameter gradients are final when backward gets here
-        hy_tensor *h = hy_rmsnorm(t, x, P(m, L->norm1), eps);
-        hy_tensor *y = (L->kind == HY_LAYER_GDN)
-                           ? gdn_mixer(m, t, i, h, ds ? &ds->layer[i] : NULL, step)
-                           : attn_mixer(m, t, i, h, ds, step);
-        x = hy_add(t, x, y);
-        h = hy_rmsnorm(t, x, P(m, L->norm2), eps);
-        hy_tensor *a = hy_swiglu(t, hy_linear(t, h, P(m, L->w_fused), NULL));  // (B, T, hidden)
-        x = hy_add(t, x, hy_linear(t, a, P(m, L->w_down), NULL));
+        x = replay ? block_recomputed(m, t, i, x) : block(m, t, i, x, ds, step);
     }
-    return hy_rmsnorm(t, x, P(m, m->norm_f), eps);
+    return hy_rmsnorm(t, x, P(m, m->norm_f), (float)c->rms_eps);
 }
 
 hy_tensor *hy_model_blocks(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,

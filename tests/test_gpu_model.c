@@ -107,13 +107,15 @@ static double norm_rel_err(const float *a, const float *b, size_t n) {
 
 // One forward/backward on each device from the same weights and tokens:
 // loss within 1e-2, each parameter's gradient within 2e-2 (relative, in
-// norm: bf16 activations through every layer).
-static void compare_train_step(hy_arch arch, int B, int T) {
+// norm: bf16 activations through every layer). recompute: the GPU model
+// replays each block in backward (train.recompute).
+static void compare_train_step(hy_arch arch, int B, int T, int recompute) {
     need_gpu();
     hy_model_config c = gpu_config(4, 2, 48);
     world cw, gw;
     world_cpu(&cw, arch, &c, 7);
     world_gpu(&gw, &cw);
+    gw.m.recompute = recompute;
     int n = B * T;
     int32_t *ids = malloc(n * sizeof(int32_t)), *tgt = malloc(n * sizeof(int32_t));
     random_tokens(ids, n, c.vocab_size, 1);
@@ -130,8 +132,8 @@ static void compare_train_step(hy_arch arch, int B, int T) {
         hy_tape_backward(&w->tape, l);
         hy_tensor_to_host_f32(l, &loss[d]);
     }
-    printf("  %s B=%d T=%d: loss cpu %.6f gpu %.6f\n", arch == HY_ARCH_DENSE ? "dense" : "hydra",
-           B, T, loss[0], loss[1]);
+    printf("  %s B=%d T=%d%s: loss cpu %.6f gpu %.6f\n", arch == HY_ARCH_DENSE ? "dense" : "hydra",
+           B, T, recompute ? " (GPU recomputing)" : "", loss[0], loss[1]);
     HY_ASSERT(isfinite(loss[1]) && fabs(loss[1] - loss[0]) <= 1e-2 * fabs(loss[0]),
               "loss: gpu %.6f vs cpu %.6f", loss[1], loss[0]);
     size_t numel = cw.m.params.numel;
@@ -154,9 +156,11 @@ static void compare_train_step(hy_arch arch, int B, int T) {
     world_free(&cw);
 }
 
-HY_TEST(gpu_model_train_step_matches_cpu, "gpu") { compare_train_step(HY_ARCH_HYDRA, 3, 150); }
+HY_TEST(gpu_model_train_step_matches_cpu, "gpu") { compare_train_step(HY_ARCH_HYDRA, 3, 150, 0); }
 
-HY_TEST(gpu_dense_train_step_matches_cpu, "gpu") { compare_train_step(HY_ARCH_DENSE, 2, 77); }
+HY_TEST(gpu_dense_train_step_matches_cpu, "gpu") { compare_train_step(HY_ARCH_DENSE, 2, 77, 0); }
+
+HY_TEST(gpu_model_recompute_matches_cpu, "gpu") { compare_train_step(HY_ARCH_HYDRA, 3, 150, 1); }
 
 // Largest |a - b| relative to the largest |b|.
 static double rel_to_max(const float *a, const float *b, size_t n) {

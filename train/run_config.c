@@ -72,6 +72,8 @@ static const key_spec KEYS[] = {
      "steps between text samples, byte-level text runs (0: never)"},
     {"train", "sample_tokens", K_INT, F(train.sample_tokens), 1, 1 << 20, 0, "length of a sample"},
     {"train", "grad_clip", K_FLOAT, F(train.grad_clip), 0, BIG, 0, "global gradient-norm clip (0: off)"},
+    {"train", "recompute", K_BOOL, F(train.recompute), 0, 1, 0,
+     "keep only each block's input and replay the block in backward (less memory, one more forward)"},
     {"train", "overlap_reduce", K_BOOL, F(train.overlap_reduce), 0, 1, 0,
      "several GPUs: reduce each block's gradients during the backward pass (off: after it)"},
 
@@ -131,6 +133,7 @@ void hy_run_config_defaults(hy_run_config *c) {
     c->train.sample_tokens = 200;
     c->train.grad_clip = 1.0f;
     c->train.overlap_reduce = 0;
+    c->train.recompute = 0;
     c->optim = hy_optim_defaults();
     snprintf(c->schedule_name, sizeof c->schedule_name, "cosine");
     c->warmup_steps = 100;

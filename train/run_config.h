@@ -35,6 +35,7 @@ typedef struct {
     int sample_tokens;     // length of a sample
     float grad_clip;       // global norm; 0 = off
     int overlap_reduce;    // data parallel: reduce gradients block by block during backward
+    int recompute;         // activation recomputation, block by block (hy_model.recompute)
 } hy_train_config;
 
 typedef struct {

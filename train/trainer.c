@@ -201,6 +201,12 @@ static void choose_device(run *r) {
                    "sees %d GPUs (one task per GPU)", r->rank, r->world, r->local_rank,
                    r->local_rank, n);
     }
+    // The replay is tested on the CPU (model_recompute_same_gradients); its
+    // GPU test (gpu_model_recompute_matches_cpu) has not run yet, so the GPU
+    // refuses it rather than train on unchecked gradients.
+    HY_REQUIRE(!(r->device == HY_CUDA && c->train.recompute),
+               "%s: train.recompute = true is not yet verified on the GPU (it is on the CPU); "
+               "set train.device = cpu or leave train.recompute off", c->file);
     if (r->device == HY_CUDA) {
         hy_cuda_set_device(r->cuda_device);
         printf("device: cuda (%s%s)\n", how, hy_cuda_device_info(r->cuda_device, info, sizeof info));
@@ -250,7 +256,11 @@ static void check_multi_gpu(const run *r, int ranks, int local) {
 static size_t plan_activations(const hy_run_config *c, size_t elem) {
     const hy_model_config *m = &c->model;
     size_t width = (size_t)(m->d_model > m->n_heads * m->head_dim ? m->d_model : m->n_heads * m->head_dim);
-    size_t per_tok = (24 * width + 4 * (size_t)m->mlp_hidden) * m->n_layers + 3 * (size_t)m->vocab_size;
+    size_t block = 24 * width + 4 * (size_t)m->mlp_hidden;  // one block's activations a token
+    // train.recompute: one block at a time, plus every block's kept input
+    // and output.
+    size_t blocks = c->train.recompute ? block + 2 * width * m->n_layers : block * m->n_layers;
+    size_t per_tok = blocks + 3 * (size_t)m->vocab_size;
     size_t tokens = (size_t)c->train.batch_size * c->train.seq_len;
     return per_tok * tokens * elem * 5 / 4 + ((size_t)64 << 20);
 }
@@ -311,6 +321,7 @@ static void build(run *r) {
         hy_optim_init(&r->opt, &c->optim, &r->model.params, &r->optim, &r->scratch);
     }
     hy_tape_init(&r->tape, &r->acts, &r->scratch, 1 << 14, 1 << 15);
+    net(r)->recompute = c->train.recompute;
     hy_params_bind(&net(r)->params, &r->tape);
     // Data parallel, train.overlap_reduce: block reduces start during backward.
     if (r->device == HY_CUDA && c->train.overlap_reduce) hy_train_gpu_attach(&r->gpu, &r->tape);
