@@ -460,7 +460,7 @@ static void *bench_bf16(hy_rng *r, size_t n, int D, int unit) {
 
 HY_TEST(gpu_gdn_bench, "gpu") {
     need_gpu();
-    // The three shapes of ../shared/BASELINES.md, then the first again with the reference WY
+    // The three shapes of the GDN speed targets, then the first again with the reference WY
     // kernels (to see what the tensor-core ones save).
     const int shapes[4][4] = {
         {8, 2048, 16, 128}, {4, 4096, 16, 128}, {1, 32768, 16, 128}, {8, 2048, 16, 128}};
