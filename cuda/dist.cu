@@ -147,8 +147,9 @@ static cudaStream_t resolve(void *stream) {
 // thread: there that handle names another stream, unordered with ours, so
 // the collective could read its input before the caller's kernels had
 // written it (measured on two H200s: ranks summing different values).
-// Every collective is waited for on the host (WAIT), so work the caller
-// queues afterwards always follows it.
+// Every collective is waited for on the host (WAIT; hy_dist_wait() for
+// those only started) before the caller uses its buffers again, so work
+// queued after the wait always follows the collective.
 static cudaStream_t g_stream;
 static cudaEvent_t g_ready;
 
