@@ -11,25 +11,22 @@ static int64_t numel_of(const hy_param *p) {
     return n;
 }
 
-// Parameters of one kind in the order they are placed: numel descending,
-// table order on ties (a stable, deterministic order on every rank).
-static const hy_param_table *g_sort_table;
-static int by_size_desc(const void *a, const void *b) {
-    int i = *(const int *)a, j = *(const int *)b;
-    int64_t ni = numel_of(&g_sort_table->p[i]), nj = numel_of(&g_sort_table->p[j]);
-    if (ni != nj) return ni > nj ? -1 : 1;
-    return i - j;
-}
-
 // Places the parameters of one kind (Muon or not), largest first, each on
 // the rank with the least load; a parameter adds weight * numel to it.
 static void place_kind(const hy_param_table *t, const int *muon, int kind, int64_t weight,
                        int world, int *owner, int64_t *load, int *order) {
+    // Numel descending, table order on ties (insertion: stable, and the
+    // same order on every rank).
     int n = 0;
-    for (int i = 0; i < t->n; i++)
-        if ((muon[i] != 0) == kind) order[n++] = i;
-    g_sort_table = t;
-    qsort(order, (size_t)n, sizeof *order, by_size_desc);
+    for (int i = 0; i < t->n; i++) {
+        if ((muon[i] != 0) != kind) continue;
+        int k = n++;
+        while (k > 0 && numel_of(&t->p[order[k - 1]]) < numel_of(&t->p[i])) {
+            order[k] = order[k - 1];
+            k--;
+        }
+        order[k] = i;
+    }
     for (int k = 0; k < n; k++) {
         int best = 0;
         for (int r = 1; r < world; r++)
