@@ -201,12 +201,6 @@ static void choose_device(run *r) {
                    "sees %d GPUs (one task per GPU)", r->rank, r->world, r->local_rank,
                    r->local_rank, n);
     }
-    // The replay is tested on the CPU (model_recompute_same_gradients); its
-    // GPU test (gpu_model_recompute_matches_cpu) has not run yet, so the GPU
-    // refuses it rather than train on unchecked gradients.
-    HY_REQUIRE(!(r->device == HY_CUDA && c->train.recompute),
-               "%s: train.recompute = true is not yet verified on the GPU (it is on the CPU); "
-               "set train.device = cpu or leave train.recompute off", c->file);
     if (r->device == HY_CUDA) {
         hy_cuda_set_device(r->cuda_device);
         printf("device: cuda (%s%s)\n", how, hy_cuda_device_info(r->cuda_device, info, sizeof info));
