@@ -26,6 +26,12 @@ extern "C" const char *hy_cuda_device_info(int device, char *buf, size_t n) {
 
 extern "C" void hy_cuda_set_device(int device) { CUDA_CHECK(cudaSetDevice(device)); }
 
+extern "C" size_t hy_cuda_mem_in_use(void) {
+    size_t free_b = 0, total = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total));
+    return total - free_b;
+}
+
 extern "C" void *hy_cuda_malloc(size_t bytes) {
     void *p = NULL;
     cudaError_t err = cudaMalloc(&p, bytes);

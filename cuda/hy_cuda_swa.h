@@ -35,6 +35,14 @@ size_t hy_cuda_swa_workspace_bytes(int B, int T, int H, int D);
 void hy_cuda_swa_fwd(int B, int T, int H, int D, int window, const void *q, const void *k,
                      const void *v, void *o, float *lse, void *stream);
 
+// The forward for query rows [q_first, T) only (inference: no lse): rows
+// of o before q_first (down to a multiple of the 64-row query block) are
+// left as they were. Chunked prefill puts the cached keys before the chunk
+// and asks for the chunk's rows, so its work is the chunk's queries against
+// the keys in their windows, not the whole prefix's queries as well.
+void hy_cuda_swa_fwd_rows(int B, int T, int H, int D, int window, int q_first, const void *q,
+                          const void *k, const void *v, void *o, void *stream);
+
 // Given d_o = dL/do (B, T, H, D) bf16 and the forward's o and lse: dq, dk,
 // dv (B, T, H, D) fp32, written (not accumulated). workspace:
 // hy_cuda_swa_workspace_bytes(B, T, H, D) bytes of device memory.

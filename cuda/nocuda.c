@@ -27,6 +27,7 @@
 // ---------------------------------------------------------------- hy_cuda.h: devices, memory
 int hy_cuda_built(void) { return 0; }
 int hy_cuda_device_count(void) { return 0; }
+size_t hy_cuda_mem_in_use(void) { NO_CUDA(); return 0; }
 const char *hy_cuda_device_info(int device, char *buf, size_t n) {
     (void)device;
     snprintf(buf, n, "none");
@@ -153,6 +154,8 @@ float hy_cuda_time_ms(hy_cuda_timed_fn fn, void *arg, int warmup, int reps) { NO
 size_t hy_cuda_swa_workspace_bytes(int B, int T, int H, int D) { NO_CUDA(); return 0; }
 void hy_cuda_swa_fwd(int B, int T, int H, int D, int window, const void *q, const void *k,
                      const void *v, void *o, float *lse, void *stream) { NO_CUDA(); }
+void hy_cuda_swa_fwd_rows(int B, int T, int H, int D, int window, int q_first, const void *q,
+                          const void *k, const void *v, void *o, void *stream) { NO_CUDA(); }
 void hy_cuda_swa_bwd(int B, int T, int H, int D, int window, const void *q, const void *k,
                      const void *v, const void *o, const float *lse, const void *d_o, float *dq,
                      float *dk, float *dv, void *workspace, void *stream) { NO_CUDA(); }

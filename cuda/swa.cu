@@ -164,9 +164,10 @@ constexpr size_t fwd_smem() {
 }
 
 // W here is min(window, T). sl2 = log2(e) / sqrt(D): scores live in the log2 domain.
+// The grid covers query blocks qb_first.. only (rows before are not written).
 template <int D>
 __global__ void __launch_bounds__(NTHR)
-    swa_fwd_kernel(int T, int H, int W, float sl2, const bf16raw *__restrict__ q,
+    swa_fwd_kernel(int T, int H, int W, int qb_first, float sl2, const bf16raw *__restrict__ q,
                    const bf16raw *__restrict__ k, const bf16raw *__restrict__ v,
                    bf16raw *__restrict__ o, float *__restrict__ lse) {
     constexpr int STR = D + 8, KD = D / 16, ND = D / 8, NK = BN / 8;
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(NTHR)
 
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
     // The last query blocks have the most keys in full causal mode: start them first.
-    const int qb = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+    const int qb = qb_first + gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
     const int i0 = qb * BM;
     const long long rs = (long long)H * D;
     const size_t base = (size_t)b * T * rs + (size_t)h * D;
@@ -736,14 +737,16 @@ void set_smem(K kernel, size_t bytes) {
                                     (int)bytes));
 }
 
+// Query rows [q_first, T): the blocks that hold them.
 template <int D>
-void launch_fwd(int B, int T, int H, int W, const bf16raw *q, const bf16raw *k,
+void launch_fwd(int B, int T, int H, int W, int q_first, const bf16raw *q, const bf16raw *k,
                 const bf16raw *v, bf16raw *o, float *lse, cudaStream_t s) {
     const size_t sm = fwd_smem<D>();
     set_smem(swa_fwd_kernel<D>, sm);
-    dim3 grid((T + BM - 1) / BM, H, B);
+    const int qb_first = q_first / BM;
+    dim3 grid((T + BM - 1) / BM - qb_first, H, B);
     float sl2 = LOG2E / sqrtf((float)D);
-    swa_fwd_kernel<D><<<grid, NTHR, sm, s>>>(T, H, W, sl2, q, k, v, o, lse);
+    swa_fwd_kernel<D><<<grid, NTHR, sm, s>>>(T, H, W, qb_first, sl2, q, k, v, o, lse);
     SWA_LAUNCHED();
 }
 
@@ -777,20 +780,33 @@ extern "C" size_t hy_cuda_swa_workspace_bytes(int B, int T, int H, int D) {
     return (n + 255) / 256 * 256;
 }
 
-extern "C" void hy_cuda_swa_fwd(int B, int T, int H, int D, int window, const void *q,
-                                const void *k, const void *v, void *o, float *lse,
-                                void *stream) {
-    const char *fn = "hy_cuda_swa_fwd";
+static void swa_fwd(const char *fn, int B, int T, int H, int D, int window, int q_first,
+                    const void *q, const void *k, const void *v, void *o, float *lse,
+                    void *stream) {
     check_sizes(fn, B, T, H, D, window);
     check_ptr(fn, "q", q), check_ptr(fn, "k", k), check_ptr(fn, "v", v), check_ptr(fn, "o", o);
     HY_REQUIRE(lse == NULL || ((uintptr_t)lse & 3) == 0, "%s: lse is misaligned", fn);
+    HY_REQUIRE(q_first >= 0 && q_first < T, "%s: first query row %d is outside [0, %d)", fn,
+               q_first, T);
     const int W = window < T ? window : T;  // window >= T: full causal
     cudaStream_t s = (cudaStream_t)stream;
     const bf16raw *q_ = (const bf16raw *)q, *k_ = (const bf16raw *)k, *v_ = (const bf16raw *)v;
     if (D == 64)
-        launch_fwd<64>(B, T, H, W, q_, k_, v_, (bf16raw *)o, lse, s);
+        launch_fwd<64>(B, T, H, W, q_first, q_, k_, v_, (bf16raw *)o, lse, s);
     else
-        launch_fwd<128>(B, T, H, W, q_, k_, v_, (bf16raw *)o, lse, s);
+        launch_fwd<128>(B, T, H, W, q_first, q_, k_, v_, (bf16raw *)o, lse, s);
+}
+
+extern "C" void hy_cuda_swa_fwd(int B, int T, int H, int D, int window, const void *q,
+                                const void *k, const void *v, void *o, float *lse,
+                                void *stream) {
+    swa_fwd("hy_cuda_swa_fwd", B, T, H, D, window, 0, q, k, v, o, lse, stream);
+}
+
+extern "C" void hy_cuda_swa_fwd_rows(int B, int T, int H, int D, int window, int q_first,
+                                     const void *q, const void *k, const void *v, void *o,
+                                     void *stream) {
+    swa_fwd("hy_cuda_swa_fwd_rows", B, T, H, D, window, q_first, q, k, v, o, NULL, stream);
 }
 
 extern "C" void hy_cuda_swa_bwd(int B, int T, int H, int D, int window, const void *q,

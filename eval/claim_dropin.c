@@ -14,6 +14,7 @@
 #include "../train/run_config.h"
 #include "claims.h"
 #include "corpus.h"
+#include "eval_model.h"
 #include "train_run.h"
 
 #define GEN_TOKENS 48
@@ -34,9 +35,9 @@ static int generate(const hy_eval_opts *o, const char *ckpt, const char *name, c
     char n[16];
     snprintf(n, sizeof n, "%d", GEN_TOKENS);
     const char *argv[] = {"hydra-generate", ckpt, "--prompt", "The ", "--max-new", n,
-                          "--temperature", "0.8", "--seed", "1"};
+                          "--temperature", "0.8", "--seed", "1", "--device", o->device};
     hy_eval_stdout_to(out);
-    int rc = hy_generate_main(10, (char **)argv);
+    int rc = hy_generate_main(12, (char **)argv);
     hy_eval_stdout_restore();
     HY_CHECK(rc == 0, "hydra-generate on %s returned %d", ckpt, rc);
     FILE *f = fopen(out, "rb");
@@ -111,15 +112,16 @@ void claim_drop_in(const hy_eval_opts *o, hy_claim_result *r) {
     char corpus[1200];
     hy_eval_corpus(o, corpus, sizeof corpus);
     char ini[4096];
+    hy_eval_heads hd = hy_eval_heads_for(hy_eval_device(o->device), 64, 2, 32);
     snprintf(ini, sizeof ini,
              "; written by hydra-eval --claims (drop_in): one [model] section for both models\n"
-             "[model]\nvocab_size = 256\nd_model = 64\nn_layers = 4\nn_heads = 2\nswa_every = 4\n"
-             "swa_window = 64\ndn_chunk_size = 32\n"
-             "[train]\nsteps = %d\nbatch_size = 8\nseq_len = 128\nseed = %llu\ndevice = cpu\n"
+             "[model]\nvocab_size = 256\nd_model = 64\nn_layers = 4\nn_heads = %d\nswa_every = 4\n"
+             "swa_window = 64\ndn_chunk_size = %d\n"
+             "[train]\nsteps = %d\nbatch_size = 8\nseq_len = 128\nseed = %llu\ndevice = %s\n"
              "eval_every = 0\nlog_every = 1000000\ncheckpoint_every = 0\nkeep_checkpoints = 1\n"
              "[optim]\nkind = muon_hybrid\nlr = 3e-3\nmuon_lr = 0.02\nwarmup_steps = 10\nschedule = cosine\n"
              "[data]\nsource = text\npath = %s\n",
-             steps, (unsigned long long)o->seed, corpus);
+             hd.n_heads, hd.dn_chunk, steps, (unsigned long long)o->seed, o->device, corpus);
     hy_model_config def = hy_config_default();
     hy_config_finalize(&def, "default config");
     int64_t dh = count_params(HY_ARCH_HYDRA, &def), dd = count_params(HY_ARCH_DENSE, &def);
@@ -138,8 +140,9 @@ void claim_drop_in(const hy_eval_opts *o, hy_claim_result *r) {
     if (!ratios_ok) hy_claim_note(r, "FAIL: a parameter ratio is outside [0.9, 1.1].\n");
     hy_claim_key(r, "params x%.3f; loss %.2f->%.2f (HydraLM), %.2f->%.2f (dense)%s", ratio, h.first,
                  h.last, d.first, d.last, ok ? "; both generate" : "; see notes");
-    hy_claim_note(r, "Both runs: the same INI text (d_model 64, 4 layers, HydraLM's default schedule "
-                  "with SWA every 4th layer), only --set model.arch differing; Muon hybrid, %d steps of "
-                  "8 x 128 bytes on %s. Parameter counts are those of the built parameter tables.",
-                  steps, hy_eval_corpus_name(o));
+    hy_claim_note(r, "Both runs: the same INI text (d_model 64, 4 layers, %d head%s, DeltaNet chunk "
+                  "%d, HydraLM's default schedule with SWA every 4th layer), only --set model.arch "
+                  "differing; Muon hybrid, %d steps of 8 x 128 bytes on %s, on the %s. Parameter counts "
+                  "are those of the built parameter tables.", hd.n_heads, hd.n_heads == 1 ? "" : "s",
+                  hd.dn_chunk, steps, hy_eval_corpus_name(o), o->device);
 }

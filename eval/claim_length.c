@@ -35,11 +35,11 @@ static void train_and_measure(const hy_eval_opts *o, const char *ini, int L, int
     hy_train_run run;
     hy_eval_train(o, name, ini, sets, &run);
     hy_eval_model w;
-    hy_eval_model_load(&w, run.checkpoint);
+    hy_eval_model_load(&w, run.checkpoint, hy_eval_device(o->device));
     hy_series *s = hy_plot_series(pl, dense ? "dense (contrast)" : "HydraLM");
     for (int k = 0; k < N_MULT; k++) {
         hy_eval_progress(o, "length_generalisation: %s, windows of %d bytes", arch, MULT[k] * L);
-        loss[k] = hy_task_text_loss(&w.m, val, usable, MULT[k] * L, 8, NULL);
+        loss[k] = hy_task_text_loss(w.net, val, usable, MULT[k] * L, 8, NULL);
         hy_series_add(s, MULT[k], loss[k]);
     }
     hy_eval_model_free(&w);
@@ -66,16 +66,18 @@ void claim_length_generalisation(const hy_eval_opts *o, hy_claim_result *r) {
     char corpus[1200];
     hy_eval_corpus(o, corpus, sizeof corpus);
     char ini[4096];
+    hy_eval_heads hd = hy_eval_heads_for(hy_eval_device(o->device), d, 2, 32);
     snprintf(ini, sizeof ini,
              "; written by hydra-eval --claims (length_generalisation)\n"
-             "[model]\nvocab_size = 256\nd_model = %d\nn_layers = %d\nn_heads = 2\nswa_every = 2\n"
-             "swa_window = %d\ndn_chunk_size = 32\n"
-             "[train]\nsteps = %d\nbatch_size = 16\nseq_len = %d\nseed = %llu\ndevice = cpu\n"
+             "[model]\nvocab_size = 256\nd_model = %d\nn_layers = %d\nn_heads = %d\nswa_every = 2\n"
+             "swa_window = %d\ndn_chunk_size = %d\n"
+             "[train]\nsteps = %d\nbatch_size = 16\nseq_len = %d\nseed = %llu\ndevice = %s\n"
              "eval_every = 0\nlog_every = 1000000\ncheckpoint_every = 0\nkeep_checkpoints = 1\n"
              "grad_clip = 1.0\n"
              "[optim]\nkind = muon_hybrid\nlr = 3e-3\nmuon_lr = 0.02\nwarmup_steps = %d\nschedule = cosine\n"
              "[data]\nsource = text\npath = %s\n",
-             d, layers, L / 2, steps, L, (unsigned long long)o->seed, steps / 10, corpus);
+             d, layers, hd.n_heads, L / 2, hd.dn_chunk, steps, L, (unsigned long long)o->seed, o->device,
+             steps / 10, corpus);
     int64_t n_val;
     int32_t *val = hy_eval_corpus_val(o, &n_val);
     int64_t span = n_val < max_eval ? n_val : max_eval;
@@ -92,11 +94,12 @@ void claim_length_generalisation(const hy_eval_opts *o, hy_claim_result *r) {
     hy_claim_value(r, "hydra_ratio_16x", ratio);
     hy_claim_value(r, "dense_ratio_16x", loss[1][4] / loss[1][0]);
     hy_claim_key(r, "HydraLM 16x/1x loss = %.3f (dense %.3f)", ratio, loss[1][4] / loss[1][0]);
-    hy_claim_note(r, "Both models: d_model %d, %d layers (HydraLM: GDN and SWA alternating, window %d), 2 heads, "
-                  "trained with the Muon hybrid for %d steps of 16 x %d bytes on %s. Evaluation: the first "
-                  "%lld held-out bytes, cut into consecutive windows of 1, 2, 4, 8, 16 x L; every window "
-                  "starts from an empty state; the loss is the mean over every predicted byte.",
-                  d, layers, L / 2, steps, L, hy_eval_corpus_name(o), (long long)(usable - 1));
+    hy_claim_note(r, "Both models: d_model %d, %d layers (HydraLM: GDN and SWA alternating, window %d, "
+                  "DeltaNet chunk %d), %d head%s, trained with the Muon hybrid for %d steps of 16 x %d bytes "
+                  "on %s, on the %s. Evaluation: the first %lld held-out bytes, cut into consecutive windows "
+                  "of 1, 2, 4, 8, 16 x L; every window starts from an empty state; the loss is the mean over "
+                  "every predicted byte.", d, layers, L / 2, hd.dn_chunk, hd.n_heads, hd.n_heads == 1 ? "" : "s",
+                  steps, L, hy_eval_corpus_name(o), o->device, (long long)(usable - 1));
     if (!r->passed) hy_claim_note(r, "\nFAIL: the loss at 16 x L is %.3f x the loss at 1 x L.", ratio);
     free(val);
 }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "claims.h"
+#include "eval_model.h"
 #include "train_run.h"
 
 #define MAX_SETTINGS 2
@@ -43,19 +44,20 @@ static mqar_plan make_plan(const hy_eval_opts *o) {
 }
 
 static void write_ini(char *buf, size_t n, const mqar_plan *p, const mqar_setting *s, const char *arch,
-                      const char *lr, uint64_t seed) {
+                      const char *lr, const hy_eval_opts *o) {
+    hy_eval_heads hd = hy_eval_heads_for(hy_eval_device(o->device), p->d_model, p->n_heads, p->chunk);
     snprintf(buf, n,
              "; written by hydra-eval --claims (mqar_recall)\n"
              "[model]\narch = %s\nvocab_size = %d\nd_model = %d\nn_layers = %d\nn_heads = %d\n"
              "swa_every = 2\nswa_window = %d\ndn_chunk_size = %d\n"
-             "[train]\nsteps = %d\nbatch_size = %d\nseq_len = %d\nseed = %llu\ndevice = cpu\n"
+             "[train]\nsteps = %d\nbatch_size = %d\nseq_len = %d\nseed = %llu\ndevice = %s\n"
              "eval_every = %d\nlog_every = 1000000\ncheckpoint_every = 0\nkeep_checkpoints = 1\n"
              "grad_clip = 1.0\n"
              "[optim]\nkind = adamw\nlr = %s\nwarmup_steps = %d\nschedule = %s\nweight_decay = 0\n"
              "[data]\nsource = mqar\nmqar_pairs = %d\n"
              "[eval]\nmqar_sequences = %d\n",
-             arch, p->vocab, p->d_model, p->n_layers, p->n_heads, p->window, p->chunk, p->steps,
-             p->batch, s->seq_len, (unsigned long long)seed, p->eval_every, lr, p->warmup, p->schedule, s->pairs,
+             arch, p->vocab, p->d_model, p->n_layers, hd.n_heads, p->window, hd.dn_chunk, p->steps,
+             p->batch, s->seq_len, (unsigned long long)o->seed, o->device, p->eval_every, lr, p->warmup, p->schedule, s->pairs,
              p->eval_sequences);
 }
 
@@ -75,7 +77,7 @@ static best_run sweep(const hy_eval_opts *o, const mqar_plan *p, const mqar_sett
         char name[128], ini[4096];
         snprintf(name, sizeof name, "mqar_%d_%d_%s_lr%s", s->seq_len, s->pairs, dense ? "dense" : "hydra",
                  p->lrs[i]);
-        write_ini(ini, sizeof ini, p, s, dense ? "dense" : "hydra", p->lrs[i], o->seed);
+        write_ini(ini, sizeof ini, p, s, dense ? "dense" : "hydra", p->lrs[i], o);
         hy_eval_progress(o, "mqar_recall: training %s on seq %d / %d pairs, lr %s (%d steps)",
                          dense ? "dense" : "HydraLM", s->seq_len, s->pairs, p->lrs[i], p->steps);
         hy_train_run run;
@@ -164,10 +166,12 @@ void claim_mqar_recall(const hy_eval_opts *o, hy_claim_result *r) {
         ok &= judge(r, &p, s, b, full, k);
     }
     r->passed = ok;
-    hy_claim_note(r, "Both models: vocab %d, d_model %d, %d layers (HydraLM: GDN then SWA with window %d; "
-                  "dense: full attention), %d heads; AdamW, %s schedule with %d warmup steps, no "
-                  "weight decay, clip 1.0; %d steps of batch %d; lr swept over {", p.vocab, p.d_model,
-                  p.n_layers, p.window, p.n_heads, p.schedule, p.warmup, p.steps, p.batch);
+    hy_eval_heads hd = hy_eval_heads_for(hy_eval_device(o->device), p.d_model, p.n_heads, p.chunk);
+    hy_claim_note(r, "Both models: vocab %d, d_model %d, %d layers (HydraLM: GDN then SWA with window %d, "
+                  "DeltaNet chunk %d; dense: full attention), %d heads, on the %s; AdamW, %s schedule with "
+                  "%d warmup steps, no weight decay, clip 1.0; %d steps of batch %d; lr swept over {",
+                  p.vocab, p.d_model, p.n_layers, p.window, hd.dn_chunk, hd.n_heads, o->device, p.schedule,
+                  p.warmup, p.steps, p.batch);
     for (int i = 0; i < p.n_lrs; i++) hy_claim_note(r, "%s%s", i ? ", " : "", p.lrs[i]);
     hy_claim_note(r, "}, the best final accuracy kept. Accuracy: the trainer's validation on %d held-out "
                   "sequences (Zoology MQAR: keys in [1, V/2), values in [V/2, V), every key queried "

@@ -13,6 +13,7 @@
 
 #include "claims.h"
 #include "corpus.h"
+#include "eval_model.h"
 #include "train_run.h"
 
 #define MAX_LRS 3
@@ -95,18 +96,19 @@ void claim_muon_vs_adamw(const hy_eval_opts *o, hy_claim_result *r) {
     char corpus[1200];
     hy_eval_corpus(o, corpus, sizeof corpus);
     char ini[4096];
+    hy_eval_heads hd = hy_eval_heads_for(hy_eval_device(o->device), p.d_model, 2, 32);
     snprintf(ini, sizeof ini,
              "; written by hydra-eval --claims (muon_vs_adamw)\n"
-             "[model]\nvocab_size = 256\nd_model = %d\nn_layers = %d\nn_heads = 2\nswa_every = 2\n"
-             "swa_window = 64\ndn_chunk_size = 32\n"
-             "[train]\nsteps = %d\nbatch_size = %d\nseq_len = 64\nseed = %llu\ndevice = cpu\n"
+             "[model]\nvocab_size = 256\nd_model = %d\nn_layers = %d\nn_heads = %d\nswa_every = 2\n"
+             "swa_window = 64\ndn_chunk_size = %d\n"
+             "[train]\nsteps = %d\nbatch_size = %d\nseq_len = 64\nseed = %llu\ndevice = %s\n"
              "eval_every = %d\neval_batches = 4\nlog_every = 1000000\ncheckpoint_every = 0\n"
              "keep_checkpoints = 1\ngrad_clip = 1.0\n"
              "[optim]\nkind = adamw\nlr = 3e-3\nmuon_lr = 0.02\nwarmup_steps = %d\nschedule = cosine\n"
              "weight_decay = 0.1\n"
              "[data]\nsource = text\npath = %s\n",
-             p.d_model, p.n_layers, p.steps, p.batch, (unsigned long long)o->seed, p.eval_every, p.steps / 15,
-             corpus);
+             p.d_model, p.n_layers, hd.n_heads, hd.dn_chunk, p.steps, p.batch, (unsigned long long)o->seed,
+             o->device, p.eval_every, p.steps / 15, corpus);
     hy_plot *pc = hy_claim_plot(r, "Validation loss vs wall-clock (best lr of each)", "seconds",
                                 "validation loss", 0, 0);
     hy_plot *pl = hy_claim_plot(r, "Final validation loss by learning rate", "lr (AdamW: lr; Muon: muon_lr)",
@@ -135,12 +137,13 @@ void claim_muon_vs_adamw(const hy_eval_opts *o, hy_claim_result *r) {
     hy_claim_value(r, "t_muon_s", tm);
     hy_claim_value(r, "t_adamw_s", ta);
     hy_claim_value(r, "ratio", ratio);
-    hy_claim_note(r, "Model: HydraLM, vocab 256, d_model %d, %d layers (GDN, SWA), 2 heads, window 64; "
+    hy_claim_note(r, "Model: HydraLM, vocab 256, d_model %d, %d layers (GDN, SWA), %d head%s, DeltaNet "
+                  "chunk %d, window 64, on the %s; "
                   "%d steps of %d x 64 bytes, cosine schedule, warmup %d, clip 1.0, validation every %d "
                   "steps on 4 batches of held-out text. Data: %s. Muon hybrid: Muon on the 2-D hidden "
                   "matrices (muon_lr swept), AdamW lr 3e-3 on the rest; AdamW: lr swept. Times are the "
                   "trainer's elapsed seconds (validations included, the same number for both).",
-                  p.d_model, p.n_layers, p.steps, p.batch, p.steps / 15, p.eval_every, hy_eval_corpus_name(o));
+                  p.d_model, p.n_layers, hd.n_heads, hd.n_heads == 1 ? "" : "s", hd.dn_chunk, o->device, p.steps, p.batch, p.steps / 15, p.eval_every, hy_eval_corpus_name(o));
     for (int k = 0; k < 2; k++) {
         int i = k ? ia : im;
         if (i == 0 || i == p.n_lrs - 1)

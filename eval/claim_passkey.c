@@ -46,17 +46,18 @@ static void thresholds(hy_claim_result *r, const passkey_plan *p, int full) {
 
 static void train(const hy_eval_opts *o, const passkey_plan *p, hy_train_run *run) {
     char ini[4096];
+    hy_eval_heads hd = hy_eval_heads_for(hy_eval_device(o->device), p->d_model, 2, 32);
     snprintf(ini, sizeof ini,
              "; written by hydra-eval --claims (passkey)\n"
-             "[model]\nvocab_size = 256\nd_model = %d\nn_layers = %d\nn_heads = 2\nswa_every = 2\n"
-             "swa_window = %d\ndn_chunk_size = 32\n"
-             "[train]\nsteps = %d\nbatch_size = 16\nseq_len = %d\nseed = %llu\ndevice = cpu\n"
+             "[model]\nvocab_size = 256\nd_model = %d\nn_layers = %d\nn_heads = %d\nswa_every = 2\n"
+             "swa_window = %d\ndn_chunk_size = %d\n"
+             "[train]\nsteps = %d\nbatch_size = 16\nseq_len = %d\nseed = %llu\ndevice = %s\n"
              "eval_every = %d\neval_batches = 4\nlog_every = 1000000\ncheckpoint_every = 0\n"
              "keep_checkpoints = 1\ngrad_clip = 1.0\n"
              "[optim]\nkind = muon_hybrid\nlr = 3e-3\nmuon_lr = 0.02\nwarmup_steps = %d\nschedule = cosine\n"
              "[data]\nsource = passkey\n",
-             p->d_model, p->n_layers, p->window, p->steps, p->L, (unsigned long long)o->seed,
-             p->steps / 4, p->steps / 10);
+             p->d_model, p->n_layers, hd.n_heads, p->window, hd.dn_chunk, p->steps, p->L,
+             (unsigned long long)o->seed, o->device, p->steps / 4, p->steps / 10);
     hy_eval_progress(o, "passkey: training at L = %d (%d steps)", p->L, p->steps);
     hy_eval_train(o, "passkey", ini, NULL, run);
 }
@@ -107,9 +108,10 @@ void claim_passkey(const hy_eval_opts *o, hy_claim_result *r) {
     hy_train_run run;
     train(o, &p, &run);
     hy_eval_model w;
-    hy_eval_model_load(&w, run.checkpoint);
+    hy_device dev = hy_eval_device(o->device);
+    hy_eval_model_load(&w, run.checkpoint, dev);
     double acc[N_MULT];
-    int all_cells = evaluate(o, &p, &w.m, r, acc);
+    int all_cells = evaluate(o, &p, w.net, r, acc);
     const hy_val_point *v = hy_train_run_last_val(&run);
     hy_claim_measured(r, "training: %d steps in %.0f s; the trainer's last validation: loss %.4f, "
                       "next-byte accuracy on the answer digits %.4f\n", p.steps, run.seconds,
@@ -117,12 +119,14 @@ void claim_passkey(const hy_eval_opts *o, hy_claim_result *r) {
     r->passed = all_cells && (full ? acc[3] >= 0.9 : acc[0] >= p.smoke_min_exact_1x);
     hy_claim_key(r, "exact match %.2f / %.2f / %.2f / %.2f / %.2f at 1/2/4/8/16 x L", acc[0], acc[1],
                  acc[2], acc[3], acc[4]);
-    hy_claim_note(r, "HydraLM, byte-level, d_model %d, %d layers (GDN and SWA alternating), 2 heads, window "
-                  "%d (shorter than the distance from the needle to the answer at every length and depth, so "
+    hy_eval_heads hd = hy_eval_heads_for(dev, p.d_model, 2, 32);
+    hy_claim_note(r, "HydraLM, byte-level, d_model %d, %d layers (GDN and SWA alternating), %d head%s, "
+                  "DeltaNet chunk %d, on the %s, window %d (shorter than the distance from the needle to the answer at every length and depth, so "
                   "recall goes through the DeltaNet state); Muon hybrid, %d steps of 16 x %d-byte passkey sequences with random "
                   "depths. Evaluation: fresh sequences (5-digit keys) at fixed depths, prefilled in chunks; "
                   "a sequence counts when all digits are the argmax (= greedy decoding).",
-                  p.d_model, p.n_layers, p.window, p.steps, p.L);
+                  p.d_model, p.n_layers, hd.n_heads, hd.n_heads == 1 ? "" : "s", hd.dn_chunk, o->device,
+                  p.window, p.steps, p.L);
     if (!r->passed)
         hy_claim_note(r, "\nFAIL: %s.", full ? "accuracy at 8 x L is below 0.9"
                                               : "accuracy at 1 x L is below the smoke threshold");

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../autograd/check.h"
+#include "../cuda/hy_cuda.h"
 #include "claims.h"
 #include "eval_tasks_cli.h"
 #include "fit.h"
@@ -23,7 +24,7 @@ static void usage(FILE *f) {
             "                  [--seed S] [--text PATH] [--work DIR [--resume]]\n"
             "       hydra-eval --checkpoint CKPT --task mqar|passkey|ppl|stream [--seq-len N]\n"
             "                  [--tokens N] [--pairs N] [--sequences N] [--data PATH] [--chunk N]\n"
-            "                  [--seed S]\n"
+            "                  [--seed S] [--device auto|cpu|cuda]\n"
             "\n"
             "--claims measures HydraLM's claims and writes RESULTS.md (plots next to it) and\n"
             "results.json. Exit status: 0 every selected claim passed, 1 one failed, 2 bad usage.\n"
@@ -34,7 +35,8 @@ static void usage(FILE *f) {
         fprintf(f, "%s%s", hy_claim_at(i)->id, i + 1 < hy_claim_count() ? (i % 4 == 3 ? ",\n               " : ", ") : "\n");
     fprintf(f,
             "  --out        the report (default RESULTS.md); --json defaults to results.json beside it\n"
-            "  --device     auto (= cpu: the GPU path does not exist yet), cpu; cuda is an error\n"
+            "  --device     auto (default: the GPU when there is one, else the CPU), cpu or cuda;\n"
+            "               on the GPU the claims' models have heads of 64 and DeltaNet chunks of 64\n"
             "  --seed       seed of every model, run and generated sequence (default 1)\n"
             "  --text       text for the language-model claims (default: $HYDRA_TEXT, else\n"
             "               data/tinyshakespeare.txt when present, else a synthetic corpus)\n"
@@ -128,12 +130,19 @@ static void parse_args(eval_args *a, int argc, char **argv) {
     }
 }
 
-// auto and cpu run on the CPU; the GPU path is a clear error until it exists.
+// cpu, or cuda (GPU 0); auto is cuda when this build has CUDA and a GPU is
+// there, the CPU otherwise.
 static const char *resolve_device(const char *d) {
-    if (!strcmp(d, "auto") || !strcmp(d, "cpu")) return "cpu";
-    if (!strcmp(d, "cuda"))
-        hy_die(HY_EXIT_USAGE, "hydra-eval: --device cuda: the GPU path of hydra-eval is not "
-                              "implemented yet; use --device cpu (or auto)");
+    int gpu = hy_cuda_built() && hy_cuda_device_count() > 0;
+    if (!strcmp(d, "cpu")) return "cpu";
+    if (!strcmp(d, "auto")) return gpu ? "cuda" : "cpu";
+    if (!strcmp(d, "cuda")) {
+        if (!hy_cuda_built())
+            hy_die(HY_EXIT_USAGE, "hydra-eval: --device cuda, but this build has no CUDA support "
+                                  "(rebuild with nvcc present and -DHYDRA_CUDA=ON), or use cpu or auto");
+        if (!gpu) hy_die(HY_EXIT_USAGE, "hydra-eval: --device cuda, but no usable GPU was found; use cpu or auto");
+        return "cuda";
+    }
     bad_usage("--device expects auto, cpu or cuda, got '%s'", d);
 }
 
@@ -286,5 +295,6 @@ int hy_eval_main(int argc, char **argv) {
     if (!a.task.checkpoint) bad_usage("give --claims or --checkpoint CKPT --task TASK");
     if (a.claim_opts) bad_usage("--budget, --only, --out, --json, --text and --work go with --claims");
     resolve_device(a.device);
+    a.task.device = a.device;  // the model's own limits decide auto (hy_device_choose)
     return hy_eval_task_main(&a.task);
 }

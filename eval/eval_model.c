@@ -7,7 +7,10 @@
 
 #include "../autograd/check.h"
 #include "../infer/stream.h"
+#include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_blas.h"
 #include "../train/checkpoint.h"
+#include "../train/train_gpu.h"
 
 static void alloc_params(hy_eval_model *w) {
     size_t pb = hy_params_bytes(&w->m.params) + HY_ALIGN;
@@ -16,7 +19,25 @@ static void alloc_params(hy_eval_model *w) {
     hy_params_alloc(&w->m.params, &w->params, &w->grads);
 }
 
-void hy_eval_model_fresh(hy_eval_model *w, hy_arch arch, const hy_model_config *c, uint64_t seed) {
+// net = the host model, or its copy on GPU 0.
+void hy_eval_model_place(hy_eval_model *w, hy_device dev) {
+    HY_CHECK(w->net != &w->gm, "hydra-eval: the model is on the GPU already");
+    w->net = &w->m;
+    if (dev == HY_CPU) return;
+    char why[300];
+    hy_device_choose("cuda", w->m.arch, &w->m.cfg, "hydra-eval: --device cuda", why, sizeof why);
+    hy_cuda_set_device(0);
+    hy_cuda_blas_init();
+    size_t pb = hy_params_bytes(&w->m.params);
+    hy_arena_init(&w->gparams, "params", HY_CUDA, pb);
+    hy_arena_init(&w->ggrads, "grads", HY_CUDA, pb);  // unused, but part of a GPU table
+    hy_arena_init(&w->ghalf, "bf16", HY_CUDA, hy_params_half_bytes(&w->m.params));
+    hy_model_to_cuda(&w->gm, &w->m, &w->gparams, &w->ggrads, &w->ghalf);
+    w->net = &w->gm;
+}
+
+void hy_eval_model_fresh(hy_eval_model *w, hy_arch arch, const hy_model_config *c, uint64_t seed,
+                         hy_device dev) {
     memset(w, 0, sizeof *w);
     hy_run_config_defaults(&w->cfg);
     w->cfg.arch = arch;
@@ -24,9 +45,10 @@ void hy_eval_model_fresh(hy_eval_model *w, hy_arch arch, const hy_model_config *
     hy_model_build(&w->m, arch, c);
     alloc_params(w);
     hy_model_init_weights(&w->m, seed);
+    hy_eval_model_place(w, dev);
 }
 
-void hy_eval_model_load(hy_eval_model *w, const char *checkpoint) {
+void hy_eval_model_load(hy_eval_model *w, const char *checkpoint, hy_device dev) {
     memset(w, 0, sizeof *w);
     char *text = hy_ckpt_read_config(checkpoint);
     hy_run_config_defaults(&w->cfg);
@@ -37,26 +59,34 @@ void hy_eval_model_load(hy_eval_model *w, const char *checkpoint) {
     hy_model_build(&w->m, w->cfg.arch, &w->cfg.model);
     alloc_params(w);
     hy_ckpt_load(checkpoint, &w->m.params, NULL, NULL);
+    hy_eval_model_place(w, dev);
 }
 
 void hy_eval_model_free(hy_eval_model *w) {
+    if (w->net == &w->gm) hy_model_destroy(&w->gm);
     hy_model_destroy(&w->m);
-    hy_arena_free(&w->params);
-    hy_arena_free(&w->grads);
+    hy_arena *all[5] = {&w->params, &w->grads, &w->gparams, &w->ggrads, &w->ghalf};
+    for (int i = 0; i < 5; i++) hy_arena_free(all[i]);
     memset(w, 0, sizeof *w);
+}
+
+hy_device hy_eval_device(const char *device) { return !strcmp(device, "cuda") ? HY_CUDA : HY_CPU; }
+
+hy_eval_heads hy_eval_heads_for(hy_device dev, int d_model, int cpu_heads, int cpu_chunk) {
+    hy_eval_heads h = {cpu_heads, cpu_chunk};
+    if (dev == HY_CUDA) h.n_heads = d_model / 64 > 0 ? d_model / 64 : 1, h.dn_chunk = 64;
+    return h;
 }
 
 void hy_eval_logits(hy_model *m, const int32_t *ids, int B, int T, int chunk, float *logits) {
     const hy_model_config *c = &m->cfg;
     int V = c->vocab_size;
     if (chunk > T) chunk = T;
-    // Batch rows scale the chunk's activations; the dense model with B > 1
-    // also copies each layer's cache prefix (B, pos, H, D) into the work arena.
-    size_t work = hy_stream_work_bytes(c, B, chunk);
-    if (m->arch == HY_ARCH_DENSE && B > 1)
-        work += (size_t)c->n_layers * 2 * B * (size_t)T * c->n_heads * c->head_dim * sizeof(float);
+    // Batch rows scale the chunk's activations; the dense model's cache
+    // prefix may be copied into the work arena too (hy_prefill_work_bytes).
+    size_t work = hy_prefill_work_bytes(m, B, chunk, T);
     hy_arena a;
-    hy_arena_init(&a, "eval work", HY_CPU, work);
+    hy_arena_init(&a, "eval work", hy_model_device(m), work);
     hy_decode_state s;
     hy_decode_init(&s, m, B);
     int32_t *piece = (int32_t *)hy_xmalloc((size_t)B * chunk * sizeof(int32_t));

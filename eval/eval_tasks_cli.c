@@ -9,6 +9,7 @@
 #include "../autograd/check.h"
 #include "../data/loader.h"
 #include "../infer/stream.h"
+#include "../train/train_gpu.h"
 #include "eval_model.h"
 #include "fit.h"
 #include "tasks.h"
@@ -19,7 +20,7 @@ static int task_mqar(hy_eval_model *w, const hy_task_args *a) {
     int n = a->sequences ? a->sequences : w->cfg.eval.mqar_sequences;
     int64_t right, total;
     double t0 = hy_eval_now();
-    double acc = hy_task_mqar(&w->m, T, P, n, a->seed, &right, &total);
+    double acc = hy_task_mqar(w->net, T, P, n, a->seed, &right, &total);
     printf("mqar: seq_len %d, %d pairs, %d fresh sequences (seed %llu): accuracy %.4f "
            "(%lld / %lld queries) in %.1f s\n", T, P, n, (unsigned long long)a->seed, acc,
            (long long)right, (long long)total, hy_eval_now() - t0);
@@ -33,7 +34,7 @@ static int task_passkey(hy_eval_model *w, const hy_task_args *a) {
            "| depth | exact match | digit accuracy |\n|---|---|---|\n", T, n, (unsigned long long)a->seed);
     double sum = 0;
     for (int d = 0; d <= 4; d++) {
-        double digits, acc = hy_task_passkey(&w->m, T, d / 4.0, n, a->seed + (uint64_t)d, &digits);
+        double digits, acc = hy_task_passkey(w->net, T, d / 4.0, n, a->seed + (uint64_t)d, &digits);
         printf("| %d%% | %.3f | %.3f |\n", d * 25, acc, digits);
         sum += acc;
     }
@@ -72,7 +73,7 @@ static int task_ppl(hy_eval_model *w, const hy_task_args *a) {
     int64_t n, count;
     int32_t *tok = val_tokens(path, w->m.cfg.vocab_size, a->tokens ? a->tokens : 1L << 20, &n);
     double t0 = hy_eval_now();
-    double loss = hy_task_text_loss(&w->m, tok, n, T, 8, &count);
+    double loss = hy_task_text_loss(w->net, tok, n, T, 8, &count);
     printf("ppl: %s (validation split), windows of %d tokens: loss %.4f nats/token, perplexity %.3f, "
            "%.4f bits/token over %lld predictions in %.1f s\n", path, T, loss, exp(loss), loss / log(2.0),
            (long long)count, hy_eval_now() - t0);
@@ -121,7 +122,7 @@ static int task_stream(hy_eval_model *w, const hy_task_args *a) {
     long total = a->tokens ? a->tokens : 65536;
     int chunk = a->chunk ? a->chunk : 256;
     hy_stream s;
-    hy_stream_init(&s, &w->m, chunk);
+    hy_stream_init(&s, w->net, chunk);
     hy_random_tokens rnd;
     array_source arr = {NULL, 0, 0};
     int32_t *tok = NULL;
@@ -151,7 +152,12 @@ int hy_eval_task_main(const hy_task_args *a) {
         if (!strcmp(a->task, TASKS[i])) k = i;
     HY_REQUIRE(k >= 0, "hydra-eval: unknown task '%s' (tasks: mqar, passkey, ppl, stream)", a->task);
     hy_eval_model w;
-    hy_eval_model_load(&w, a->checkpoint);
+    hy_eval_model_load(&w, a->checkpoint, HY_CPU);
+    char what[1100], why[300];
+    snprintf(what, sizeof what, "%s: --device %s", a->checkpoint, a->device);
+    hy_device dev = hy_device_choose(a->device, w.m.arch, &w.m.cfg, what, why, sizeof why);
+    if (why[0]) fprintf(stderr, "hydra-eval: running on the CPU: %s\n", why);
+    hy_eval_model_place(&w, dev);
     int rc = k == 0 ? task_mqar(&w, a) : k == 1 ? task_passkey(&w, a) : k == 2 ? task_ppl(&w, a)
                                                                       : task_stream(&w, a);
     hy_eval_model_free(&w);

@@ -7,6 +7,7 @@
 
 typedef struct {
     const char *checkpoint, *task, *data;
+    const char *device;                    // auto | cpu | cuda
     int seq_len, pairs, sequences, chunk;  // 0: the task's default
     long tokens;                           // 0: the task's default
     uint64_t seed;

@@ -5,7 +5,9 @@
 
 #include "eval_model.h"
 
-hy_model_config hy_timing_config(void) { return hy_eval_small_config(256, 64, 2, 2, 64); }
+hy_model_config hy_timing_config(hy_device dev) {
+    return hy_eval_small_config(256, dev == HY_CUDA ? 128 : 64, 2, 2, 64);
+}
 
 const char *hy_timing_config_text(const hy_model_config *c) {
     static char buf[1300];

@@ -18,11 +18,11 @@
 #include "../train/run_config.h"
 #include "../train/train_gpu.h"
 #include "sample.h"
+#include "stream.h"
 
 // Prompt tokens per prefill call: the work arena then holds one chunk's
 // activations however long the prompt is.
 #define PREFILL_CHUNK 256
-#define WORK_BASE ((size_t)64 << 20)
 
 typedef struct {
     const char *checkpoint;
@@ -233,17 +233,6 @@ static int32_t *prompt_ids(const gen_args *a, int V, int *T) {
     return ids;
 }
 
-// Work arena bytes for a forward over `T` tokens: the logits and a
-// generous bound on each layer's temporaries (projections, MLP, chunked
-// DeltaNet and windowed attention), measured to cover the default config.
-static size_t work_bytes(const hy_model_config *c, int T) {
-    size_t d = (size_t)c->d_model, inner = (size_t)c->n_heads * c->head_dim;
-    size_t per_layer = 16 * d + 12 * inner + 6 * (size_t)c->mlp_hidden +
-                       4 * (size_t)c->n_heads * (size_t)c->dn_chunk_size;
-    size_t per_token = 3 * (size_t)c->vocab_size + (size_t)c->n_layers * per_layer;
-    return WORK_BASE + (size_t)T * per_token * sizeof(float);
-}
-
 // The checkpoint loads into the host model `m`; on the GPU, `gm` is its
 // device copy (gparams, ggrads, ghalf: CUDA arenas) and runs instead.
 typedef struct {
@@ -314,7 +303,9 @@ int hy_generate_main(int argc, char **argv) {
     int32_t *ids = prompt_ids(&a, V, &T);
     int chunk = T - 1 < PREFILL_CHUNK ? (T - 1 > 0 ? T - 1 : 1) : PREFILL_CHUNK;
     // On the GPU the activations are bf16: the fp32 bound is generous there.
-    hy_arena_init(&w.work, "decode work", w.device, work_bytes(&w.m.cfg, chunk));
+    // A dense model's cache prefix grows to the whole context.
+    hy_arena_init(&w.work, "decode work", w.device,
+                  hy_prefill_work_bytes(m, 1, chunk, (int64_t)T + a.max_new));
     hy_decode_init(&w.state, m, 1);
 
     // All but the last prompt token go through prefill without logits; the

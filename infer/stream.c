@@ -32,13 +32,25 @@ size_t hy_stream_work_bytes(const hy_model_config *c, int B, int T) {
     return WORK_BASE + (size_t)B * ((size_t)T * per_token + prefix) * sizeof(float);
 }
 
+size_t hy_prefill_work_bytes(const hy_model *m, int B, int T, int64_t P) {
+    const hy_model_config *c = &m->cfg;
+    size_t bytes = hy_stream_work_bytes(c, B, T);
+    if (m->arch != HY_ARCH_DENSE) return bytes;
+    size_t HD = (size_t)c->n_heads * c->head_dim, rows = (size_t)B * (size_t)P;
+    if (hy_model_device(m) == HY_CUDA)  // bf16: every layer's cache copy (kept until the
+        // prefill returns), and one layer's [prefix | chunk] q, k, v, o
+        return bytes + (size_t)c->n_layers * 2 * rows * HD * 2 + 4 * (rows + (size_t)B * T) * HD * 2;
+    // The CPU reads a batch-1 cache in place and copies it otherwise.
+    return B > 1 ? bytes + (size_t)c->n_layers * 2 * rows * HD * sizeof(float) : bytes;
+}
+
 void hy_stream_init(hy_stream *s, hy_model *m, int chunk) {
     HY_REQUIRE(chunk >= 1, "stream: chunk must be >= 1, got %d", chunk);
     memset(s, 0, sizeof *s);
     s->model = m;
     s->chunk = chunk;
     hy_decode_init(&s->state, m, 1);
-    hy_arena_init(&s->work, "stream work", HY_CPU, hy_stream_work_bytes(&m->cfg, 1, chunk));
+    hy_arena_init(&s->work, "stream work", hy_model_device(m), hy_prefill_work_bytes(m, 1, chunk, 0));
     s->ids = (int32_t *)hy_xmalloc((size_t)chunk * sizeof(int32_t));
     s->logits = (float *)hy_xmalloc((size_t)chunk * m->cfg.vocab_size * sizeof(float));
 }
@@ -66,6 +78,13 @@ double hy_stream_feed(hy_stream *s, const int32_t *ids, int T) {
     for (int i = 0; i < T; i++)
         HY_REQUIRE(ids[i] >= 0 && ids[i] < V, "stream: token id %d at position %lld is outside "
                    "the vocabulary (%d)", ids[i], (long long)(s->tokens + i), V);
+    size_t need = hy_prefill_work_bytes(s->model, 1, T, s->state.pos + T);
+    if (need > s->work.cap) {  // only a dense model's cache grows: double, so rarely
+        hy_device dev = s->work.device;
+        size_t cap = 2 * s->work.cap;
+        hy_arena_free(&s->work);
+        hy_arena_init(&s->work, "stream work", dev, need > cap ? need : cap);
+    }
     double t0 = now_s();
     hy_model_prefill(s->model, &s->state, ids, T, s->logits, &s->work);
     double dt = now_s() - t0;

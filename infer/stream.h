@@ -23,7 +23,8 @@ typedef int (*hy_token_source)(void *ctx, int32_t *ids, int n);
 typedef struct {
     hy_model *model;
     hy_decode_state state;  // batch 1
-    hy_arena work;          // one chunk's activations, reset by every prefill
+    hy_arena work;          // one chunk's activations, reset by every prefill, on the
+                            // model's device (grown for the dense model's prefix)
     int chunk;              // tokens per prefill call
     int32_t *ids;           // (chunk) tokens of the current chunk
     float *logits;          // (chunk, V) logits of the last chunk fed
@@ -37,6 +38,11 @@ typedef struct {
 // generous bound on every layer's temporaries, the window prefix of each
 // attention layer and the logits).
 size_t hy_stream_work_bytes(const hy_model_config *c, int B, int T);
+// The same for model m when its decoding state holds up to P earlier
+// positions: the dense model's attention reads its whole KV cache, which
+// the GPU path (and the CPU path for B > 1) copies into the work arena as
+// the chunk's prefix, so for it the bytes grow with P. HydraLM's do not.
+size_t hy_prefill_work_bytes(const hy_model *m, int B, int T, int64_t P);
 
 void hy_stream_init(hy_stream *s, hy_model *m, int chunk);
 void hy_stream_free(hy_stream *s);

@@ -3,10 +3,12 @@
 //
 // A prefix (the decoding cache during chunked prefill) is handled exactly by
 // attending over the concatenation [prefix | chunk]: keys already carry
-// their rotary phase, so only positions relative to each other matter; the
-// prefix rows' own queries are zero and their outputs are dropped. That
-// costs (P + T) rows of work for T outputs, and is used without the tape
-// only (prefill); training never has a prefix.
+// their rotary phase, so only positions relative to each other matter. Only
+// the chunk's query rows are computed (the prefix rows' queries are zero and
+// their blocks are not launched), so a chunk costs its T queries against
+// the keys in their windows: for the dense model's whole-cache prefix,
+// linear in the cache, and the whole prefill quadratic, not cubic. Used
+// without the tape only (prefill); training never has a prefix.
 #include <limits.h>
 
 #include "../autograd/check.h"
@@ -65,7 +67,7 @@ static void forward_with_prefix(hy_tape *t, hy_tensor *q, hy_tensor *k, hy_tenso
     hy_cuda_copy_rows_bf16(B, T, E, q->data, T, 0, cq, L, keep, NULL);
     hy_cuda_copy_rows_bf16(B, T, E, k->data, T, 0, ck, L, keep, NULL);
     hy_cuda_copy_rows_bf16(B, T, E, v->data, T, 0, cv, L, keep, NULL);
-    hy_cuda_swa_fwd(B, L, H, D, window, cq, ck, cv, co, NULL, NULL);
+    hy_cuda_swa_fwd_rows(B, L, H, D, window, keep, cq, ck, cv, co, NULL);
     hy_cuda_copy_rows_bf16(B, T, E, co, L, keep, o->data, T, 0, NULL);
     hy_arena_reset_to(t->scratch, mark);
 }

@@ -15,6 +15,7 @@
 #include "../eval/svg.h"
 #include "../eval/tasks.h"
 #include "../eval/train_run.h"
+#include "../cuda/hy_cuda.h"
 #include "../infer/stream.h"
 #include "../train/trainer.h"
 #include "harness.h"
@@ -56,9 +57,16 @@ static int count(const char *s, const char *needle) {
     return n;
 }
 
+// hydra-eval with args; on the CPU unless args name a device (these tests
+// are the CPU's: the same on a machine with a GPU).
 static int run_eval(const char **args, int n) {
     char *argv[32] = {(char *)"./build/hydra-eval"};
-    for (int i = 0; i < n && i < 30; i++) argv[i + 1] = (char *)args[i];
+    int dev = 0;
+    for (int i = 0; i < n && i < 28; i++) {
+        argv[i + 1] = (char *)args[i];
+        dev |= !strcmp(args[i], "--device");
+    }
+    if (n > 0 && !dev) argv[++n] = (char *)"--device", argv[++n] = (char *)"cpu";
     fflush(stdout);
     return hy_eval_main(n + 1, argv);
 }
@@ -184,7 +192,7 @@ static int watch(void *ctx, const hy_stream *s, double dt) {
 HY_TEST(eval_stream_constant_state, "cpu") {
     hy_model_config c = hy_eval_small_config(64, 32, 2, 2, 16);
     hy_eval_model w;
-    hy_eval_model_fresh(&w, HY_ARCH_HYDRA, &c, 5);
+    hy_eval_model_fresh(&w, HY_ARCH_HYDRA, &c, 5, HY_CPU);
     hy_stream s;
     hy_stream_init(&s, &w.m, 300);
     hy_random_tokens src;
@@ -203,7 +211,7 @@ HY_TEST(eval_stream_constant_state, "cpu") {
               "process memory readable");
     // The dense model's KV cache grows with the stream: the contrast.
     hy_eval_model d;
-    hy_eval_model_fresh(&d, HY_ARCH_DENSE, &c, 5);
+    hy_eval_model_fresh(&d, HY_ARCH_DENSE, &c, 5, HY_CPU);
     hy_stream ds;
     hy_stream_init(&ds, &d.m, 300);
     hy_stream_run(&ds, hy_random_tokens_source, &src, 600, NULL, NULL);
@@ -228,7 +236,7 @@ HY_TEST(eval_tasks_consistent, "cpu") {
     hy_random_tokens_source(&src, tok, 1001);
     for (int a = 0; a < 2; a++) {
         hy_eval_model w;
-        hy_eval_model_fresh(&w, a ? HY_ARCH_DENSE : HY_ARCH_HYDRA, &c, 4);
+        hy_eval_model_fresh(&w, a ? HY_ARCH_DENSE : HY_ARCH_HYDRA, &c, 4, HY_CPU);
         int64_t n1, n7;
         double l1 = hy_task_text_loss(&w.m, tok, 1001, 50, 1, &n1);
         double l7 = hy_task_text_loss(&w.m, tok, 1001, 50, 7, &n7);
@@ -286,8 +294,12 @@ HY_TEST(eval_cli_usage_errors, "cpu") {
     HY_EXPECT_ERROR(run_eval(unknown, 3), HY_EXIT_USAGE, "unknown claim 'nope'");
     const char *opt[] = {"--claims", "--colour", "blue"};
     HY_EXPECT_ERROR(run_eval(opt, 3), HY_EXIT_USAGE, "unknown option '--colour'");
-    const char *cuda[] = {"--claims", "--device", "cuda"};
-    HY_EXPECT_ERROR(run_eval(cuda, 3), HY_EXIT_USAGE, "not implemented yet");
+    const char *gpu[] = {"--claims", "--device", "gpu"};
+    HY_EXPECT_ERROR(run_eval(gpu, 3), HY_EXIT_USAGE, "--device expects auto, cpu or cuda");
+    if (hy_cuda_device_count() == 0) {  // with a GPU this would run every claim there
+        const char *cuda[] = {"--claims", "--device", "cuda"};
+        HY_EXPECT_ERROR(run_eval(cuda, 3), HY_EXIT_USAGE, "--device cuda, but");
+    }
     const char *budget[] = {"--claims", "--budget", "huge"};
     HY_EXPECT_ERROR(run_eval(budget, 3), HY_EXIT_USAGE, "--budget expects smoke or full");
     const char *mixed[] = {"--claims", "--task", "mqar"};
@@ -415,4 +427,31 @@ HY_TEST(eval_claims_smoke, "claims") {
     }
     HY_ASSERT(rc == 0, "hydra-eval --claims --budget smoke exited %d", rc);
     HY_ASSERT(dt < 15 * 60, "the smoke run took %.0f s (limit 900 s)", dt);
+}
+
+// ---------------------------------------------------------------- the GPU path
+// The claims whose thresholds are the same in both budgets, on the GPU:
+// decoding equals the parallel forward (bf16 tolerance), rows stay
+// independent, the state stays constant over a 2^16-token stream (GPU
+// memory too), decoding at long context against the dense KV cache, and
+// both models train and generate there. Every one must pass.
+HY_TEST(gpu_eval_claims, "gpu") {
+    if (hy_cuda_device_count() == 0) hy_test_skip("no GPU");
+    char dir[400], out[450], js[450];
+    snprintf(dir, sizeof dir, "%s/gpu", tmpdir());
+    mkdir(dir, 0755);
+    snprintf(out, sizeof out, "%s/RESULTS.md", dir);
+    snprintf(js, sizeof js, "%s/results.json", dir);
+    const char *args[] = {"--claims", "--device", "cuda", "--only",
+                          "equivalence,batch_independence,constant_state,cost_at_long_context,drop_in",
+                          "--out", out, "--json", js};
+    int rc = run_eval(args, 9);
+    char *s = slurp(out);
+    HY_ASSERT(s != NULL, "the report was written");
+    char *a = strstr(s, "| claim |"), *b = a ? strstr(a, "\n\n") : NULL;
+    if (a && b) printf("%.*s\n", (int)(b - a), a);
+    if (rc != 0) printf("%s\n", s);  // the whole report: which claim failed, and why
+    HY_ASSERT(strstr(s, "| device | cuda |") != NULL, "the report says the claims ran on the GPU");
+    free(s);
+    HY_ASSERT(rc == 0, "hydra-eval --claims --device cuda exited %d", rc);
 }

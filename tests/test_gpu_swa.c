@@ -246,6 +246,22 @@ HY_TEST(gpu_swa_fwd_vs_cpu, "gpu") {
             hy_cuda_memcpy_d2h(o16b, d.o, n * 2);
             HY_ASSERT(memcmp(o16, o16b, n * 2) == 0,
                       "D=%d T=%d W=%d: output differs when lse is not saved", c.D, c.T, c.W);
+            // Only rows [q0, T) (chunked prefill): the same bits there, and
+            // the query blocks wholly before q0 are not touched.
+            int q0 = c.T / 2 + 3 < c.T ? c.T / 2 + 3 : c.T - 1, untouched = q0 / 64 * 64;
+            hy_cuda_memset(d.o, 0xFF, n * 2);
+            hy_cuda_swa_fwd_rows(c.B, c.T, c.H, c.D, c.W, q0, d.q, d.k, d.v, d.o, NULL);
+            hy_cuda_synchronize();
+            hy_cuda_memcpy_d2h(o16b, d.o, n * 2);
+            size_t rs = (size_t)c.H * c.D;
+            for (int b = 0; b < c.B; b++) {
+                const uint16_t *x = o16 + (size_t)b * c.T * rs, *y = o16b + (size_t)b * c.T * rs;
+                HY_ASSERT(memcmp(x + q0 * rs, y + q0 * rs, (size_t)(c.T - q0) * rs * 2) == 0,
+                          "D=%d T=%d W=%d: rows from %d differ when computed alone", c.D, c.T, c.W, q0);
+                for (size_t i = 0; i < (size_t)untouched * rs; i++)
+                    HY_ASSERT(y[i] == 0xFFFF, "D=%d T=%d: row %zu before block %d was written", c.D,
+                              c.T, i / rs, untouched / 64);
+            }
             free(o16b);
             free(o16), free(o), free(l), free(o_ref), free(l_ref);
             dbufs_close(&d);
@@ -396,6 +412,8 @@ HY_TEST(gpu_swa_misuse, "gpu") {
                     HY_EXIT_USAGE, "workspace");
     HY_EXPECT_ERROR(hy_cuda_swa_step(1, 1, 300, 4, 0, p, p, p, p, p, p, NULL), HY_EXIT_USAGE,
                     "head_dim");
+    HY_EXPECT_ERROR(hy_cuda_swa_fwd_rows(1, 8, 1, 64, 4, 8, p, p, p, p, NULL), HY_EXIT_USAGE,
+                    "first query row 8");
     hy_cuda_free(p);
 }
 
