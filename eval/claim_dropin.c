@@ -144,5 +144,5 @@ void claim_drop_in(const hy_eval_opts *o, hy_claim_result *r) {
                   "%d, HydraLM's default schedule with SWA every 4th layer), only --set model.arch "
                   "differing; Muon hybrid, %d steps of 8 x 128 bytes on %s, on the %s. Parameter counts "
                   "are those of the built parameter tables.", hd.n_heads, hd.n_heads == 1 ? "" : "s",
-                  hd.dn_chunk, steps, hy_eval_corpus_name(o), o->device);
+                  hd.dn_chunk, steps, hy_eval_corpus_name(o), hy_eval_device_word(o->device));
 }

@@ -99,7 +99,7 @@ void claim_length_generalisation(const hy_eval_opts *o, hy_claim_result *r) {
                   "on %s, on the %s. Evaluation: the first %lld held-out bytes, cut into consecutive windows "
                   "of 1, 2, 4, 8, 16 x L; every window starts from an empty state; the loss is the mean over "
                   "every predicted byte.", d, layers, L / 2, hd.dn_chunk, hd.n_heads, hd.n_heads == 1 ? "" : "s",
-                  steps, L, hy_eval_corpus_name(o), o->device, (long long)(usable - 1));
+                  steps, L, hy_eval_corpus_name(o), hy_eval_device_word(o->device), (long long)(usable - 1));
     if (!r->passed) hy_claim_note(r, "\nFAIL: the loss at 16 x L is %.3f x the loss at 1 x L.", ratio);
     free(val);
 }

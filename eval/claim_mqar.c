@@ -170,7 +170,7 @@ void claim_mqar_recall(const hy_eval_opts *o, hy_claim_result *r) {
     hy_claim_note(r, "Both models: vocab %d, d_model %d, %d layers (HydraLM: GDN then SWA with window %d, "
                   "DeltaNet chunk %d; dense: full attention), %d heads, on the %s; AdamW, %s schedule with "
                   "%d warmup steps, no weight decay, clip 1.0; %d steps of batch %d; lr swept over {",
-                  p.vocab, p.d_model, p.n_layers, p.window, hd.dn_chunk, hd.n_heads, o->device, p.schedule,
+                  p.vocab, p.d_model, p.n_layers, p.window, hd.dn_chunk, hd.n_heads, hy_eval_device_word(o->device), p.schedule,
                   p.warmup, p.steps, p.batch);
     for (int i = 0; i < p.n_lrs; i++) hy_claim_note(r, "%s%s", i ? ", " : "", p.lrs[i]);
     hy_claim_note(r, "}, the best final accuracy kept. Accuracy: the trainer's validation on %d held-out "

@@ -20,7 +20,7 @@
 #include "eval_model.h"
 #include "train_run.h"
 
-#define MAX_LRS 3
+#define MAX_LRS 4
 #define REPEATS 2  // extra runs of each best configuration, for the median time
 
 typedef struct {
@@ -31,7 +31,8 @@ typedef struct {
 
 static optim_plan make_plan(const hy_eval_opts *o) {
     if (o->budget == HY_BUDGET_FULL) {
-        optim_plan p = {1200, 40, 3, {"1e-3", "3e-3", "1e-2"}, {"0.01", "0.02", "0.04"}, 128, 4, 32};
+        optim_plan p = {1200, 40, 4, {"3e-4", "1e-3", "3e-3", "1e-2"}, {"0.005", "0.01", "0.02", "0.04"},
+                        128, 4, 32};
         return p;
     }
     optim_plan p = {120, 10, 3, {"3e-3", "1e-2", "2e-2"}, {"0.02", "0.04", "0.08"}, 64, 2, 32};
@@ -216,8 +217,8 @@ void claim_muon_vs_adamw(const hy_eval_opts *o, hy_claim_result *r) {
                   "run of each optimizer is trained %d more times, alternately, each timed to the step "
                   "at which its first run reached the target, and the median of the times is used, so "
                   "that a burst of load during one run does not decide the ratio.",
-                  p.d_model, p.n_layers, hd.n_heads, hd.n_heads == 1 ? "" : "s", hd.dn_chunk, o->device,
-                  p.steps, p.batch, p.steps / 15, p.eval_every, hy_eval_corpus_name(o), REPEATS);
+                  p.d_model, p.n_layers, hd.n_heads, hd.n_heads == 1 ? "" : "s", hd.dn_chunk,
+                  hy_eval_device_word(o->device), p.steps, p.batch, p.steps / 15, p.eval_every, hy_eval_corpus_name(o), REPEATS);
     for (int k = 0; k < 2; k++) {
         int i = k ? ia : im;
         if (i == 0 || i == p.n_lrs - 1)

@@ -125,7 +125,7 @@ void claim_passkey(const hy_eval_opts *o, hy_claim_result *r) {
                   "recall goes through the DeltaNet state); Muon hybrid, %d steps of 16 x %d-byte passkey sequences with random "
                   "depths. Evaluation: fresh sequences (5-digit keys) at fixed depths, prefilled in chunks; "
                   "a sequence counts when all digits are the argmax (= greedy decoding).",
-                  p.d_model, p.n_layers, hd.n_heads, hd.n_heads == 1 ? "" : "s", hd.dn_chunk, o->device,
+                  p.d_model, p.n_layers, hd.n_heads, hd.n_heads == 1 ? "" : "s", hd.dn_chunk, hy_eval_device_word(o->device),
                   p.window, p.steps, p.L);
     if (!r->passed)
         hy_claim_note(r, "\nFAIL: %s.", full ? "accuracy at 8 x L is below 0.9"

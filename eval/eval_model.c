@@ -72,6 +72,10 @@ void hy_eval_model_free(hy_eval_model *w) {
 
 hy_device hy_eval_device(const char *device) { return !strcmp(device, "cuda") ? HY_CUDA : HY_CPU; }
 
+const char *hy_eval_device_word(const char *device) {
+    return hy_eval_device(device) == HY_CUDA ? "GPU" : "CPU";
+}
+
 hy_eval_heads hy_eval_heads_for(hy_device dev, int d_model, int cpu_heads, int cpu_chunk) {
     hy_eval_heads h = {cpu_heads, cpu_chunk};
     if (dev == HY_CUDA) h.n_heads = d_model / 64 > 0 ? d_model / 64 : 1, h.dn_chunk = 64;

@@ -33,8 +33,10 @@ void hy_eval_model_free(hy_eval_model *w);
 // Move a model loaded or made with HY_CPU to `dev` (a no-op for HY_CPU).
 void hy_eval_model_place(hy_eval_model *w, hy_device dev);
 
-// The device of a resolved --device ("cpu" or "cuda").
+// The device of a resolved --device ("cpu" or "cuda"), and its name in
+// the report's prose ("CPU" or "GPU").
 hy_device hy_eval_device(const char *device);
+const char *hy_eval_device_word(const char *device);
 
 // Logits (B, T, V) of ids (B, T) from an empty state, by chunked prefill
 // (pieces of at most `chunk` tokens), on the model's device; logits on the host.
