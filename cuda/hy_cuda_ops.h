@@ -181,6 +181,13 @@ void hy_cuda_mean_fwd(size_t n, const float *x, float *y, void *stream);
 // dx (n) fp32 += dy[0] / n, dy[0] read on the device (no host sync).
 void hy_cuda_mean_bwd(size_t n, const float *dy, float *dx, void *stream);
 
+// ---------------------------------------------------------------- argmax
+// idx (rows) int32 = the index of the largest of each row of x (rows, V)
+// bf16: the lowest index among equal largest values, as the CPU's argmax;
+// NaN is never the largest (0 for a row with no number above -inf).
+// Accuracy without copying the logits to the host.
+void hy_cuda_argmax_rows(int64_t rows, int V, const void *x, int32_t *idx, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1114,9 +1114,47 @@ __global__ void mean_fwd_kernel(int64_t n, const float *x, float *y, bool vec) {
     if (threadIdx.x == 0) y[0] = (float)(sm[0] / (double)n);
 }
 
+// ---------------------------------------------------------------- argmax
+constexpr int kArgmaxWarps = 8;
+
+// Of two candidates (value, index), the larger value; on a tie the lower index.
+__device__ __forceinline__ void argmax_take(float &v, int &i, float v2, int i2) {
+    if (v2 > v || (v2 == v && i2 < i)) v = v2, i = i2;
+}
+
+// One warp a row: each lane scans a strided share of the V values (coalesced),
+// then the warp reduces. NaN never wins (it compares false).
+__global__ void argmax_rows_kernel(int64_t rows, int V, const uint16_t *__restrict__ x,
+                                   int32_t *__restrict__ idx) {
+    const int64_t r = (int64_t)blockIdx.x * kArgmaxWarps + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    const uint16_t *row = x + r * (int64_t)V;
+    float best = -INFINITY;
+    int at = V;  // no candidate yet: any real index is lower
+    for (int j = lane; j < V; j += 32) argmax_take(best, at, bf2f(row[j]), j);
+    for (int o = 16; o > 0; o >>= 1) {
+        float v2 = __shfl_down_sync(0xffffffffu, best, o);
+        int i2 = __shfl_down_sync(0xffffffffu, at, o);
+        argmax_take(best, at, v2, i2);
+    }
+    if (lane == 0) idx[r] = at < V ? at : 0;
+}
+
 }  // namespace
 
 // ================================================================ entry points
+// ---------------------------------------------------------------- argmax
+extern "C" void hy_cuda_argmax_rows(int64_t rows, int V, const void *x, int32_t *idx,
+                                    void *stream) {
+    HY_REQUIRE(rows >= 0 && V > 0, "cuda argmax_rows: bad sizes rows %lld, V %d", (long long)rows, V);
+    if (rows == 0) return;
+    unsigned blocks = (unsigned)((rows + kArgmaxWarps - 1) / kArgmaxWarps);
+    argmax_rows_kernel<<<blocks, kArgmaxWarps * 32, 0, as_stream(stream)>>>(
+        rows, V, (const uint16_t *)x, idx);
+    LAUNCH_CHECK();
+}
+
 // ---------------------------------------------------------------- embedding
 extern "C" void hy_cuda_embedding_fwd(int rows, int D, int V, const float *weight,
                                       const int32_t *ids, void *y, void *stream) {

@@ -856,6 +856,38 @@ static void large_slice(hy_rng *r, int rows, int N, int start, int len, int pad)
     expect_bits(cfg, "dx", got, pre, n_in * 4);
 }
 
+// Argmax of bf16 rows against the CPU's (lowest index among equal largest
+// values): odd sizes, rows of one value, and rows with many ties (values
+// drawn from a handful so that the largest repeats).
+HY_TEST(gpu_op_argmax_rows, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 41);
+    const int Vs[] = {1, 7, 33, 1000, 8193};
+    for (int vi = 0; vi < 5; vi++)
+        for (int ties = 0; ties < 2; ties++) {
+            int V = Vs[vi], rows = 37;
+            size_t n = (size_t)rows * V;
+            float *x = randn_bf16(&r, n, 0.0f, 1.0f);
+            if (ties)
+                for (size_t i = 0; i < n; i++) x[i] = (float)(hy_rng_below(&r, 4));
+            int32_t *idx = (int32_t *)dbuf((size_t)rows * sizeof(int32_t));
+            hy_cuda_argmax_rows(rows, V, up_bf16(x, n, 0), idx, NULL);
+            int32_t *got = (int32_t *)hbuf((size_t)rows * sizeof(int32_t));
+            hy_cuda_synchronize();
+            hy_cuda_memcpy_d2h(got, idx, (size_t)rows * sizeof(int32_t));
+            for (int row = 0; row < rows; row++) {
+                const float *v = x + (size_t)row * V;
+                int best = 0;
+                for (int j = 1; j < V; j++)
+                    if (v[j] > v[best]) best = j;
+                HY_ASSERT(got[row] == best, "V=%d%s row %d: GPU argmax %d, CPU %d", V,
+                          ties ? " (ties)" : "", row, got[row], best);
+            }
+        }
+    free_all();
+}
+
 HY_TEST(gpu_op_stream_large, "gpu") {
     need_gpu();
     hy_rng r;

@@ -16,6 +16,7 @@
 #include "../cuda/hy_cuda_blas.h"
 #include "../cuda/hy_cuda_dist.h"
 #include "../cuda/hy_cuda_glue.h"
+#include "../cuda/hy_cuda_ops.h"
 #include "../infer/sample.h"
 #include "../layers/flops.h"
 #include "../optim/clip.h"
@@ -56,7 +57,7 @@ typedef struct {
     hy_arena params, grads, optim, acts, scratch;
     hy_arena stage;     // GPU runs: the host scratch hy_optim_init() asks for (never used)
     hy_train_gpu gpu;   // GPU runs only
-    float *eval_logits; // GPU runs: (B, T, V) host copy for accuracy, NULL when too large
+    int32_t *eval_idx;  // GPU runs: (B, T) argmax of the logits, for accuracy; NULL: not counted
     hy_tape tape;
     hy_optimizer opt;
     hy_schedule sched;
@@ -260,16 +261,18 @@ static size_t plan_activations(const hy_run_config *c, size_t elem) {
 }
 
 // Accuracy on the GPU needs the logits, which the fused head + loss never
-// materialises: a second forward writes them (bf16) and the host counts.
-// Affordable for MQAR (its point is accuracy) and for B*T*V up to 64M.
+// materialises: a second forward writes them (bf16), the GPU takes each
+// position's argmax and the host counts hits. The second forward doubles a
+// validation's cost, so it runs for MQAR (whose point is accuracy) and for
+// batch x seq x vocab up to 64M logits.
 static void plan_gpu_accuracy(run *r) {
     const hy_run_config *c = &r->cfg;
-    size_t n = (size_t)c->train.batch_size * c->train.seq_len * c->model.vocab_size;
+    size_t pos = (size_t)c->train.batch_size * c->train.seq_len, n = pos * c->model.vocab_size;
     if (r->data.kind == HY_SRC_MQAR || n <= ((size_t)64 << 20))
-        r->eval_logits = (float *)hy_xmalloc(n * sizeof(float));
+        r->eval_idx = (int32_t *)hy_xmalloc(pos * sizeof(int32_t));
     else
         printf("note: accuracy is not computed on the GPU for this vocabulary (batch x seq x vocab "
-               "= %zu logits > 64M); it is reported as NaN\n", n);
+               "= %zu logits > 64M: a second forward per validation batch); it is reported as NaN\n", n);
 }
 
 // The GPU's working copy of the model and optimizer, the tape's arenas on
@@ -454,10 +457,21 @@ static void count_hits(const run *r, const float *lg, int64_t n, int64_t *right,
     }
 }
 
+// The same from each position's argmax (n) (the GPU's).
+static void count_idx_hits(const run *r, const int32_t *idx, int64_t n, int64_t *right,
+                           int64_t *total) {
+    for (int64_t p = 0; p < n; p++) {
+        if (r->tgt[p] == HY_IGNORE_INDEX) continue;
+        *right += idx[p] == r->tgt[p];
+        (*total)++;
+    }
+}
+
 // One validation batch (in r->in, r->tgt): its mean loss; argmax hits are
 // added to right / total. The CPU forward returns the logits with the loss;
 // the GPU's fused head does not, so a second forward without targets gives
-// them (when r->eval_logits has room; otherwise nothing is counted).
+// them and the GPU their argmax (when r->eval_idx is there; otherwise
+// nothing is counted).
 static float eval_batch(run *r, int64_t *right, int64_t *total) {
     int64_t n = (int64_t)r->cfg.train.batch_size * r->cfg.train.seq_len;
     hy_tape_reset(&r->tape);
@@ -467,12 +481,15 @@ static float eval_batch(run *r, int64_t *right, int64_t *total) {
     float loss = scalar(l);
     if (r->device == HY_CPU) {
         count_hits(r, hy_f32(logits), n, right, total);
-    } else if (r->eval_logits) {
+    } else if (r->eval_idx) {
         hy_tape_reset(&r->tape);  // room for the logits: the first forward is done with
         ids = batch_tensor(r, r->in, "ids");
         logits = hy_model_forward(net(r), &r->tape, ids, NULL, HY_IGNORE_INDEX, NULL);  // (B, T, V) bf16
-        hy_tensor_to_host_f32(logits, r->eval_logits);
-        count_hits(r, r->eval_logits, n, right, total);
+        hy_expect_dtype("accuracy", logits, HY_BF16);
+        int32_t *idx = (int32_t *)hy_arena_alloc(r->tape.acts, (size_t)n * sizeof(int32_t));  // (B, T)
+        hy_cuda_argmax_rows(n, r->cfg.model.vocab_size, logits->data, idx, NULL);
+        hy_cuda_memcpy_d2h(r->eval_idx, idx, (size_t)n * sizeof(int32_t));
+        count_idx_hits(r, r->eval_idx, n, right, total);
     }
     return loss;
 }
@@ -809,7 +826,7 @@ int hy_train_main(int argc, char **argv) {
     hy_model_destroy(&r->model);
     hy_arena *all[6] = {&r->params, &r->grads, &r->optim, &r->acts, &r->scratch, &r->stage};
     for (int i = 0; i < 6; i++) hy_arena_free(all[i]);
-    free(r->eval_logits);
+    free(r->eval_idx);
     free(r->in);
     free(r->tgt);
     free(r->cfg_text);
