@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../autograd/build_info.h"
 #include "../autograd/check.h"
 #include "../train/checkpoint.h"
 #include "../train/trainer.h"
@@ -107,11 +108,67 @@ void hy_train_run_read_metrics(hy_train_run *run) {
     fclose(f);
 }
 
+// ---------------------------------------------------------------- finished runs kept
+// A run that ended well leaves DIR/eval-run.done: a key (FNV-1a of the
+// build's commit, the INI text and the --set overrides) and its wall time.
+// With --resume, a build of an exact commit (no uncommitted changes) takes
+// such a run as trained instead of training it again, so that a claim made
+// of many runs can be measured across several invocations.
+#define DONE_MAGIC "hydra-eval training run 1"
+
+static uint64_t fnv1a(uint64_t h, const char *s) {
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return (h ^ 0xff) * 0x100000001b3ULL;  // a separator: ("ab", "c") differs from ("a", "bc")
+}
+
+static uint64_t run_key(const char *ini, const char *const *sets) {
+    uint64_t h = fnv1a(0xcbf29ce484222325ULL, hy_build_commit());
+    h = fnv1a(h, ini);
+    for (int i = 0; sets && sets[i]; i++) h = fnv1a(h, sets[i]);
+    return h;
+}
+
+static int exact_build(void) {
+    const char *c = hy_build_commit();
+    return !strstr(c, "+dirty") && strcmp(c, "unknown");
+}
+
+static void write_done(const hy_train_run *run, uint64_t key) {
+    char path[1300], text[256];
+    snprintf(path, sizeof path, "%s/eval-run.done", run->dir);
+    snprintf(text, sizeof text, DONE_MAGIC "\nkey %016llx\nseconds %.17g\n", (unsigned long long)key,
+             run->seconds);
+    write_text(path, text);
+}
+
+// 1 when run->dir holds a finished run with this key (run->seconds set).
+static int read_done(hy_train_run *run, uint64_t key) {
+    char path[1300], magic[64] = "";
+    unsigned long long k = 0;
+    double sec = NAN;
+    snprintf(path, sizeof path, "%s/eval-run.done", run->dir);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int ok = fscanf(f, "%63[^\n]\nkey %llx\nseconds %lf", magic, &k, &sec) == 3;
+    fclose(f);
+    if (!ok || strcmp(magic, DONE_MAGIC) || k != key || !isfinite(sec)) return 0;
+    run->seconds = sec;
+    return 1;
+}
+
 void hy_eval_train(const hy_eval_opts *o, const char *name, const char *ini,
                    const char *const *sets, hy_train_run *run) {
     memset(run, 0, sizeof *run);
     snprintf(run->name, sizeof run->name, "%s", name);
     snprintf(run->dir, sizeof run->dir, "%s/%s", o->work_dir, name);
+    uint64_t key = run_key(ini, sets);
+    if (o->resume && exact_build() && read_done(run, key)) {
+        if (!hy_ckpt_latest(run->dir, run->checkpoint, sizeof run->checkpoint)) run->checkpoint[0] = 0;
+        hy_train_run_read_metrics(run);
+        hy_eval_progress(o, "%s: trained by an earlier invocation of this build (%.0f s); reused", name,
+                         run->seconds);
+        return;
+    }
     HY_CHECK(hy_eval_remove_tree(run->dir) == 0, "cannot remove %s: %s", run->dir, strerror(errno));
     char cfg[1300], log[1300];
     snprintf(cfg, sizeof cfg, "%s/%s.ini", o->work_dir, name);
@@ -136,6 +193,7 @@ void hy_eval_train(const hy_eval_opts *o, const char *name, const char *ini,
     HY_CHECK(run->rc == 0, "training run %s stopped with status %d (log: %s)", name, run->rc, log);
     if (!hy_ckpt_latest(run->dir, run->checkpoint, sizeof run->checkpoint)) run->checkpoint[0] = 0;
     hy_train_run_read_metrics(run);
+    write_done(run, key);
 }
 
 void hy_train_run_free(hy_train_run *run) {

@@ -35,7 +35,11 @@ typedef struct {
 
 // Train `name` from `ini` (full INI text; `sets` are extra
 // section.key=value overrides, NULL-terminated, may be NULL). The run
-// directory is removed first, so a run always starts from step 0. A run
+// directory is removed first, so a run always starts from step 0; except
+// that with --resume (o->resume) a build of an exact commit takes a run it
+// finished earlier from the same INI and overrides as trained (its metrics
+// and wall time as they were), so that a claim of many runs can be
+// measured across several invocations. A run
 // interrupted by SIGINT/SIGTERM (the trainer saves and returns 130) ends
 // hydra-eval with status 130: the user asked to stop.
 void hy_eval_train(const hy_eval_opts *o, const char *name, const char *ini,

@@ -379,6 +379,44 @@ HY_TEST(eval_cli_resume, "cpu") {
     HY_EXPECT_ERROR(run_eval(again, 10), HY_EXIT_USAGE, "not a saved claim result");
 }
 
+// A finished internal training run is taken as trained by a --resume of
+// the same exact build (same INI and overrides); another override, or a
+// build with uncommitted changes, trains again.
+HY_TEST(eval_train_run_reuse, "cpu") {
+    hy_eval_opts o;
+    memset(&o, 0, sizeof o);
+    snprintf(o.device, sizeof o.device, "cpu");
+    snprintf(o.work_dir, sizeof o.work_dir, "%s/reuse", tmpdir());
+    mkdir(o.work_dir, 0755);
+    o.t_start = hy_eval_now();
+    const char *ini = "[model]\nvocab_size = 64\nd_model = 16\nn_layers = 2\nn_heads = 2\n"
+                      "swa_every = 2\nswa_window = 8\ndn_chunk_size = 8\n[train]\nsteps = 4\n"
+                      "batch_size = 2\nseq_len = 32\ndevice = cpu\neval_every = 2\n"
+                      "checkpoint_every = 0\n[optim]\nkind = adamw\nlr = 1e-3\nwarmup_steps = 1\n"
+                      "[data]\nsource = mqar\nmqar_pairs = 4\n[eval]\nmqar_sequences = 8\n";
+    const char *sets[] = {"optim.lr=2e-3", NULL};
+    hy_train_run a, b, c;
+    hy_eval_train(&o, "tiny", ini, sets, &a);  // no --resume: trains
+    HY_ASSERT(a.rc == 0 && a.n_steps == 4 && a.n_vals == 2, "the first run trained 4 steps");
+    o.resume = 1;
+    hy_eval_train(&o, "tiny", ini, sets, &b);
+    int exact = !strstr(hy_build_commit(), "+dirty") && strcmp(hy_build_commit(), "unknown");
+    HY_ASSERT(b.n_steps == 4 && b.n_vals == 2 && b.vals[1].val_loss == a.vals[1].val_loss,
+              "the same run's metrics");
+    if (exact)
+        HY_ASSERT(b.seconds == a.seconds, "an exact build reuses the finished run (%.6f vs %.6f s)",
+                  b.seconds, a.seconds);
+    else
+        HY_ASSERT(b.seconds != a.seconds, "a build with uncommitted changes (%s) trains again",
+                  hy_build_commit());
+    const char *other[] = {"optim.lr=3e-3", NULL};
+    hy_eval_train(&o, "tiny", ini, other, &c);
+    HY_ASSERT(c.seconds != b.seconds, "another override trains again");
+    hy_train_run_free(&a);
+    hy_train_run_free(&b);
+    hy_train_run_free(&c);
+}
+
 // A tiny MQAR model trained by hydra-train, evaluated by --checkpoint tasks.
 HY_TEST(eval_checkpoint_tasks, "cpu") {
     char cfg[400], run[400], ck[500];
