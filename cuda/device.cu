@@ -26,6 +26,19 @@ extern "C" const char *hy_cuda_device_info(int device, char *buf, size_t n) {
 
 extern "C" void hy_cuda_set_device(int device) { CUDA_CHECK(cudaSetDevice(device)); }
 
+extern "C" const char *hy_cuda_versions(char *buf, size_t n) {
+    int rt = 0, drv = 0;
+    cudaRuntimeGetVersion(&rt);
+    cudaDriverGetVersion(&drv);  // 0 without a driver
+    cudaGetLastError();
+    if (drv)
+        snprintf(buf, n, "runtime %d.%d, driver %d.%d", rt / 1000, rt % 1000 / 10, drv / 1000,
+                 drv % 1000 / 10);
+    else
+        snprintf(buf, n, "runtime %d.%d, no driver", rt / 1000, rt % 1000 / 10);
+    return buf;
+}
+
 extern "C" size_t hy_cuda_mem_in_use(void) {
     size_t free_b = 0, total = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total));

@@ -20,6 +20,9 @@ int hy_cuda_device_count(void);
 // "NVIDIA H200 (sm_90, 139.8 GiB, 132 SMs)" into buf; returns buf.
 const char *hy_cuda_device_info(int device, char *buf, size_t n);
 void hy_cuda_set_device(int device);
+// "runtime 13.0, driver 13.0" (the CUDA runtime linked and the driver's
+// CUDA version, "no driver" without one) into buf; returns buf.
+const char *hy_cuda_versions(char *buf, size_t n);
 // Bytes of the current GPU's memory in use (total - free, as cudaMemGetInfo
 // reports: this process's allocations and context, and any other process's).
 size_t hy_cuda_mem_in_use(void);

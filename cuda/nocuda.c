@@ -28,6 +28,10 @@
 int hy_cuda_built(void) { return 0; }
 int hy_cuda_device_count(void) { return 0; }
 size_t hy_cuda_mem_in_use(void) { NO_CUDA(); return 0; }
+const char *hy_cuda_versions(char *buf, size_t n) {
+    snprintf(buf, n, "none");
+    return buf;
+}
 const char *hy_cuda_device_info(int device, char *buf, size_t n) {
     (void)device;
     snprintf(buf, n, "none");

@@ -49,7 +49,7 @@ static void cpu_model(char *buf, size_t n) {
     fclose(f);
 }
 
-static void environment_get(environment *e) {
+static void environment_get(environment *e, const hy_eval_opts *o) {
     memset(e, 0, sizeof *e);
     cpu_model(e->cpu, sizeof e->cpu);
     e->cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -57,16 +57,19 @@ static void environment_get(environment *e) {
 #ifdef _OPENMP
     e->threads = omp_get_max_threads();
 #endif
-    int gpus = hy_cuda_device_count();
+    int gpus = hy_cuda_device_count(), on_gpu = !strcmp(o->device, "cuda");
     if (gpus > 0) {
         char info[200];
-        snprintf(e->gpu, sizeof e->gpu, "%d x %s (not used: the claims' GPU path does not exist yet)",
-                 gpus, hy_cuda_device_info(0, info, sizeof info));
+        snprintf(e->gpu, sizeof e->gpu, "%d x %s (%s)", gpus, hy_cuda_device_info(0, info, sizeof info),
+                 on_gpu ? "GPU 0 ran the claims" : "not used: --device cpu");
     } else {
         snprintf(e->gpu, sizeof e->gpu, "none");
     }
-    snprintf(e->cuda, sizeof e->cuda, "%s",
-             hy_cuda_built() ? "built with CUDA (the claims ran on the CPU)" : "built without CUDA");
+    char ver[96];
+    if (hy_cuda_built())
+        snprintf(e->cuda, sizeof e->cuda, "built with CUDA (%s)", hy_cuda_versions(ver, sizeof ver));
+    else
+        snprintf(e->cuda, sizeof e->cuda, "built without CUDA");
 #if defined(__clang__)
     snprintf(e->compiler, sizeof e->compiler, "clang %s", __VERSION__);
 #elif defined(__GNUC__)
@@ -310,7 +313,7 @@ static void write_json(const char *path, const hy_eval_opts *o, const hy_report_
 void hy_report_write(const char *md_path, const char *json_path, const hy_eval_opts *o,
                      const hy_report_info *info, hy_claim_result *res, int n) {
     environment e;
-    environment_get(&e);
+    environment_get(&e, o);
     write_plots(md_path, res, n);
     write_md(md_path, o, info, &e, res, n);
     if (json_path) write_json(json_path, o, info, &e, res, n);
