@@ -212,6 +212,11 @@ void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, i
 // does not depend on its batch (same roundings, same norm reduction order,
 // its own weight decay) except through cuBLAS's choice of GEMM algorithm
 // for the batch size; a shape with one matrix is a batch of one.
+// The step's launches (about 6 per Newton-Schulz iteration and shape) are
+// recorded as a CUDA graph at the first call and replayed while values,
+// grads, m, scratch, the stream and the configuration stay the same (the
+// lr is read from device memory); HYDRA_MUON_GRAPH=0 launches each kernel
+// instead, with the same results. Not to be called inside another capture.
 void hy_cuda_muon_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, float lr_mult,
                        float *values, const float *grads, float *m, void *scratch,
                        size_t scratch_bytes, void *stream);

@@ -94,6 +94,14 @@ typedef struct {
     size_t sx, sa;   // per-matrix strides (elements) of X, Xc and of A, Ac
 } muon_batch;
 
+// What a recorded Muon step depends on besides the lr (which it reads from
+// device memory): the buffers, the stream and the configuration.
+typedef struct {
+    const void *values, *grads, *m, *scratch, *stream;
+    int fp32, nesterov, ns_steps;
+    float momentum, wd;
+} muon_graph_key;
+
 struct hy_cuda_optim_plan {
     int n;
     hy_cuda_param_range *host;  // (n)
@@ -106,6 +114,9 @@ struct hy_cuda_optim_plan {
     dev_muon_mat *muon_mats;    // device, the Muon matrices batch by batch
     size_t muon_scratch;        // largest batch's Newton-Schulz buffers
     int ns_fp32;                // Newton-Schulz on fp32 GEMMs (exact mode)
+    float *lr_dev;              // device: this step's Muon lr (read by the recorded step)
+    cudaGraphExec_t graph;      // the recorded Muon step, NULL until the first one
+    muon_graph_key key;         // what it was recorded with
 };
 
 // Muon's blocks for a matrix of N elements (a function of N only, so the
@@ -244,6 +255,7 @@ extern "C" hy_cuda_optim_plan *hy_cuda_optim_plan_create(const hy_cuda_param_ran
         }
     }
     plan_muon_batches(p, r, n);
+    if (p->n_batches) CUDA_CHECK(cudaMalloc(&p->lr_dev, sizeof(float)));
     CUDA_CHECK(cudaMalloc(&p->ranges, (size_t)(n ? n : 1) * sizeof(dev_range)));
     if (n) CUDA_CHECK(cudaMemcpy(p->ranges, h, (size_t)n * sizeof(dev_range), cudaMemcpyHostToDevice));
     free(h);
@@ -262,6 +274,8 @@ extern "C" void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p) {
     if (p->adamw_tiles) CUDA_CHECK(cudaFree(p->adamw_tiles));
     if (p->all_tiles) CUDA_CHECK(cudaFree(p->all_tiles));
     if (p->muon_mats) CUDA_CHECK(cudaFree(p->muon_mats));
+    if (p->lr_dev) CUDA_CHECK(cudaFree(p->lr_dev));
+    if (p->graph) CUDA_CHECK(cudaGraphExecDestroy(p->graph));
     free(p->batches);
     free(p->host);
     free(p);
@@ -492,10 +506,13 @@ __global__ void k_operand_copy(const float *__restrict__ x, void *__restrict__ x
 
 // p *= decay (when weight decay is on); p -= step_lr X. wd = muon_wd
 // wd_mult and decay = 1 - step_lr wd per matrix, rounded as muon.c's float
-// expressions (which the one-matrix code computed on the host).
+// expressions (which the one-matrix code computed on the host). step_lr =
+// lr sqrt(max(1, rows / cols)) in double, as muon.c, with lr read from
+// device memory (a recorded step replays with each step's lr).
 __global__ void k_muon_apply(const dev_muon_mat *__restrict__ mats, float *__restrict__ values,
-                             const float *__restrict__ X, size_t N, size_t sx, float step_lr,
-                             float muon_wd) {
+                             const float *__restrict__ X, size_t N, size_t sx,
+                             const float *__restrict__ lr_dev, double aspect_sqrt, float muon_wd) {
+    const float step_lr = (float)((double)lr_dev[0] * aspect_sqrt);
     dev_muon_mat mt = mats[blockIdx.y];
     float *p = values + mt.offset;
     const float *x = X + blockIdx.y * sx;
@@ -509,6 +526,8 @@ __global__ void k_muon_apply(const dev_muon_mat *__restrict__ mats, float *__res
         p[j] = __fsub_rn(v, __fmul_rn(step_lr, x[j]));
     }
 }
+
+__global__ void k_set_f32(float *dst, float v) { *dst = v; }
 
 static const float NS_A = 3.4445f, NS_B = -4.7750f, NS_C = 2.0315f;
 
@@ -547,7 +566,7 @@ static void ns_gemm(int fp32, int ta, int tb, int M, int N, int K, float alpha, 
 
 // One batch of Muon matrices of one shape.
 static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
-                           const dev_muon_mat *mats, float lr, int fp32, float *values,
+                           const dev_muon_mat *mats, const float *lr_dev, int fp32, float *values,
                            const float *grads, float *m, char *scratch, cudaStream_t s) {
     int rows = mb->rows, cols = mb->cols, nmat = mb->count;
     int tall = rows > cols, n = tall ? cols : rows, mdim = tall ? rows : cols;
@@ -593,20 +612,61 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
     // muon.c: step_lr = lr sqrt(max(1, rows / cols)) (one shape: one step_lr);
     // decay = 1 - step_lr wd per matrix, in the kernel.
     double aspect = (double)rows / (double)cols;
-    float step_lr = (float)(lr * sqrt(aspect > 1.0 ? aspect : 1.0));
-    k_muon_apply<<<elem_grid(N, nmat), THREADS, 0, s>>>(mats, values, X, N, sx, step_lr,
+    k_muon_apply<<<elem_grid(N, nmat), THREADS, 0, s>>>(mats, values, X, N, sx, lr_dev,
+                                                         sqrt(aspect > 1.0 ? aspect : 1.0),
                                                          c->muon_weight_decay);
     LAUNCH_CHECK();
+}
+
+static void muon_run_all(const hy_cuda_optim_plan *p, const hy_optim_config *c, float *values,
+                         const float *grads, float *m, void *scratch, cudaStream_t s) {
+    for (int b = 0; b < p->n_batches; b++)
+        muon_batch_run(c, &p->batches[b], p->muon_mats + p->batches[b].first, p->lr_dev,
+                       p->ns_fp32, values, grads, m, (char *)scratch, s);
+}
+
+// A Muon step is ~6 launches per Newton-Schulz iteration and matrix shape
+// (plus 4): hundreds of small launches that bind a small model's step. It
+// is recorded once as a CUDA graph and replayed (one launch) while its
+// buffers, stream and configuration stay the same; HYDRA_MUON_GRAPH=0
+// launches every kernel instead (the same kernels, the same results).
+static int graph_wanted(void) {
+    const char *e = getenv("HYDRA_MUON_GRAPH");
+    return !(e && e[0] == '0');
 }
 
 extern "C" void hy_cuda_muon_step(const hy_cuda_optim_plan *p, const hy_optim_config *c,
                                   float lr_mult, float *values, const float *grads, float *m,
                                   void *scratch, size_t scratch_bytes, void *stream) {
     need_scratch("muon_step", scratch, scratch_bytes, p->muon_scratch);
-    float lr = c->muon_lr * lr_mult;
-    for (int b = 0; b < p->n_batches; b++)
-        muon_batch_run(c, &p->batches[b], p->muon_mats + p->batches[b].first, lr, p->ns_fp32,
-                       values, grads, m, (char *)scratch, (cudaStream_t)stream);
+    if (!p->n_batches) return;
+    // A capturable handle: NULL is this thread's default stream (the library
+    // is compiled with --default-stream per-thread).
+    cudaStream_t s = stream ? (cudaStream_t)stream : cudaStreamPerThread;
+    k_set_f32<<<1, 1, 0, s>>>(p->lr_dev, c->muon_lr * lr_mult);
+    LAUNCH_CHECK();
+    if (!graph_wanted()) {
+        muon_run_all(p, c, values, grads, m, scratch, s);
+        return;
+    }
+    muon_graph_key k;
+    memset(&k, 0, sizeof k);  // the padding too: keys are compared with memcmp
+    k.values = values, k.grads = grads, k.m = m, k.scratch = scratch, k.stream = s;
+    k.fp32 = p->ns_fp32, k.nesterov = c->muon_nesterov, k.ns_steps = c->ns_steps;
+    k.momentum = c->muon_momentum, k.wd = c->muon_weight_decay;
+    hy_cuda_optim_plan *w = (hy_cuda_optim_plan *)p;  // the recorded graph is a cache
+    if (!w->graph || memcmp(&k, &w->key, sizeof k)) {
+        if (w->graph) CUDA_CHECK(cudaGraphExecDestroy(w->graph));
+        w->graph = NULL;
+        cudaGraph_t g = NULL;
+        CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+        muon_run_all(p, c, values, grads, m, scratch, s);
+        CUDA_CHECK(cudaStreamEndCapture(s, &g));
+        CUDA_CHECK(cudaGraphInstantiate(&w->graph, g, 0));
+        CUDA_CHECK(cudaGraphDestroy(g));
+        w->key = k;
+    }
+    CUDA_CHECK(cudaGraphLaunch(w->graph, s));
 }
 
 extern "C" void hy_cuda_optim_step(const hy_cuda_optim_plan *p, const hy_optim_config *c,

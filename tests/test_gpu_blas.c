@@ -724,6 +724,67 @@ HY_TEST(gpu_muon_batched_vs_single, "gpu") {
     tab_free(&s);
 }
 
+// The recorded (CUDA graph) Muon step against every kernel launched
+// (HYDRA_MUON_GRAPH=0): the same kernels on the same state, so the same
+// bits, over steps with different lrs (the graph reads each step's lr from
+// device memory) and after the buffers change (the graph is recorded again).
+HY_TEST(gpu_muon_graph_matches_eager, "gpu") {
+    need_gpu();
+    tab s;
+    build_table(&s);
+    tab_alloc(&s, 15, 7.0f);
+    hy_param_table *t = &s.t;
+    hy_optim_config c = hy_optim_defaults();
+    c.kind = HY_OPTIM_MUON_HYBRID;
+    c.muon_lr = 0.02f;
+    c.muon_weight_decay = 0.1f;
+    hy_cuda_param_range *r = (hy_cuda_param_range *)hy_xcalloc(t->n, sizeof *r);
+    size_t vn;
+    int n = hy_cuda_optim_ranges(&c, t, r, &vn);
+    hy_cuda_optim_plan *plan = hy_cuda_optim_plan_create(r, n);
+    size_t sb = hy_cuda_optim_scratch_bytes(plan), bytes = t->numel * 4;
+    void *d_s = dev_poisoned(sb);
+    float *d_g = (float *)hy_cuda_malloc(bytes);
+    float *d_v[3], *d_m[3];  // eager, graph, graph on other buffers
+    for (int k = 0; k < 3; k++) {
+        d_v[k] = (float *)dev_upload(t->values, bytes);
+        d_m[k] = (float *)hy_cuda_malloc(bytes);
+        hy_cuda_memset(d_m[k], 0, bytes);
+    }
+    const float mults[4] = {1.0f, 0.5f, 0.25f, 0.8f};
+    for (int step = 0; step < 4; step++) {
+        hy_rng rg;
+        hy_rng_seed(&rg, 500 + step);
+        float *g = randn(&rg, t->numel, 1.0f);
+        hy_cuda_memcpy_h2d(d_g, g, bytes);
+        free(g);
+        // Steps 1-2 recorded on buffers 1 (recorded, then replayed with
+        // another lr); steps 3-4 on buffers 2, a copy of 1 (recorded again).
+        int k = step < 2 ? 1 : 2;
+        if (step == 2) {
+            hy_cuda_memcpy_d2d(d_v[2], d_v[1], bytes);
+            hy_cuda_memcpy_d2d(d_m[2], d_m[1], bytes);
+        }
+        setenv("HYDRA_MUON_GRAPH", "0", 1);
+        hy_cuda_muon_step(plan, &c, mults[step], d_v[0], d_g, d_m[0], d_s, sb, NULL);
+        setenv("HYDRA_MUON_GRAPH", "1", 1);
+        hy_cuda_muon_step(plan, &c, mults[step], d_v[k], d_g, d_m[k], d_s, sb, NULL);
+        unsetenv("HYDRA_MUON_GRAPH");
+        float *v0 = dev_download_f32(d_v[0], t->numel), *m0 = dev_download_f32(d_m[0], t->numel);
+        float *v = dev_download_f32(d_v[k], t->numel), *m = dev_download_f32(d_m[k], t->numel);
+        HY_ASSERT(memcmp(v, v0, bytes) == 0 && memcmp(m, m0, bytes) == 0,
+                  "step %d (lr x %.2f): the %s Muon step differs from the eager one", step + 1,
+                  mults[step], step % 2 ? "replayed" : "recorded");
+        free(v), free(m), free(v0), free(m0);
+    }
+    printf("  4 steps, lr x 1, 0.5, 0.25, 0.8: recorded and replayed = eager, bit for bit\n");
+    hy_cuda_optim_plan_destroy(plan);
+    hy_cuda_free(d_s), hy_cuda_free(d_g);
+    for (int k = 0; k < 3; k++) hy_cuda_free(d_v[k]), hy_cuda_free(d_m[k]);
+    free(r);
+    tab_free(&s);
+}
+
 // ---------------------------------------------------------------- gradient norm
 HY_TEST(gpu_grad_norm_vs_cpu, "gpu") {
     need_gpu();
