@@ -28,11 +28,7 @@ void hy_eval_model_place(hy_eval_model *w, hy_device dev) {
     hy_device_choose("cuda", w->m.arch, &w->m.cfg, "hydra-eval: --device cuda", why, sizeof why);
     hy_cuda_set_device(0);
     hy_cuda_blas_init();
-    size_t pb = hy_params_bytes(&w->m.params);
-    hy_arena_init(&w->gparams, "params", HY_CUDA, pb);
-    hy_arena_init(&w->ggrads, "grads", HY_CUDA, pb);  // unused, but part of a GPU table
-    hy_arena_init(&w->ghalf, "bf16", HY_CUDA, hy_params_half_bytes(&w->m.params));
-    hy_model_to_cuda(&w->gm, &w->m, &w->gparams, &w->ggrads, &w->ghalf);
+    hy_model_to_cuda_alloc(&w->gm, &w->m, &w->gparams, &w->ggrads, &w->ghalf);
     w->net = &w->gm;
 }
 

@@ -56,6 +56,11 @@ void hy_model_init_weights(hy_model *m, uint64_t seed);
 // decoding then run on the GPU: activations bf16, gradients fp32.
 void hy_model_to_cuda(hy_model *dst, const hy_model *src, hy_arena *values, hy_arena *grads,
                       hy_arena *half);
+// The same into three new CUDA arenas sized for it (freed by the caller
+// with hy_arena_free, after hy_model_destroy(dst)): for a model that only
+// runs forward and decoding (generation, evaluation).
+void hy_model_to_cuda_alloc(hy_model *dst, const hy_model *src, hy_arena *values,
+                            hy_arena *grads, hy_arena *half);
 // Device of the model's parameters.
 static inline hy_device hy_model_device(const hy_model *m) { return m->params.device; }
 // Sum of the element counts of all parameters.

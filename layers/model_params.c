@@ -104,3 +104,12 @@ void hy_model_to_cuda(hy_model *dst, const hy_model *src, hy_arena *values, hy_a
     hy_params_alloc_half(&dst->params, half);
     hy_params_copy_values(&dst->params, &src->params);
 }
+
+void hy_model_to_cuda_alloc(hy_model *dst, const hy_model *src, hy_arena *values,
+                            hy_arena *grads, hy_arena *half) {
+    size_t pb = hy_params_bytes(&src->params);
+    hy_arena_init(values, "params", HY_CUDA, pb);
+    hy_arena_init(grads, "grads", HY_CUDA, pb);  // unused by inference, but part of a GPU table
+    hy_arena_init(half, "bf16", HY_CUDA, hy_params_half_bytes(&src->params));
+    hy_model_to_cuda(dst, src, values, grads, half);
+}

@@ -617,19 +617,27 @@ HY_TEST(gpu_muon_vs_cpu, "gpu") {
 // CPU reference (1e-4, max error over max |update|, per matrix; gpu_muon_vs_cpu):
 // measured 1.1e-5 to 3.1e-5 on an H200 (a first bound of 1e-6 ignored the
 // amplification). The bf16 mode's difference is printed.
+// The test table with values from `seed`, a Muon hybrid config (lr 0.02,
+// weight decay 0.1) and its ranges (*r, malloc'd); returns their count.
+static int muon_setup(tab *s, uint64_t seed, hy_optim_config *c, hy_cuda_param_range **r) {
+    build_table(s);
+    tab_alloc(s, seed, 7.0f);
+    *c = hy_optim_defaults();
+    c->kind = HY_OPTIM_MUON_HYBRID;
+    c->muon_lr = 0.02f;
+    c->muon_weight_decay = 0.1f;
+    *r = (hy_cuda_param_range *)hy_xcalloc(s->t.n, sizeof **r);
+    size_t vn;
+    return hy_cuda_optim_ranges(c, &s->t, *r, &vn);
+}
+
 HY_TEST(gpu_muon_batched_vs_single, "gpu") {
     need_gpu();
     tab s;
-    build_table(&s);
-    tab_alloc(&s, 14, 7.0f);
+    hy_optim_config c;
+    hy_cuda_param_range *r;
+    int n = muon_setup(&s, 14, &c, &r);
     hy_param_table *t = &s.t;
-    hy_optim_config c = hy_optim_defaults();
-    c.kind = HY_OPTIM_MUON_HYBRID;
-    c.muon_lr = 0.02f;
-    c.muon_weight_decay = 0.1f;
-    hy_cuda_param_range *r = (hy_cuda_param_range *)hy_xcalloc(t->n, sizeof *r);
-    size_t vn;
-    int n = hy_cuda_optim_ranges(&c, t, r, &vn);
     hy_cuda_optim_plan *all = hy_cuda_optim_plan_create(r, n);
     hy_cuda_optim_plan **one = (hy_cuda_optim_plan **)hy_xcalloc(n, sizeof *one);
     size_t sb = hy_cuda_optim_scratch_bytes(all);
@@ -731,16 +739,10 @@ HY_TEST(gpu_muon_batched_vs_single, "gpu") {
 HY_TEST(gpu_muon_graph_matches_eager, "gpu") {
     need_gpu();
     tab s;
-    build_table(&s);
-    tab_alloc(&s, 15, 7.0f);
+    hy_optim_config c;
+    hy_cuda_param_range *r;
+    int n = muon_setup(&s, 15, &c, &r);
     hy_param_table *t = &s.t;
-    hy_optim_config c = hy_optim_defaults();
-    c.kind = HY_OPTIM_MUON_HYBRID;
-    c.muon_lr = 0.02f;
-    c.muon_weight_decay = 0.1f;
-    hy_cuda_param_range *r = (hy_cuda_param_range *)hy_xcalloc(t->n, sizeof *r);
-    size_t vn;
-    int n = hy_cuda_optim_ranges(&c, t, r, &vn);
     hy_cuda_optim_plan *plan = hy_cuda_optim_plan_create(r, n);
     size_t sb = hy_cuda_optim_scratch_bytes(plan), bytes = t->numel * 4;
     void *d_s = dev_poisoned(sb);
