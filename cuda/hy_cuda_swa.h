@@ -65,6 +65,19 @@ void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, const void *q, 
 void hy_cuda_swa_step_dev(int B, int H, int D, int W, const long long *pos_dev, const void *q,
                           const void *k, const void *v, void *ring_k, void *ring_v, void *o,
                           void *stream);
+// Decoding one token of the dense model: cache_k, cache_v (B, cap, H, D)
+// bf16 hold positions 0..pos-1; writes this token's k, v (B, H, D) into row
+// pos and attends q (B, H, D) over rows 0..pos into o (B, H, D) bf16, split
+// over blocks of 256 positions and merged (split-K), so that a long cache
+// is read by many SMs. The position is `pos`, or read from device memory
+// when pos_dev is given (a recorded graph; the caller keeps pos < cap).
+// work: hy_cuda_dense_step_work_bytes(B, H, D, cap) bytes of device memory.
+// Any D from 1 to 256.
+size_t hy_cuda_dense_step_work_bytes(int B, int H, int D, int cap);
+void hy_cuda_dense_step(int B, int H, int D, int cap, long long pos, const long long *pos_dev,
+                        const void *q, const void *k, const void *v, void *cache_k,
+                        void *cache_v, void *o, void *work, void *stream);
+
 // Benchmark helper (CUDA events live in cuda/, not in the tests): median
 // milliseconds over `reps` timed runs, after two untimed ones, of the
 // forward (what = 0) or of forward + backward (what = 1), all buffers as

@@ -169,6 +169,10 @@ void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, const void *q, 
 void hy_cuda_swa_step_dev(int B, int H, int D, int W, const long long *pos_dev, const void *q,
                           const void *k, const void *v, void *ring_k, void *ring_v, void *o,
                           void *stream) { NO_CUDA(); }
+size_t hy_cuda_dense_step_work_bytes(int B, int H, int D, int cap) { NO_CUDA(); return 0; }
+void hy_cuda_dense_step(int B, int H, int D, int cap, long long pos, const long long *pos_dev,
+                        const void *q, const void *k, const void *v, void *cache_k,
+                        void *cache_v, void *o, void *work, void *stream) { NO_CUDA(); }
 double hy_cuda_swa_time_ms(int what, int reps, int B, int T, int H, int D, int window,
                            const void *q, const void *k, const void *v, void *o, float *lse,
                            const void *d_o, float *dq, float *dk, float *dv,

@@ -711,6 +711,115 @@ __global__ void __launch_bounds__(STEP_WARPS * 32)
     }
 }
 
+// ---------------------------------------------------------------- dense decode
+// The dense model's step reads its whole KV cache: one block per (h, b), as
+// above, would stream a long cache through a single SM. Split-K instead
+// (flash-decoding): block (s, h, b) folds positions [s S, s S + S) into one
+// online softmax and writes (m, l, acc[D]); a second kernel merges the
+// splits. The grid covers the cache's capacity, not the position, so that
+// a recorded graph replays at every position (blocks past it only mark
+// themselves empty).
+constexpr int DENSE_SPLIT = 256;  // S: positions per block
+
+__global__ void __launch_bounds__(STEP_WARPS * 32)
+    dense_step_split_kernel(int H, int D, int cap, long long pos_arg, const long long *pos_dev,
+                            float scale, const bf16raw *__restrict__ q,
+                            const bf16raw *__restrict__ k, const bf16raw *__restrict__ v,
+                            bf16raw *cache_k, bf16raw *cache_v, float *__restrict__ part) {
+    const long long pos = pos_dev ? *pos_dev : pos_arg;
+    constexpr int R = STEP_MAXD / 32;
+    __shared__ float s_m[STEP_WARPS], s_l[STEP_WARPS], s_acc[STEP_WARPS][STEP_MAXD];
+    const int sp = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x,
+              warp = tid >> 5, lane = tid & 31;
+    const long long rs = (long long)H * D;
+    const size_t in_off = ((size_t)b * H + h) * D;
+    bf16raw *ck = cache_k + (size_t)b * cap * rs + (size_t)h * D;  // row t at ck + t * rs
+    bf16raw *cv = cache_v + (size_t)b * cap * rs + (size_t)h * D;
+    float *out = part + (((size_t)b * H + h) * gridDim.x + sp) * (size_t)(D + 2);
+    const long long lo = (long long)sp * DENSE_SPLIT;
+    const long long hi = lo + DENSE_SPLIT < pos + 1 ? lo + DENSE_SPLIT : pos + 1;
+    if (lo >= hi) {  // past the position: the merge does not read this block's part
+        return;
+    }
+    if (pos < hi)  // this block holds pos: keep this token's k, v in row pos
+        for (int d = tid; d < D; d += blockDim.x) {
+            ck[pos * rs + d] = k[in_off + d];
+            cv[pos * rs + d] = v[in_off + d];
+        }
+    float qv[R], acc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int d = lane + 32 * r;
+        qv[r] = d < D ? bf2f(q[in_off + d]) : 0.f;
+        acc[r] = 0.f;
+    }
+    float m = -INFINITY, l = 0.f;
+    for (long long t = lo + warp; t < hi; t += STEP_WARPS) {
+        // Row pos comes from the inputs: this block may be writing it now.
+        const bf16raw *kr = t == pos ? k + in_off : ck + t * rs;
+        const bf16raw *vr = t == pos ? v + in_off : cv + t * rs;
+        float dot = 0.f;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int d = lane + 32 * r;
+            if (d < D) dot += qv[r] * bf2f(kr[d]);
+        }
+#pragma unroll
+        for (int off = 16; off; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+        float x = dot * scale, mn = fmaxf(m, x);
+        float c = expf(m - mn), p = expf(x - mn);  // m = -inf on the first key: c = 0
+        l = l * c + p;
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            int d = lane + 32 * r;
+            acc[r] = acc[r] * c + (d < D ? p * bf2f(vr[d]) : 0.f);
+        }
+        m = mn;
+    }
+    if (lane == 0) s_m[warp] = m, s_l[warp] = l;
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int d = lane + 32 * r;
+        if (d < D) s_acc[warp][d] = acc[r];
+    }
+    __syncthreads();
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < STEP_WARPS; w++) M = fmaxf(M, s_m[w]);
+    float L = 0.f;
+#pragma unroll
+    for (int w = 0; w < STEP_WARPS; w++)
+        if (s_m[w] != -INFINITY) L += s_l[w] * expf(s_m[w] - M);
+    for (int d = tid; d < D; d += blockDim.x) {
+        float sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < STEP_WARPS; w++)
+            if (s_m[w] != -INFINITY) sum += s_acc[w][d] * expf(s_m[w] - M);
+        out[2 + d] = sum;
+    }
+    if (tid == 0) out[0] = M, out[1] = L;
+}
+
+// o (b, h) = the merge of the splits holding positions 0..pos.
+__global__ void dense_step_merge_kernel(int H, int D, int splits, long long pos_arg,
+                                        const long long *pos_dev,
+                                        const float *__restrict__ part, bf16raw *__restrict__ o) {
+    const long long pos = pos_dev ? *pos_dev : pos_arg;
+    const int used = (int)(pos / DENSE_SPLIT) + 1;  // every one holds at least one position
+    const int h = blockIdx.x, b = blockIdx.y;
+    const size_t stride = (size_t)D + 2;
+    const float *p = part + ((size_t)b * H + h) * splits * stride;
+    float M = -INFINITY, L = 0.f;
+    for (int s = 0; s < used; s++) M = fmaxf(M, p[s * stride]);
+    for (int s = 0; s < used; s++) L += p[s * stride + 1] * expf(p[s * stride] - M);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float sum = 0.f;
+        for (int s = 0; s < used; s++) sum += p[s * stride + 2 + d] * expf(p[s * stride] - M);
+        __nv_bfloat16 r = __float2bfloat16_rn(sum / L);
+        o[((size_t)b * H + h) * D + d] = *reinterpret_cast<bf16raw *>(&r);
+    }
+}
+
 // ---------------------------------------------------------------- host side
 
 #define SWA_LAUNCHED() CUDA_CHECK(cudaGetLastError())
@@ -858,6 +967,43 @@ extern "C" void hy_cuda_swa_step_dev(int B, int H, int D, int W, const long long
     HY_REQUIRE(pos_dev, "hy_cuda_swa_step_dev: pos_dev is NULL");
     swa_step_launch("hy_cuda_swa_step_dev", B, H, D, W, 0, pos_dev, q, k, v, ring_k, ring_v, o,
                     stream);
+}
+
+static int dense_splits(int cap) { return (cap + DENSE_SPLIT - 1) / DENSE_SPLIT; }
+
+extern "C" size_t hy_cuda_dense_step_work_bytes(int B, int H, int D, int cap) {
+    size_t n = (size_t)B * H * (size_t)dense_splits(cap) * ((size_t)D + 2) * sizeof(float);
+    return (n + 255) / 256 * 256;
+}
+
+static void dense_step_launch(const char *fn, int B, int H, int D, int cap, long long pos,
+                              const long long *pos_dev, const void *q, const void *k,
+                              const void *v, void *cache_k, void *cache_v, void *o, void *work,
+                              void *stream) {
+    HY_REQUIRE(B >= 1 && H >= 1 && cap >= 1, "%s: need B, H, cap >= 1, got B=%d H=%d cap=%d", fn,
+               B, H, cap);
+    HY_REQUIRE(pos_dev || (pos >= 0 && pos < cap), "%s: position %lld outside the cache (0..%d)",
+               fn, pos, cap - 1);
+    HY_REQUIRE(D >= 1 && D <= STEP_MAXD, "%s: head_dim %d not in 1..%d", fn, D, STEP_MAXD);
+    HY_REQUIRE(H <= 65535 && B <= 65535, "%s: B=%d or H=%d exceeds the grid limit", fn, B, H);
+    HY_REQUIRE(q && k && v && cache_k && cache_v && o && work, "%s: a device pointer is NULL", fn);
+    cudaStream_t s = (cudaStream_t)stream;
+    const int splits = dense_splits(cap);
+    dense_step_split_kernel<<<dim3(splits, H, B), STEP_WARPS * 32, 0, s>>>(
+        H, D, cap, pos, pos_dev, 1.0f / sqrtf((float)D), (const bf16raw *)q, (const bf16raw *)k,
+        (const bf16raw *)v, (bf16raw *)cache_k, (bf16raw *)cache_v, (float *)work);
+    SWA_LAUNCHED();
+    dense_step_merge_kernel<<<dim3(H, B), 128, 0, s>>>(H, D, splits, pos, pos_dev,
+                                                       (const float *)work, (bf16raw *)o);
+    SWA_LAUNCHED();
+}
+
+extern "C" void hy_cuda_dense_step(int B, int H, int D, int cap, long long pos,
+                                   const long long *pos_dev, const void *q, const void *k,
+                                   const void *v, void *cache_k, void *cache_v, void *o,
+                                   void *work, void *stream) {
+    dense_step_launch("hy_cuda_dense_step", B, H, D, cap, pos, pos_dev, q, k, v, cache_k,
+                      cache_v, o, work, stream);
 }
 
 static int cmp_float(const void *a, const void *b) {

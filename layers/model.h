@@ -96,11 +96,13 @@ typedef struct {
     hy_device device;   // where the state lives (the model's device)
     void *block;        // one allocation for HydraLM's fixed-size state
     size_t bytes;       // bytes of decoding state now held
-    // GPU, HydraLM: one-token steps run as one CUDA graph, recorded at the
-    // first step and replayed after (HYDRA_DECODE_GRAPH=0 turns it off). The
-    // graph reads the token ids and the position from device memory and
-    // keeps its activations in its own arena, at fixed addresses.
+    // GPU: one-token steps run as one CUDA graph, recorded at the first step
+    // and replayed after (HYDRA_DECODE_GRAPH=0 turns it off). The graph reads
+    // the token ids and the position from device memory and keeps its
+    // activations in its own arena, at fixed addresses. The dense model's is
+    // recorded again when its KV cache grows (new addresses, more splits).
     void *graph;          // the instantiated graph, or NULL
+    int64_t graph_cap;    // dense: the cache capacity the graph was recorded for
     hy_arena graph_work;  // CUDA: the recorded step's activations
     int32_t *ids_dev;     // (B) the step's token ids
     long long *pos_buf;   // (1) the step's position

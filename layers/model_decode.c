@@ -10,6 +10,7 @@
 #include "../autograd/check.h"
 #include "../cuda/hy_cuda.h"
 #include "../cuda/hy_cuda_glue.h"
+#include "../cuda/hy_cuda_swa.h"
 #include "model_internal.h"
 
 static size_t gdn_floats(const hy_model_config *c, int B, size_t *conv) {
@@ -212,7 +213,7 @@ static void run(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, floa
 // ---------------------------------------------------------------- the decoding graph
 static int graph_wanted(const hy_decode_state *s) {
     const char *env = getenv("HYDRA_DECODE_GRAPH");
-    return s->device == HY_CUDA && s->model->arch == HY_ARCH_HYDRA && !(env && env[0] == '0');
+    return s->device == HY_CUDA && !(env && env[0] == '0');
 }
 
 // Record one step's launches (nothing runs yet). Its activations live in the
@@ -227,6 +228,10 @@ static void graph_record(hy_model *m, hy_decode_state *s) {
     // twice, and room for the ops' scratch.
     size_t bytes = (size_t)s->B * (16 * width * c->n_layers + 2 * (size_t)c->vocab_size) * 4 +
                    ((size_t)16 << 20);
+    if (m->arch == HY_ARCH_DENSE)  // each layer's split-K partials
+        bytes += (size_t)c->n_layers * hy_cuda_dense_step_work_bytes(s->B, c->n_heads, c->head_dim,
+                                                                     (int)s->dense_cap);
+    s->graph_cap = s->dense_cap;
     hy_arena_init(&s->graph_work, "decode graph", HY_CUDA, bytes);
     s->ids_dev = (int32_t *)hy_arena_alloc(&s->graph_work, (size_t)s->B * sizeof(int32_t));
     s->pos_buf = (long long *)hy_arena_alloc(&s->graph_work, sizeof(long long));
@@ -246,6 +251,14 @@ static void graph_record(hy_model *m, hy_decode_state *s) {
 }
 
 static void graph_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits) {
+    if (m->arch == HY_ARCH_DENSE) {
+        dense_reserve(s, s->pos + 1);
+        if (s->graph && s->graph_cap != s->dense_cap) {  // the cache moved: record again
+            hy_cuda_graph_destroy(s->graph);
+            hy_arena_free(&s->graph_work);
+            s->graph = NULL;
+        }
+    }
     if (!s->graph) graph_record(m, s);
     long long pos = s->pos;
     hy_cuda_memcpy_h2d(s->ids_dev, ids, (size_t)s->B * sizeof(int32_t));

@@ -223,6 +223,21 @@ static hy_tensor *swa_step(hy_model *m, hy_tape *t, hy_decode_state *ds, int i, 
     return o;
 }
 
+// One decoding token of a dense layer on the GPU: the split-K kernel reads
+// the KV cache in place and stores this token's k, v in it (no prefix copy).
+static hy_tensor *dense_step_gpu(hy_model *m, hy_tape *t, hy_decode_state *ds, int i,
+                                 hy_tensor *q, hy_tensor *k, hy_tensor *v) {
+    const hy_model_config *c = &m->cfg;
+    hy_layer_state *st = &ds->layer[i];
+    int B = (int)q->shape[0], H = c->n_heads, D = c->head_dim, cap = (int)ds->dense_cap;
+    int64_t os[4] = {B, 1, H, D};
+    hy_tensor *o = hy_tape_new(t, q->dtype, 4, os, "attn.step");  // (B, 1, H, D)
+    void *work = hy_arena_alloc(t->scratch, hy_cuda_dense_step_work_bytes(B, H, D, cap));
+    hy_cuda_dense_step(B, H, D, cap, (long long)ds->pos, ds->pos_dev, q->data, k->data, v->data,
+                       st->k16, st->v16, o->data, work, NULL);
+    return o;
+}
+
 // RoPE at position pos0, or, inside the decoding graph, at the position the
 // graph reads from device memory (decoding only: no tape).
 static hy_tensor *rope_at(hy_tape *t, hy_tensor *x, hy_decode_state *ds, int64_t pos0,
@@ -250,6 +265,8 @@ static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_de
     hy_tensor *o;
     if (step && !dense) {
         o = swa_step(m, t, ds, i, q, k, v);
+    } else if (step && ds->device == HY_CUDA) {
+        o = dense_step_gpu(m, t, ds, i, q, k, v);
     } else {
         hy_tensor *pk = NULL, *pv = NULL;
         if (ds) attn_prefix(m, t, ds, i, &pk, &pv);

@@ -271,13 +271,15 @@ HY_TEST(gpu_model_errors, "gpu") {
 // the same steps launched one kernel at a time (HYDRA_DECODE_GRAPH=0): the
 // same kernels in the same order, so the logits agree bit for bit; and a
 // prefill between graph steps (the host position path) keeps them in step.
-HY_TEST(gpu_decode_graph_matches_eager, "gpu") {
+// The dense model's graph is recorded again when its KV cache grows (from
+// 256 to 512 rows at position 256).
+static void decode_graph_vs_eager(hy_arch arch, int T) {
     need_gpu();
     hy_model_config c = gpu_config(4, 2, 24);
     world cw, gw;
-    world_cpu(&cw, HY_ARCH_HYDRA, &c, 5);
+    world_cpu(&cw, arch, &c, 5);
     world_gpu(&gw, &cw);
-    int B = 2, V = c.vocab_size, T = 60;
+    int B = 2, V = c.vocab_size;
     int32_t *ids = malloc((size_t)B * T * sizeof(int32_t));
     random_tokens(ids, B * T, V, 9);
     float *lg[2] = {malloc((size_t)B * V * 4), malloc((size_t)B * V * 4)};
@@ -302,8 +304,8 @@ HY_TEST(gpu_decode_graph_matches_eager, "gpu") {
             }
     }
     unsetenv("HYDRA_DECODE_GRAPH");
-    printf("  graph recorded: %s; steps whose logits differ from eager launches: %d of %d\n",
-           s[1].graph ? "yes" : "no", diff, T - 5);
+    printf("  %s: graph recorded: %s; steps whose logits differ from eager launches: %d of %d\n",
+           arch == HY_ARCH_DENSE ? "dense" : "hydra", s[1].graph ? "yes" : "no", diff, T - 5);
     HY_ASSERT(s[1].graph != NULL && s[0].graph == NULL, "the graph is used only when asked");
     HY_ASSERT(diff == 0, "%d steps differ between the graph and eager launches", diff);
     for (int g = 0; g < 2; g++) {
@@ -314,3 +316,6 @@ HY_TEST(gpu_decode_graph_matches_eager, "gpu") {
     world_free(&gw);
     world_free(&cw);
 }
+
+HY_TEST(gpu_decode_graph_matches_eager, "gpu") { decode_graph_vs_eager(HY_ARCH_HYDRA, 60); }
+HY_TEST(gpu_dense_decode_graph_matches_eager, "gpu") { decode_graph_vs_eager(HY_ARCH_DENSE, 300); }

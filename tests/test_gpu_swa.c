@@ -396,6 +396,84 @@ HY_TEST(gpu_swa_step_vs_cpu, "gpu") {
     }
 }
 
+// The dense model's step (split-K over a KV cache of 777 rows: 4 splits of
+// 256, the last partial) token by token equals full causal attention over
+// the sequence; the cache holds every token's k, v; the position read from
+// device memory (a recorded graph) gives the same bits.
+HY_TEST(gpu_dense_step_vs_cpu, "gpu") {
+    need_gpu();
+    for (int di = 0; di < 2; di++) {
+        gcase c = {2, 600, 3, di ? 128 : 64, 600};  // W = T: full causal
+        const int cap = 777;
+        long n = numel(&c), hd = (long)c.H * c.D, bhd = c.B * hd;
+        printf("  B=%d T=%d H=%d D=%d, cache of %d rows, token by token\n", c.B, c.T, c.H, c.D, cap);
+        inputs in;
+        inputs_make(&in, &c, 3100 + di);
+        float *o_ref = hy_xmalloc(n * sizeof(float));
+        cpu_swa(&c, &in, 0, o_ref, NULL, NULL, NULL);
+        uint16_t *tm = hy_xmalloc(3 * n * sizeof(uint16_t));  // (T, B, H, D) each of q, k, v
+        const uint16_t *src[3] = {in.q16, in.k16, in.v16};
+        for (int x = 0; x < 3; x++)
+            for (int b = 0; b < c.B; b++)
+                for (int t = 0; t < c.T; t++)
+                    memcpy(tm + x * n + (long)t * bhd + b * hd, src[x] + ((long)b * c.T + t) * hd,
+                           hd * sizeof(uint16_t));
+        uint16_t *dqkv = hy_cuda_malloc(3 * n * 2), *dout = hy_cuda_malloc(n * 2);
+        size_t cache = (size_t)c.B * cap * hd * 2;
+        void *ck = hy_cuda_malloc(cache), *cv = hy_cuda_malloc(cache);
+        size_t wb = hy_cuda_dense_step_work_bytes(c.B, c.H, c.D, cap);
+        void *work = hy_cuda_malloc(wb);
+        long long *pos_dev = hy_cuda_malloc(sizeof(long long));
+        hy_cuda_memcpy_h2d(dqkv, tm, 3 * n * 2);
+        // A poisoned cache: reading a row not yet written makes a NaN.
+        hy_cuda_memset(ck, 0xFF, cache), hy_cuda_memset(cv, 0xFF, cache);
+        hy_cuda_memset(dout, 0xFF, n * 2), hy_cuda_memset(work, 0xFF, wb);
+        uint16_t *o_dev_pos = hy_xmalloc(bhd * 2), *o_host_pos = hy_xmalloc(bhd * 2);
+        int same = 1;
+        for (int t = 0; t < c.T; t++) {
+            const uint16_t *q = dqkv + t * bhd, *k = dqkv + n + t * bhd, *v = dqkv + 2 * n + t * bhd;
+            if (t % 97 == 0 || t == 255 || t == 256) {  // the same step with the position on the device
+                long long pos = t;
+                hy_cuda_memcpy_h2d(pos_dev, &pos, sizeof pos);
+                hy_cuda_dense_step(c.B, c.H, c.D, cap, 0, pos_dev, q, k, v, ck, cv, dout + t * bhd,
+                                   work, NULL);
+                hy_cuda_synchronize();
+                hy_cuda_memcpy_d2h(o_dev_pos, dout + t * bhd, bhd * 2);
+            }
+            hy_cuda_dense_step(c.B, c.H, c.D, cap, t, NULL, q, k, v, ck, cv, dout + t * bhd, work,
+                               NULL);
+            if (t % 97 == 0 || t == 255 || t == 256) {
+                hy_cuda_synchronize();
+                hy_cuda_memcpy_d2h(o_host_pos, dout + t * bhd, bhd * 2);
+                same &= memcmp(o_dev_pos, o_host_pos, bhd * 2) == 0;
+            }
+        }
+        hy_cuda_synchronize();
+        HY_ASSERT(same, "D=%d: the position from device memory gives other bits", c.D);
+        uint16_t *o16 = hy_xmalloc(n * 2);
+        hy_cuda_memcpy_d2h(o16, dout, n * 2);
+        float *o = hy_xmalloc(n * sizeof(float));  // back to (B, T, H, D)
+        for (int b = 0; b < c.B; b++)
+            for (int t = 0; t < c.T; t++)
+                for (long e = 0; e < hd; e++)
+                    o[((long)b * c.T + t) * hd + e] = hy_bf16_to_f32(o16[(long)t * bhd + b * hd + e]);
+        compare("dense step", &c, c.D, o, o_ref, n, 1e-2, 0);
+        uint16_t *kh = hy_xmalloc(cache), *vh = hy_xmalloc(cache);
+        hy_cuda_memcpy_d2h(kh, ck, cache);
+        hy_cuda_memcpy_d2h(vh, cv, cache);
+        long bad = 0;
+        for (int b = 0; b < c.B; b++)
+            for (int t = 0; t < c.T; t++)
+                bad += memcmp(kh + ((long)b * cap + t) * hd, in.k16 + ((long)b * c.T + t) * hd, hd * 2) != 0 ||
+                       memcmp(vh + ((long)b * cap + t) * hd, in.v16 + ((long)b * c.T + t) * hd, hd * 2) != 0;
+        HY_ASSERT(bad == 0, "D=%d: %ld cache rows differ from the tokens' k, v", c.D, bad);
+        free(kh), free(vh), free(o), free(o16), free(o_dev_pos), free(o_host_pos), free(tm), free(o_ref);
+        hy_cuda_free(dqkv), hy_cuda_free(dout), hy_cuda_free(ck), hy_cuda_free(cv);
+        hy_cuda_free(work), hy_cuda_free(pos_dev);
+        inputs_free(&in);
+    }
+}
+
 // ---------------------------------------------------------------- misuse
 
 HY_TEST(gpu_swa_misuse, "gpu") {
@@ -414,6 +492,8 @@ HY_TEST(gpu_swa_misuse, "gpu") {
                     "head_dim");
     HY_EXPECT_ERROR(hy_cuda_swa_fwd_rows(1, 8, 1, 64, 4, 8, p, p, p, p, NULL), HY_EXIT_USAGE,
                     "first query row 8");
+    HY_EXPECT_ERROR(hy_cuda_dense_step(1, 1, 64, 16, 16, NULL, p, p, p, p, p, p, p, NULL),
+                    HY_EXIT_USAGE, "outside the cache");
     hy_cuda_free(p);
 }
 
