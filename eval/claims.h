@@ -29,7 +29,7 @@ typedef enum { HY_BUDGET_SMOKE = 0, HY_BUDGET_FULL = 1 } hy_budget;
 typedef struct {
     hy_budget budget;
     uint64_t seed;
-    char device[8];         // resolved: "cpu" (the GPU path does not exist yet)
+    char device[8];         // resolved: "cpu" or "cuda" (GPU 0)
     char work_dir[1024];    // the internal training runs go here
     char text_path[1024];   // a text corpus for the language-model claims, "" = synthetic
     char text_origin[128];  // how text_path was chosen (said in the notes)
