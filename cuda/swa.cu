@@ -630,6 +630,78 @@ __global__ void __launch_bounds__(NTHR)
 
 constexpr int STEP_WARPS = 8;
 constexpr int STEP_MAXD = 256;
+constexpr int STEP_R = STEP_MAXD / 32;  // dimensions per lane
+
+// A decoding step's online softmax, shared by the ring-buffer and dense
+// kernels: each warp folds keys into its own (m, l, acc) with the lanes
+// splitting D, then the block merges the warps'.
+struct step_warp {
+    float qv[STEP_R], acc[STEP_R], m, l;
+};
+
+__device__ __forceinline__ void step_begin(step_warp &w, const bf16raw *q, int D, int lane) {
+#pragma unroll
+    for (int r = 0; r < STEP_R; r++) {
+        int d = lane + 32 * r;
+        w.qv[r] = d < D ? bf2f(q[d]) : 0.f;
+        w.acc[r] = 0.f;
+    }
+    w.m = -INFINITY, w.l = 0.f;
+}
+
+// One key kr with value vr (D each) into the warp's softmax.
+__device__ __forceinline__ void step_fold(step_warp &w, const bf16raw *kr, const bf16raw *vr,
+                                          int D, int lane, float scale) {
+    float dot = 0.f;
+#pragma unroll
+    for (int r = 0; r < STEP_R; r++) {
+        int d = lane + 32 * r;
+        if (d < D) dot += w.qv[r] * bf2f(kr[d]);
+    }
+#pragma unroll
+    for (int off = 16; off; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
+    float x = dot * scale, mn = fmaxf(w.m, x);
+    float c = expf(w.m - mn), p = expf(x - mn);  // m = -inf on the first key: c = 0
+    w.l = w.l * c + p;
+#pragma unroll
+    for (int r = 0; r < STEP_R; r++) {
+        int d = lane + 32 * r;
+        w.acc[r] = w.acc[r] * c + (d < D ? p * bf2f(vr[d]) : 0.f);
+    }
+    w.m = mn;
+}
+
+struct step_block {
+    float m[STEP_WARPS], l[STEP_WARPS], acc[STEP_WARPS][STEP_MAXD];
+};
+
+// The warps' softmaxes into one (a block barrier): the block's max M and
+// sum L; step_sum() then gives the unnormalised output in dimension d.
+__device__ __forceinline__ void step_merge(step_block &sh, const step_warp &w, int D, int warp,
+                                           int lane, float &M, float &L) {
+    if (lane == 0) sh.m[warp] = w.m, sh.l[warp] = w.l;
+#pragma unroll
+    for (int r = 0; r < STEP_R; r++) {
+        int d = lane + 32 * r;
+        if (d < D) sh.acc[warp][d] = w.acc[r];
+    }
+    __syncthreads();
+    M = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < STEP_WARPS; i++) M = fmaxf(M, sh.m[i]);
+    L = 0.f;
+#pragma unroll
+    for (int i = 0; i < STEP_WARPS; i++)
+        if (sh.m[i] != -INFINITY) L += sh.l[i] * expf(sh.m[i] - M);
+}
+
+__device__ __forceinline__ float step_sum(const step_block &sh, int d, float M) {
+    float sum = 0.f;
+#pragma unroll
+    for (int i = 0; i < STEP_WARPS; i++)
+        if (sh.m[i] != -INFINITY) sum += sh.acc[i][d] * expf(sh.m[i] - M);
+    return sum;
+}
 
 // One block per (h, b): write this token's k, v into the ring, then each warp
 // folds every STEP_WARPS-th visible position into its own online softmax
@@ -641,8 +713,7 @@ __global__ void __launch_bounds__(STEP_WARPS * 32)
                     bf16raw *__restrict__ o) {
     // The position comes from device memory when given (a replayed CUDA graph).
     const long long pos = pos_dev ? *pos_dev : pos_arg;
-    constexpr int R = STEP_MAXD / 32;
-    __shared__ float s_m[STEP_WARPS], s_l[STEP_WARPS], s_acc[STEP_WARPS][STEP_MAXD];
+    __shared__ step_block sh;
     const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, warp = tid >> 5,
               lane = tid & 31;
     const long long rs = (long long)H * D;
@@ -658,55 +729,16 @@ __global__ void __launch_bounds__(STEP_WARPS * 32)
 
     const int n = (int)(pos + 1 < W ? pos + 1 : W);
     const long long first = pos - n + 1;  // oldest visible position, >= 0
-    float qv[R], acc[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        int d = lane + 32 * r;
-        qv[r] = d < D ? bf2f(q[in_off + d]) : 0.f;
-        acc[r] = 0.f;
-    }
-    float m = -INFINITY, l = 0.f;
+    step_warp w;
+    step_begin(w, q + in_off, D, lane);
     for (int t = warp; t < n; t += STEP_WARPS) {
         const long long sl = (first + t) % W;
-        const bf16raw *kr = rk + sl * rs, *vr = rv + sl * rs;
-        float dot = 0.f;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            int d = lane + 32 * r;
-            if (d < D) dot += qv[r] * bf2f(kr[d]);
-        }
-#pragma unroll
-        for (int off = 16; off; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        float x = dot * scale, mn = fmaxf(m, x);
-        float c = expf(m - mn), p = expf(x - mn);  // m = -inf on the first key: c = 0
-        l = l * c + p;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            int d = lane + 32 * r;
-            acc[r] = acc[r] * c + (d < D ? p * bf2f(vr[d]) : 0.f);
-        }
-        m = mn;
+        step_fold(w, rk + sl * rs, rv + sl * rs, D, lane, scale);
     }
-    if (lane == 0) s_m[warp] = m, s_l[warp] = l;
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        int d = lane + 32 * r;
-        if (d < D) s_acc[warp][d] = acc[r];
-    }
-    __syncthreads();
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < STEP_WARPS; w++) M = fmaxf(M, s_m[w]);
-    float L = 0.f;
-#pragma unroll
-    for (int w = 0; w < STEP_WARPS; w++)
-        if (s_m[w] != -INFINITY) L += s_l[w] * expf(s_m[w] - M);
+    float M, L;
+    step_merge(sh, w, D, warp, lane, M, L);
     for (int d = tid; d < D; d += blockDim.x) {
-        float sum = 0.f;
-#pragma unroll
-        for (int w = 0; w < STEP_WARPS; w++)
-            if (s_m[w] != -INFINITY) sum += s_acc[w][d] * expf(s_m[w] - M);
-        __nv_bfloat16 r = __float2bfloat16_rn(sum / L);
+        __nv_bfloat16 r = __float2bfloat16_rn(step_sum(sh, d, M) / L);
         o[in_off + d] = *reinterpret_cast<bf16raw *>(&r);
     }
 }
@@ -727,8 +759,7 @@ __global__ void __launch_bounds__(STEP_WARPS * 32)
                             const bf16raw *__restrict__ k, const bf16raw *__restrict__ v,
                             bf16raw *cache_k, bf16raw *cache_v, float *__restrict__ part) {
     const long long pos = pos_dev ? *pos_dev : pos_arg;
-    constexpr int R = STEP_MAXD / 32;
-    __shared__ float s_m[STEP_WARPS], s_l[STEP_WARPS], s_acc[STEP_WARPS][STEP_MAXD];
+    __shared__ step_block sh;
     const int sp = blockIdx.x, h = blockIdx.y, b = blockIdx.z, tid = threadIdx.x,
               warp = tid >> 5, lane = tid & 31;
     const long long rs = (long long)H * D;
@@ -738,65 +769,24 @@ __global__ void __launch_bounds__(STEP_WARPS * 32)
     float *out = part + (((size_t)b * H + h) * gridDim.x + sp) * (size_t)(D + 2);
     const long long lo = (long long)sp * DENSE_SPLIT;
     const long long hi = lo + DENSE_SPLIT < pos + 1 ? lo + DENSE_SPLIT : pos + 1;
-    if (lo >= hi) {  // past the position: the merge does not read this block's part
-        return;
-    }
+    if (lo >= hi) return;  // past the position: the merge does not read this block's part
     if (pos < hi)  // this block holds pos: keep this token's k, v in row pos
         for (int d = tid; d < D; d += blockDim.x) {
             ck[pos * rs + d] = k[in_off + d];
             cv[pos * rs + d] = v[in_off + d];
         }
-    float qv[R], acc[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        int d = lane + 32 * r;
-        qv[r] = d < D ? bf2f(q[in_off + d]) : 0.f;
-        acc[r] = 0.f;
-    }
-    float m = -INFINITY, l = 0.f;
+    step_warp w;
+    step_begin(w, q + in_off, D, lane);
     for (long long t = lo + warp; t < hi; t += STEP_WARPS) {
         // Row pos comes from the inputs: this block may be writing it now.
-        const bf16raw *kr = t == pos ? k + in_off : ck + t * rs;
-        const bf16raw *vr = t == pos ? v + in_off : cv + t * rs;
-        float dot = 0.f;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            int d = lane + 32 * r;
-            if (d < D) dot += qv[r] * bf2f(kr[d]);
-        }
-#pragma unroll
-        for (int off = 16; off; off >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, off);
-        float x = dot * scale, mn = fmaxf(m, x);
-        float c = expf(m - mn), p = expf(x - mn);  // m = -inf on the first key: c = 0
-        l = l * c + p;
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            int d = lane + 32 * r;
-            acc[r] = acc[r] * c + (d < D ? p * bf2f(vr[d]) : 0.f);
-        }
-        m = mn;
+        if (t == pos)
+            step_fold(w, k + in_off, v + in_off, D, lane, scale);
+        else
+            step_fold(w, ck + t * rs, cv + t * rs, D, lane, scale);
     }
-    if (lane == 0) s_m[warp] = m, s_l[warp] = l;
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        int d = lane + 32 * r;
-        if (d < D) s_acc[warp][d] = acc[r];
-    }
-    __syncthreads();
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < STEP_WARPS; w++) M = fmaxf(M, s_m[w]);
-    float L = 0.f;
-#pragma unroll
-    for (int w = 0; w < STEP_WARPS; w++)
-        if (s_m[w] != -INFINITY) L += s_l[w] * expf(s_m[w] - M);
-    for (int d = tid; d < D; d += blockDim.x) {
-        float sum = 0.f;
-#pragma unroll
-        for (int w = 0; w < STEP_WARPS; w++)
-            if (s_m[w] != -INFINITY) sum += s_acc[w][d] * expf(s_m[w] - M);
-        out[2 + d] = sum;
-    }
+    float M, L;
+    step_merge(sh, w, D, warp, lane, M, L);
+    for (int d = tid; d < D; d += blockDim.x) out[2 + d] = step_sum(sh, d, M);
     if (tid == 0) out[0] = M, out[1] = L;
 }
 

@@ -328,6 +328,31 @@ HY_TEST(gpu_swa_bwd_vs_cpu, "gpu") {
 
 // ---------------------------------------------------------------- decode
 
+// Time-major copies (T, B, H, D) of q, k, v, one after the other: token t's
+// rows are one contiguous (B, H, D) block, as a decoding step takes them.
+static uint16_t *time_major_qkv(const gcase *c, const inputs *in) {
+    long n = numel(c), hd = (long)c->H * c->D, bhd = c->B * hd;
+    uint16_t *tm = hy_xmalloc(3 * n * sizeof(uint16_t));
+    const uint16_t *src[3] = {in->q16, in->k16, in->v16};
+    for (int x = 0; x < 3; x++)
+        for (int b = 0; b < c->B; b++)
+            for (int t = 0; t < c->T; t++)
+                memcpy(tm + x * n + (long)t * bhd + b * hd, src[x] + ((long)b * c->T + t) * hd,
+                       hd * sizeof(uint16_t));
+    return tm;
+}
+
+// Time-major bf16 step outputs (T, B, H, D) back to (B, T, H, D) floats.
+static float *batch_major_f32(const gcase *c, const uint16_t *o16) {
+    long hd = (long)c->H * c->D, bhd = c->B * hd;
+    float *o = hy_xmalloc(numel(c) * sizeof(float));
+    for (int b = 0; b < c->B; b++)
+        for (int t = 0; t < c->T; t++)
+            for (long e = 0; e < hd; e++)
+                o[((long)b * c->T + t) * hd + e] = hy_bf16_to_f32(o16[(long)t * bhd + b * hd + e]);
+    return o;
+}
+
 HY_TEST(gpu_swa_step_vs_cpu, "gpu") {
     need_gpu();
     for (int di = 0; di < 2; di++) {
@@ -339,14 +364,7 @@ HY_TEST(gpu_swa_step_vs_cpu, "gpu") {
         float *o_ref = hy_xmalloc(n * sizeof(float));
         cpu_swa(&c, &in, 0, o_ref, NULL, NULL, NULL);
 
-        // Time-major copies (T, B, H, D): token t's rows are one contiguous (B, H, D) block.
-        uint16_t *tm = hy_xmalloc(3 * n * sizeof(uint16_t));
-        const uint16_t *src[3] = {in.q16, in.k16, in.v16};
-        for (int x = 0; x < 3; x++)
-            for (int b = 0; b < c.B; b++)
-                for (int t = 0; t < c.T; t++)
-                    memcpy(tm + x * n + (long)t * bhd + b * hd, src[x] + ((long)b * c.T + t) * hd,
-                           hd * sizeof(uint16_t));
+        uint16_t *tm = time_major_qkv(&c, &in);
         uint16_t *dqkv = hy_cuda_malloc(3 * n * 2), *dout = hy_cuda_malloc(n * 2);
         size_t ring = (size_t)c.B * c.W * hd * 2;
         void *rk = hy_cuda_malloc(ring), *rv = hy_cuda_malloc(ring);
@@ -360,11 +378,7 @@ HY_TEST(gpu_swa_step_vs_cpu, "gpu") {
         hy_cuda_synchronize();
         uint16_t *o16 = hy_xmalloc(n * 2);
         hy_cuda_memcpy_d2h(o16, dout, n * 2);
-        float *o = hy_xmalloc(n * sizeof(float));  // back to (B, T, H, D)
-        for (int b = 0; b < c.B; b++)
-            for (int t = 0; t < c.T; t++)
-                for (long e = 0; e < hd; e++)
-                    o[((long)b * c.T + t) * hd + e] = hy_bf16_to_f32(o16[(long)t * bhd + b * hd + e]);
+        float *o = batch_major_f32(&c, o16);
         compare("step", &c, c.D, o, o_ref, n, 1e-2, 0);
 
         // The ring holds the last W tokens' k, v exactly (slot = pos % W).
@@ -411,13 +425,7 @@ HY_TEST(gpu_dense_step_vs_cpu, "gpu") {
         inputs_make(&in, &c, 3100 + di);
         float *o_ref = hy_xmalloc(n * sizeof(float));
         cpu_swa(&c, &in, 0, o_ref, NULL, NULL, NULL);
-        uint16_t *tm = hy_xmalloc(3 * n * sizeof(uint16_t));  // (T, B, H, D) each of q, k, v
-        const uint16_t *src[3] = {in.q16, in.k16, in.v16};
-        for (int x = 0; x < 3; x++)
-            for (int b = 0; b < c.B; b++)
-                for (int t = 0; t < c.T; t++)
-                    memcpy(tm + x * n + (long)t * bhd + b * hd, src[x] + ((long)b * c.T + t) * hd,
-                           hd * sizeof(uint16_t));
+        uint16_t *tm = time_major_qkv(&c, &in);
         uint16_t *dqkv = hy_cuda_malloc(3 * n * 2), *dout = hy_cuda_malloc(n * 2);
         size_t cache = (size_t)c.B * cap * hd * 2;
         void *ck = hy_cuda_malloc(cache), *cv = hy_cuda_malloc(cache);
@@ -452,11 +460,7 @@ HY_TEST(gpu_dense_step_vs_cpu, "gpu") {
         HY_ASSERT(same, "D=%d: the position from device memory gives other bits", c.D);
         uint16_t *o16 = hy_xmalloc(n * 2);
         hy_cuda_memcpy_d2h(o16, dout, n * 2);
-        float *o = hy_xmalloc(n * sizeof(float));  // back to (B, T, H, D)
-        for (int b = 0; b < c.B; b++)
-            for (int t = 0; t < c.T; t++)
-                for (long e = 0; e < hd; e++)
-                    o[((long)b * c.T + t) * hd + e] = hy_bf16_to_f32(o16[(long)t * bhd + b * hd + e]);
+        float *o = batch_major_f32(&c, o16);
         compare("dense step", &c, c.D, o, o_ref, n, 1e-2, 0);
         uint16_t *kh = hy_xmalloc(cache), *vh = hy_xmalloc(cache);
         hy_cuda_memcpy_d2h(kh, ck, cache);
