@@ -6,8 +6,8 @@
 // the time to it is the trainer's elapsed_s at the first validation at or
 // below it (linearly interpolated between validations), so Muon's extra
 // work per step (Newton-Schulz) is paid for in the comparison. The two best
-// runs are then trained again, alternately (Muon, AdamW, Muon, AdamW):
-// their losses repeat exactly (same seed), only the wall-clock varies, and
+// runs are then trained again, alternately (Muon, AdamW, Muon, AdamW),
+// each timed to the step at which its first run reached the target, and
 // each optimizer's time is the median of its three runs, so a burst of
 // load on a shared machine during one run does not decide the ratio.
 #include <math.h>
@@ -39,19 +39,6 @@ static optim_plan make_plan(const hy_eval_opts *o) {
     return p;
 }
 
-// Seconds at which the curve first reaches `target` (interpolated), NaN if never.
-static double time_to(const hy_train_run *run, double target) {
-    for (int i = 0; i < run->n_vals; i++) {
-        const hy_val_point *v = &run->vals[i];
-        if (!(v->val_loss <= target)) continue;
-        if (i == 0) return v->elapsed_s;
-        const hy_val_point *u = &run->vals[i - 1];
-        double f = (u->val_loss - target) / (u->val_loss - v->val_loss);
-        return u->elapsed_s + f * (v->elapsed_s - u->elapsed_s);
-    }
-    return NAN;
-}
-
 // The (fractional) step at which the curve first reaches `target`, NaN if never.
 static double step_to(const hy_train_run *run, double target) {
     for (int i = 0; i < run->n_vals; i++) {
@@ -77,6 +64,11 @@ static double elapsed_at(const hy_train_run *run, double step) {
         return u->elapsed_s + f * (v->elapsed_s - u->elapsed_s);
     }
     return NAN;
+}
+
+// Seconds at which the curve first reaches `target` (interpolated), NaN if never.
+static double time_to(const hy_train_run *run, double target) {
+    return elapsed_at(run, step_to(run, target));
 }
 
 static double min_val(const hy_train_run *run) {
