@@ -10,7 +10,7 @@
 // ---------------------------------------------------------------- MQAR
 
 hy_mqar_config hy_mqar_defaults(int seq_len, int n_pairs) {
-    hy_mqar_config c = {HY_MQAR_DEFAULT_VOCAB, seq_len, n_pairs, HY_MQAR_DEFAULT_POWER_A};
+    hy_mqar_config c = {HY_MQAR_DEFAULT_VOCAB, seq_len, n_pairs, HY_MQAR_DEFAULT_POWER_A, 0};
     return c;
 }
 
@@ -27,6 +27,9 @@ void hy_mqar_check(const hy_mqar_config *c) {
                "mqar: vocab_size %d is too small for %d distinct keys in [1, vocab_size/2) "
                "(expected vocab_size >= %lld)",
                c->vocab_size, c->n_pairs, 2 * (long long)c->n_pairs + 2);
+    HY_REQUIRE(c->min_pairs >= 0 && c->min_pairs <= c->n_pairs,
+               "mqar: min_pairs %d (expected 0 for a fixed count, or 1 to n_pairs = %d)", c->min_pairs,
+               c->n_pairs);
     HY_REQUIRE(c->power_a > 0 && isfinite(c->power_a),
                "mqar: power_a %g (expected > 0; 0.01 in Zoology, 1 = uniform)", (double)c->power_a);
 }
@@ -70,9 +73,17 @@ static void draw_slots(hy_rng *r, double *w, int n_slots, double a, int n, int32
     }
 }
 
+// The pair count of one sequence: n_pairs, or log-uniform in [min_pairs, n_pairs].
+static int pair_count(const hy_mqar_config *c, hy_rng *r) {
+    if (!c->min_pairs || c->min_pairs == c->n_pairs) return c->n_pairs;
+    double lo = log((double)c->min_pairs), hi = log(c->n_pairs + 1.0);
+    int P = (int)floor(exp(lo + hy_rng_uniform_f64(r) * (hi - lo)));
+    return P < c->min_pairs ? c->min_pairs : P > c->n_pairs ? c->n_pairs : P;
+}
+
 static void mqar_sequence(const hy_mqar_config *c, hy_rng *r, mqar_scratch *s, int32_t *in,
                           int32_t *tg) {
-    int V = c->vocab_size, L = c->seq_len, P = c->n_pairs, half = V / 2;
+    int V = c->vocab_size, L = c->seq_len, P = pair_count(c, r), half = V / 2;
     draw_distinct(r, s->used, 1, half, P, s->keys);
     draw_distinct(r, s->used, half, V, P, s->values);
     for (int t = 0; t < L; t++) tg[t] = HY_IGNORE_INDEX;

@@ -33,11 +33,17 @@ typedef struct {
     int seq_len;
     int n_pairs;
     float power_a;  // 0.01 in Zoology; 1 = uniform slots
+    // 0: every sequence holds n_pairs pairs. Otherwise each sequence holds P
+    // pairs drawn log-uniformly from [min_pairs, n_pairs] (as many sequences
+    // per octave), the easy ones teaching the lookup that the hard ones need,
+    // like Zoology's training mixture of pair counts.
+    int min_pairs;
 } hy_mqar_config;
 
 hy_mqar_config hy_mqar_defaults(int seq_len, int n_pairs);
 // Usage errors for a config that cannot generate: 4 * n_pairs > seq_len, a
-// vocab too small for n_pairs distinct keys and values, power_a <= 0.
+// vocab too small for n_pairs distinct keys and values, power_a <= 0,
+// min_pairs outside [0, n_pairs].
 void hy_mqar_check(const hy_mqar_config *c);
 // B sequences of seq_len tokens: inputs and targets are B * seq_len.
 void hy_mqar_batch(const hy_mqar_config *c, hy_rng *r, int B, int32_t *inputs, int32_t *targets);

@@ -456,6 +456,13 @@ HY_TEST(data_loader_eval, "cpu") {
 
 // ---------------------------------------------------------------- MQAR
 
+// The number of labelled positions of one row: its pair count.
+static int row_pairs(const int32_t *tg, int L) {
+    int n = 0;
+    for (int t = 0; t < L; t++) n += tg[t] != HY_IGNORE_INDEX;
+    return n;
+}
+
 // Check one MQAR sequence against the protocol; returns its first query slot.
 static void check_mqar_row(const hy_mqar_config *c, const int32_t *in, const int32_t *tg,
                            int *slot0_used) {
@@ -513,7 +520,7 @@ HY_TEST(data_mqar_protocol, "cpu") {
     HY_ASSERT(uni < B * 4 / 10, "a = 1: slot 0 queried in %d of %d", uni, B);
 
     // Tight fit: 4 * n_pairs == seq_len, odd length, small vocab.
-    hy_mqar_config tight = {40, 65, 16, 0.01f};
+    hy_mqar_config tight = {40, 65, 16, 0.01f, 0};
     hy_mqar_batch(&tight, &r, 4, in, tg);
     for (int b = 0; b < 4; b++) check_mqar_row(&tight, in + b * 65, tg + b * 65, &uni);
 
@@ -525,9 +532,42 @@ HY_TEST(data_mqar_protocol, "cpu") {
     HY_EXPECT_ERROR(hy_mqar_check(&bad), HY_EXIT_USAGE, "vocab_size 32 is too small");
     bad.vocab_size = 8192, bad.power_a = 0;
     HY_EXPECT_ERROR(hy_mqar_check(&bad), HY_EXIT_USAGE, "power_a");
+    bad = hy_mqar_defaults(256, 16);
+    bad.min_pairs = 17;
+    HY_EXPECT_ERROR(hy_mqar_check(&bad), HY_EXIT_USAGE, "min_pairs 17");
     free(in);
     free(tg);
     free(in2);
+}
+
+// A training mixture: every row follows the protocol with its own pair count,
+// the counts cover [min_pairs, n_pairs] log-uniformly (as many rows per
+// octave), and min_pairs = n_pairs is the fixed count.
+HY_TEST(data_mqar_pair_mixture, "cpu") {
+    enum { B = 512, L = 300 };
+    hy_mqar_config c = hy_mqar_defaults(L, 64);
+    c.min_pairs = 4;
+    int32_t *in = malloc(sizeof(int32_t) * B * L), *tg = malloc(sizeof(int32_t) * B * L);
+    hy_rng r;
+    hy_rng_seed(&r, 7);
+    hy_mqar_batch(&c, &r, B, in, tg);
+    int below16 = 0, lo = 1 << 30, hi = 0, slot0 = 0;
+    for (int b = 0; b < B; b++) {
+        hy_mqar_config one = c;
+        one.n_pairs = row_pairs(tg + b * L, L), one.min_pairs = 0;
+        check_mqar_row(&one, in + b * L, tg + b * L, &slot0);
+        below16 += one.n_pairs < 16;
+        lo = one.n_pairs < lo ? one.n_pairs : lo;
+        hi = one.n_pairs > hi ? one.n_pairs : hi;
+    }
+    // P(P < 16) = ln(16/4) / ln(65/4) = 0.497; 512 rows: sd 0.022.
+    HY_ASSERT(below16 > B * 40 / 100 && below16 < B * 60 / 100, "%d of %d rows below 16 pairs", below16, B);
+    HY_ASSERT(lo == 4 && hi == 64, "pair counts span [%d, %d], expected [4, 64]", lo, hi);
+    c.min_pairs = 64;
+    hy_mqar_batch(&c, &r, 8, in, tg);
+    for (int b = 0; b < 8; b++) HY_ASSERT(row_pairs(tg + b * L, L) == 64, "min_pairs = n_pairs: fixed count");
+    free(in);
+    free(tg);
 }
 
 // ---------------------------------------------------------------- passkey

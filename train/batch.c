@@ -41,6 +41,7 @@ void hy_batcher_open(hy_batcher *b, const hy_run_config *c, int rank, int world)
     if (b->kind == HY_SRC_MQAR) {
         b->mqar = hy_mqar_defaults(b->T, c->data.mqar_pairs);
         b->mqar.vocab_size = c->model.vocab_size;
+        b->mqar.min_pairs = c->data.mqar_min_pairs;
         hy_mqar_check(&b->mqar);
     }
     if (b->kind == HY_SRC_PASSKEY) {
@@ -63,9 +64,13 @@ void hy_batcher_close(hy_batcher *b) {
     memset(b, 0, sizeof *b);
 }
 
-static void synthetic(const hy_batcher *b, hy_rng *r, int32_t *in, int32_t *tgt) {
+// held_out: validation MQAR sequences always hold data.mqar_pairs pairs,
+// whatever mixture of pair counts training draws from.
+static void synthetic(const hy_batcher *b, hy_rng *r, int held_out, int32_t *in, int32_t *tgt) {
     if (b->kind == HY_SRC_MQAR) {
-        hy_mqar_batch(&b->mqar, r, b->B, in, tgt);
+        hy_mqar_config m = b->mqar;
+        if (held_out) m.min_pairs = 0;
+        hy_mqar_batch(&m, r, b->B, in, tgt);
         return;
     }
     hy_passkey_batch(&b->passkey, r, b->B, in, tgt);
@@ -80,7 +85,7 @@ void hy_batcher_train(const hy_batcher *b, int64_t step, int micro, int32_t *in,
     }
     hy_rng r;
     hy_rng_seed(&r, mix(b->seed, (uint64_t)step, (uint64_t)micro, PURPOSE_TRAIN));
-    synthetic(b, &r, in, tgt);
+    synthetic(b, &r, 0, in, tgt);
     if (b->kind == HY_SRC_PASSKEY && b->has_text && b->passkey_fraction < 1.0f) {
         // Replace a share of the rows with text windows (targets: every token).
         hy_rng m;
@@ -102,7 +107,7 @@ void hy_batcher_val(const hy_batcher *b, int64_t index, int32_t *in, int32_t *tg
     }
     hy_rng r;
     hy_rng_seed(&r, mix(b->seed, (uint64_t)index, 0, PURPOSE_VAL));
-    synthetic(b, &r, in, tgt);
+    synthetic(b, &r, 1, in, tgt);
 }
 
 int hy_batcher_is_bytes(const hy_batcher *b, const hy_run_config *c) {

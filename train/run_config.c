@@ -102,6 +102,9 @@ static const key_spec KEYS[] = {
      "text: a hydra-data directory (train.bin, val.bin), a shard, or a glob"},
     {"data", "mqar_pairs", K_INT, F(data.mqar_pairs), 1, 1 << 20, 0,
      "MQAR key-value pairs per sequence (4 * pairs <= seq_len)"},
+    {"data", "mqar_min_pairs", K_INT, F(data.mqar_min_pairs), 0, 1 << 20, 0,
+     "MQAR training mixture: 0 = every sequence holds mqar_pairs; else each training sequence "
+     "holds a log-uniform count in [mqar_min_pairs, mqar_pairs] (validation: mqar_pairs)"},
     {"data", "passkey_fraction", K_FLOAT, F(data.passkey_fraction), 0, 1, 0,
      "passkey: share of passkey sequences per batch"},
 
@@ -347,6 +350,9 @@ void hy_run_config_finalize(hy_run_config *c) {
     if (!strcmp(src, "mqar") && 4 * c->data.mqar_pairs > c->train.seq_len)
         hy_die(HY_EXIT_USAGE, "%s: data.mqar_pairs (%d): 4 * pairs must be <= train.seq_len (%d)", w,
                c->data.mqar_pairs, c->train.seq_len);
+    if (!strcmp(src, "mqar") && c->data.mqar_min_pairs > c->data.mqar_pairs)
+        hy_die(HY_EXIT_USAGE, "%s: data.mqar_min_pairs (%d) must be <= data.mqar_pairs (%d)", w,
+               c->data.mqar_min_pairs, c->data.mqar_pairs);
     if (!strcmp(src, "passkey") && c->model.vocab_size < 256)
         hy_die(HY_EXIT_USAGE, "%s: data.source = passkey is byte-level: model.vocab_size must be >= 256", w);
 }

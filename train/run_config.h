@@ -42,6 +42,7 @@ typedef struct {
     char source[16];        // text | mqar | passkey
     char path[1024];        // text: a hydra-data directory, a shard, or a glob
     int mqar_pairs;         // key-value pairs per MQAR sequence
+    int mqar_min_pairs;     // 0, or training draws pairs log-uniformly from [min, mqar_pairs]
     float passkey_fraction; // passkey: share of passkey sequences in a batch
 } hy_data_config;
 
