@@ -51,6 +51,18 @@ void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const void *q, const
 void hy_cuda_gdn_step(int B, int H, int D, const void *q, const void *k, const void *v,
                       const float *alpha, const float *beta, float *S, void *o, void *stream);
 
+// One decoding token of a whole GDN mixer after its two input projections, in one launch (the
+// unfused step is a dozen; see gdn_decode.cu). qkv (B, 3 H D) bf16: the qkv projection, before
+// the short conv; conv_w (3 H D, K) and conv_b (3 H D, or NULL) fp32; conv_cache (B, 3 H D, K-1)
+// bf16, the K-1 previous qkv rows, shifted in place to end with this one (unused when K = 1);
+// ab (B, 2 H) bf16: the gate projection with its bias, alpha logits then beta logits. Computes
+// [q|k|v] = silu(conv), q and k scaled to unit length per head when norm_qk (eps 1e-12),
+// alpha = sigmoid(ab[:H]), beta = sigmoid(ab[H:]), then the step of hy_cuda_gdn_step on
+// S (B, H, D, D) fp32 in place, o (B, H, D) bf16. Everything between qkv and o stays fp32.
+void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, const void *qkv,
+                        const float *conv_w, const float *conv_b, void *conv_cache, const void *ab,
+                        float *S, void *o, void *stream);
+
 // Test hooks (tests and hydra-bench only; not thread-safe, process-wide). bv: rows of the state
 // per thread block in the two sequential passes, 16, 32 or 64 (the backward caps it at 32 for
 // D = 128), or 0 for the automatic choice from B * H and the SM count. wy_reference = 1: use the

@@ -189,6 +189,9 @@ void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const void *q, const
                      float *dalpha, float *dbeta, float *dS0, void *workspace, void *stream) { NO_CUDA(); }
 void hy_cuda_gdn_step(int B, int H, int D, const void *q, const void *k, const void *v,
                       const float *alpha, const float *beta, float *S, void *o, void *stream) { NO_CUDA(); }
+void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, const void *qkv,
+                        const float *conv_w, const float *conv_b, void *conv_cache, const void *ab,
+                        float *S, void *o, void *stream) { NO_CUDA(); }
 void hy_cuda_gdn_set_test_options(int bv, int wy_reference) { NO_CUDA(); }
 void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, const void *k, const void *v,
                       const float *alpha, const float *beta, const float *S0, void *o,

@@ -93,14 +93,33 @@ static hy_tensor *gdn_step(hy_tape *t, hy_layer_state *st, hy_tensor *q, hy_tens
     return o;
 }
 
-static hy_tensor *gdn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_layer_state *st,
-                            int step) {
+// A GPU decoding token from the two input projections to the heads' outputs
+// in one kernel (hy_cuda_gdn_decode): the function of gdn_heads below, with
+// fp32 in place of its bf16 intermediates, and no tape (decoding keeps no
+// gradients). Returns o (B, 1, H, D).
+static hy_tensor *gdn_heads_decode(hy_model *m, hy_tape *t, const hy_layer_params *L,
+                                   hy_layer_state *st, hy_tensor *qkv, hy_tensor *ab) {
     const hy_model_config *c = &m->cfg;
-    const hy_layer_params *L = &m->layer[i];
-    int gpu = h->device == HY_CUDA;
-    int64_t B = h->shape[0], H = c->n_heads, D = c->head_dim, I = H * D;
+    int64_t B = qkv->shape[0], H = c->n_heads, D = c->head_dim, os[4] = {B, 1, H, D};
+    HY_REQUIRE(qkv->dtype == HY_BF16 && ab->dtype == HY_BF16 && qkv->shape[1] == 1,
+               "gdn decode: expected bf16 projections of one token, got '%s' %s and '%s' %s",
+               qkv->name, hy_shape_str(qkv), ab->name, hy_shape_str(ab));
+    hy_tensor *o = hy_tape_new(t, HY_BF16, 4, os, "gdn.step");  // (B, 1, H, D)
+    hy_cuda_gdn_decode((int)B, (int)H, (int)D, c->dn_short_conv_kernel, c->dn_norm_qk, qkv->data,
+                       hy_f32(P(m, L->conv_w)), hy_f32(P(m, L->conv_b)), st->conv16, ab->data,
+                       st->S, o->data, NULL);
+    return o;
+}
+
+// The heads' outputs o (B, T, H, D) from h (B, T, d) and its projection qkv
+// (B, T, 3I): short conv, SiLU, q/k norms, the gates' projection, then the
+// chunked recurrence (or, decoding on the CPU, the one-token step).
+static hy_tensor *gdn_heads(hy_model *m, hy_tape *t, const hy_layer_params *L, hy_layer_state *st,
+                            hy_tensor *h, hy_tensor *qkv, int step) {
+    const hy_model_config *c = &m->cfg;
+    int gpu = qkv->device == HY_CUDA;
+    int64_t B = qkv->shape[0], H = c->n_heads, D = c->head_dim, I = H * D;
     int K = c->dn_short_conv_kernel;
-    hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
     hy_tensor *cache = st ? conv_cache(t, st, gpu, B, 3 * I, K) : NULL;
     hy_tensor *cv = hy_silu(t, hy_short_conv(t, qkv, P(m, L->conv_w), P(m, L->conv_b), cache));
     if (st) conv_cache_advance(t, st, gpu, qkv, K);
@@ -112,20 +131,28 @@ static hy_tensor *gdn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_lay
     }
     hy_tensor *ab = hy_linear(t, h, P(m, L->ab_w), P(m, L->ab_b));  // (B, T, 2H)
     // The gates are f32 on both devices (hy_sigmoid's GPU output is f32).
-    hy_tensor *alpha = hy_sigmoid(t, hy_slice_last(t, ab, 0, H));   // (B, T, H)
-    hy_tensor *beta = hy_sigmoid(t, hy_slice_last(t, ab, H, H));    // (B, T, H)
-    hy_tensor *o;                                                    // (B, T, H, D)
-    if (step) {
-        o = gdn_step(t, st, q, k, v, alpha, beta, H, D);
-    } else {
-        hy_tensor *S0 = NULL, *S_out = NULL;
-        int64_t ss[4] = {B, H, D, D};
-        if (st) S0 = hy_wrap_as(t->acts, st->S, HY_F32, h->device, 4, ss, "gdn.S");
-        o = hy_gdn(t, heads(t, q, H, D), heads(t, k, H, D), heads(t, v, H, D), alpha, beta, S0,
-                   c->dn_chunk_size, st ? &S_out : NULL);
-        if (st && gpu) hy_cuda_memcpy_d2d(st->S, S_out->data, hy_nbytes(S_out));
-        if (st && !gpu) memcpy(st->S, hy_f32(S_out), hy_nbytes(S_out));
-    }
+    hy_tensor *alpha = hy_sigmoid(t, hy_slice_last(t, ab, 0, H));  // (B, T, H)
+    hy_tensor *beta = hy_sigmoid(t, hy_slice_last(t, ab, H, H));   // (B, T, H)
+    if (step) return gdn_step(t, st, q, k, v, alpha, beta, H, D);
+    hy_tensor *S0 = NULL, *S_out = NULL;
+    int64_t ss[4] = {B, H, D, D};
+    if (st) S0 = hy_wrap_as(t->acts, st->S, HY_F32, qkv->device, 4, ss, "gdn.S");
+    hy_tensor *o = hy_gdn(t, heads(t, q, H, D), heads(t, k, H, D), heads(t, v, H, D), alpha, beta,
+                          S0, c->dn_chunk_size, st ? &S_out : NULL);
+    if (st && gpu) hy_cuda_memcpy_d2d(st->S, S_out->data, hy_nbytes(S_out));
+    if (st && !gpu) memcpy(st->S, hy_f32(S_out), hy_nbytes(S_out));
+    return o;
+}
+
+static hy_tensor *gdn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_layer_state *st,
+                            int step) {
+    const hy_layer_params *L = &m->layer[i];
+    hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
+    hy_tensor *o;                                          // (B, T, H, D)
+    if (step && h->device == HY_CUDA)
+        o = gdn_heads_decode(m, t, L, st, qkv, hy_linear(t, h, P(m, L->ab_w), P(m, L->ab_b)));
+    else
+        o = gdn_heads(m, t, L, st, h, qkv, step);
     hy_tensor *y = merge_heads(t, o);  // (B, T, I)
     if (L->gate >= 0) y = hy_mul(t, y, hy_silu(t, hy_linear(t, h, P(m, L->gate), NULL)));
     return hy_linear(t, y, P(m, L->o), NULL);  // (B, T, d)

@@ -1,0 +1,92 @@
+// gdn_decode.cu: one decoding token of a GDN mixer in one kernel.
+//
+// The unfused step is eleven launches a layer (short_conv, silu, the conv
+// cache shift, three slices, two l2norms, two gate slices and two sigmoids)
+// before the recurrence, each a few hundred bytes of work: at batch 1 a
+// decoding step is bound by launches, not by bytes or FLOPs. Here one block
+// per (b, h) does all of it: the causal conv of the head's q, k, v channels
+// from the bf16 cache, SiLU, the cache shift, the l2 norms of q and k, the
+// gates, and the delta-rule update of the head's state (as step_kernel of
+// gdn.cu: one warp per state row). The prologue stays in fp32 (the unfused
+// path rounds each stage to bf16); see hy_cuda_gdn.h for the contract.
+#include "hy_cuda_gdn.h"
+#include "ops_device.cuh"
+
+namespace {
+
+constexpr int kDecodeThreads = 256;  // 8 warps
+
+// Block (b, h). Shared: q, k, v of the head, D floats each.
+__global__ void __launch_bounds__(kDecodeThreads)
+    gdn_decode_kernel(int H, int D, int K, int norm_qk, const uint16_t *__restrict__ qkv,
+                      const float *__restrict__ conv_w, const float *__restrict__ conv_b,
+                      uint16_t *__restrict__ cache, const uint16_t *__restrict__ ab,
+                      float *__restrict__ S, uint16_t *__restrict__ o) {
+    extern __shared__ float sh[];  // [3][D]: q, k, v after conv and SiLU (q, k then normed)
+    const int b = blockIdx.x / H, h = blockIdx.x % H, I = H * D, C = 3 * I;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    // 1. conv over [cache | x] (taps in order, as the CPU), SiLU, cache shift.
+    for (int e = threadIdx.x; e < 3 * D; e += blockDim.x) {
+        const int part = e / D, i = e - part * D, c = part * I + h * D + i;
+        const uint16_t x = qkv[(size_t)b * C + c];
+        uint16_t *cr = cache + ((size_t)b * C + c) * (K - 1);
+        const float *w = conv_w + (size_t)c * K;
+        float acc = conv_b ? conv_b[c] : 0.0f;
+        for (int j = 0; j < K - 1; j++) acc += w[j] * bf2f(cr[j]);
+        acc += w[K - 1] * bf2f(x);
+        for (int j = 0; j + 1 < K - 1; j++) cr[j] = cr[j + 1];
+        if (K > 1) cr[K - 2] = x;
+        sh[e] = acc * sigm(acc);
+    }
+    __syncthreads();
+    // 2. q and k to unit length (warps 0 and 1), as hy_l2norm_heads (eps 1e-12).
+    if (norm_qk && warp < 2) {
+        float *p = sh + warp * D, ss = 0.0f;
+        for (int j = lane; j < D; j += 32) ss += p[j] * p[j];
+        const float den = fmaxf(sqrtf(warp_sum(ss)), 1e-12f);
+        for (int j = lane; j < D; j += 32) p[j] = p[j] / den;
+    }
+    __syncthreads();
+    // 3. The recurrence, one warp per state row i: r = v_i - alpha S_i.k,
+    // S_i = alpha S_i + beta r k, o_i = S_i.q.
+    const float al = sigm(bf2f(ab[(size_t)b * 2 * H + h]));
+    const float be = sigm(bf2f(ab[(size_t)b * 2 * H + H + h]));
+    const float *sq = sh, *sk = sh + D, *sv = sh + 2 * D;
+    const size_t bh = (size_t)b * H + h;
+    for (int i = warp; i < D; i += kDecodeThreads / 32) {
+        float *s = S + (bh * D + i) * D;
+        float dot = 0.0f;
+        for (int j = lane; j < D; j += 32) dot += s[j] * sk[j];
+        dot = warp_sum(dot);
+        const float u = be * (sv[i] - al * dot);
+        float od = 0.0f;
+        for (int j = lane; j < D; j += 32) {
+            const float x = al * s[j] + u * sk[j];
+            s[j] = x;
+            od += x * sq[j];
+        }
+        od = warp_sum(od);
+        if (lane == 0) o[bh * D + i] = f2bf(od);
+    }
+}
+
+}  // namespace
+
+extern "C" void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, const void *qkv,
+                                   const float *conv_w, const float *conv_b, void *conv_cache,
+                                   const void *ab, float *S, void *o, void *stream) {
+    const char *fn = "hy_cuda_gdn_decode";
+    HY_REQUIRE(B >= 1 && H >= 1 && D >= 1 && K >= 1,
+               "%s: sizes must be positive (B %d, H %d, D %d, K %d)", fn, B, H, D, K);
+    HY_REQUIRE(D <= 1024, "%s: head dim %d exceeds 1024 (the head's q, k, v sit in shared memory)",
+               fn, D);
+    HY_REQUIRE((long long)B * H <= 0x7fffffffLL && (long long)B * 3 * H * D <= 0x7fffffffLL,
+               "%s: B %d x H %d x D %d is too large", fn, B, H, D);
+    HY_REQUIRE(qkv && conv_w && ab && S && o && (K == 1 || conv_cache),
+               "%s: qkv, conv_w, ab, S, o (and conv_cache when K > 1) must not be NULL", fn);
+    const size_t shared = (size_t)3 * D * sizeof(float);
+    gdn_decode_kernel<<<B * H, kDecodeThreads, shared, as_stream(stream)>>>(
+        H, D, K, norm_qk, (const uint16_t *)qkv, conv_w, conv_b, (uint16_t *)conv_cache,
+        (const uint16_t *)ab, S, (uint16_t *)o);
+    LAUNCH_CHECK();
+}
