@@ -75,13 +75,14 @@ typedef struct {
     double acc;
     int lr_index;
     double seconds;
+    double rise;  // the best run's accuracy gain over the last quarter of its steps
 } best_run;
 
 // Train every lr of the sweep; keep the best final held-out accuracy and
 // its curve on `curve`, and every lr's final accuracy on `by_lr`.
 static best_run sweep(const hy_eval_opts *o, const mqar_plan *p, const mqar_setting *s, int dense,
                       hy_series *curve, hy_series *by_lr, hy_claim_result *r) {
-    best_run b = {-1, -1, 0};
+    best_run b = {-1, -1, 0, 0};
     hy_train_run best = {0};
     for (int i = 0; i < p->n_lrs; i++) {
         char name[128], ini[4096];
@@ -107,6 +108,10 @@ static best_run sweep(const hy_eval_opts *o, const mqar_plan *p, const mqar_sett
         }
     }
     for (int i = 0; i < best.n_vals; i++) hy_series_add(curve, (double)best.vals[i].step, best.vals[i].val_accuracy);
+    if (best.n_vals >= 4) {
+        const hy_val_point *q = &best.vals[best.n_vals * 3 / 4 - 1], *e = &best.vals[best.n_vals - 1];
+        b.rise = e->val_accuracy - q->val_accuracy;
+    }
     hy_train_run_free(&best);
     return b;
 }
@@ -150,11 +155,14 @@ static int judge(hy_claim_result *r, const mqar_plan *p, const mqar_setting *s, 
                       b[0].acc, 0.98 * b[1].acc);
         int hdim = p->d_model / hd_heads;
         if (s->pairs >= hdim)
-            hy_claim_note(r, " What limits it: beyond the window, recall goes through the DeltaNet state, "
-                          "%d x %d per head (every head sees every pair), and the delta rule holds at most "
-                          "head_dim = %d linearly independent keys exactly; %d pairs %s that at d_model %d, "
-                          "while the dense model's KV cache grows with the sequence.", hdim, hdim, hdim,
-                          s->pairs, s->pairs > hdim ? "exceed" : "reach", p->d_model);
+            hy_claim_note(r, " A bound that may limit it: beyond the window, recall goes through the "
+                          "DeltaNet state, %d x %d per head (every head sees every pair), which holds at "
+                          "most head_dim = %d linearly independent keys exactly; %d pairs %s that at "
+                          "d_model %d, while the dense model's KV cache grows with the sequence.", hdim,
+                          hdim, hdim, s->pairs, s->pairs > hdim ? "exceed" : "reach", p->d_model);
+        if (b[0].rise > 0.01)
+            hy_claim_note(r, " HydraLM was still improving when training ended (+%.3f over the last "
+                          "quarter of the steps): the step budget limits it too.", b[0].rise);
         hy_claim_note(r, "\n");
     }
     if (!full && !ok)
