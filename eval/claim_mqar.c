@@ -149,8 +149,7 @@ static int judge(hy_claim_result *r, const mqar_plan *p, const mqar_setting *s, 
     if (full && b[1].acc < 0.90)
         hy_claim_note(r, "FAIL (seq %d): the dense model reached only %.4f, so its training did not work at "
                       "this budget and the comparison is not meaningful.\n", s->seq_len, b[1].acc);
-    if (full && b[0].acc < 0.98 * b[1].acc)
-    {
+    if (full && b[0].acc < 0.98 * b[1].acc) {
         hy_claim_note(r, "FAIL (seq %d): HydraLM reached %.4f, below 0.98 x dense = %.4f.", s->seq_len,
                       b[0].acc, 0.98 * b[1].acc);
         int hdim = p->d_model / hd_heads;
@@ -162,7 +161,7 @@ static int judge(hy_claim_result *r, const mqar_plan *p, const mqar_setting *s, 
                           hdim, hdim, s->pairs, s->pairs > hdim ? "exceed" : "reach", p->d_model);
         if (b[0].rise > 0.01)
             hy_claim_note(r, " HydraLM was still improving when training ended (+%.3f over the last "
-                          "quarter of the steps): the step budget limits it too.", b[0].rise);
+                          "quarter of the steps): more steps may raise it.", b[0].rise);
         hy_claim_note(r, "\n");
     }
     if (!full && !ok)
