@@ -78,18 +78,15 @@ static void conv_cache_advance(hy_tape *t, hy_layer_state *st, int gpu, hy_tenso
     conv_cache_update(st->conv, hy_f32(qkv), B, T, C, K, tmp);
 }
 
-// One decoding token through the recurrence, in place on the state.
+// One decoding token through the recurrence on the CPU, in place on the state
+// (a GPU token takes gdn_heads_decode, the whole step in one kernel).
 static hy_tensor *gdn_step(hy_tape *t, hy_layer_state *st, hy_tensor *q, hy_tensor *k,
                            hy_tensor *v, hy_tensor *alpha, hy_tensor *beta, int64_t H,
                            int64_t D) {
     int64_t B = q->shape[0], os[4] = {B, 1, H, D};
-    hy_tensor *o = hy_tape_new(t, q->dtype, 4, os, "gdn.step");  // (B, 1, H, D)
-    if (q->device == HY_CUDA)
-        hy_cuda_gdn_step((int)B, (int)H, (int)D, q->data, k->data, v->data, hy_f32(alpha),
-                         hy_f32(beta), st->S, o->data, NULL);
-    else
-        hy_gdn_step_cpu((int)B, (int)H, (int)D, (int)D, hy_f32(q), hy_f32(k), hy_f32(v),
-                        hy_f32(alpha), hy_f32(beta), st->S, hy_f32(o));
+    hy_tensor *o = hy_tape_new(t, HY_F32, 4, os, "gdn.step");  // (B, 1, H, D)
+    hy_gdn_step_cpu((int)B, (int)H, (int)D, (int)D, hy_f32(q), hy_f32(k), hy_f32(v),
+                    hy_f32(alpha), hy_f32(beta), st->S, hy_f32(o));
     return o;
 }
 
@@ -133,7 +130,10 @@ static hy_tensor *gdn_heads(hy_model *m, hy_tape *t, const hy_layer_params *L, h
     // The gates are f32 on both devices (hy_sigmoid's GPU output is f32).
     hy_tensor *alpha = hy_sigmoid(t, hy_slice_last(t, ab, 0, H));  // (B, T, H)
     hy_tensor *beta = hy_sigmoid(t, hy_slice_last(t, ab, H, H));   // (B, T, H)
-    if (step) return gdn_step(t, st, q, k, v, alpha, beta, H, D);
+    if (step) {
+        HY_REQUIRE(!gpu, "gdn: a GPU decoding token goes through gdn_heads_decode");
+        return gdn_step(t, st, q, k, v, alpha, beta, H, D);
+    }
     hy_tensor *S0 = NULL, *S_out = NULL;
     int64_t ss[4] = {B, H, D, D};
     if (st) S0 = hy_wrap_as(t->acts, st->S, HY_F32, qkv->device, 4, ss, "gdn.S");
