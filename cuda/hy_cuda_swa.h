@@ -65,6 +65,15 @@ void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, const void *q, 
 void hy_cuda_swa_step_dev(int B, int H, int D, int W, const long long *pos_dev, const void *q,
                           const void *k, const void *v, void *ring_k, void *ring_v, void *o,
                           void *stream);
+// A SWA layer's decoding token from its qkv projection (B, 3 H D) bf16 (q,
+// k, v of every head in that order), in one launch: q and k rotated by RoPE
+// at the position (as hy_cuda_rope_fwd with this base, rounded to bf16),
+// then hy_cuda_swa_step's ring write and attention; o (B, H, D) bf16. The
+// position is pos, or read from device memory when pos_dev is given (a
+// recorded graph). D even, 2 to 256.
+void hy_cuda_swa_decode(int B, int H, int D, int W, long long pos, const long long *pos_dev,
+                        float rope_base, const void *qkv, void *ring_k, void *ring_v, void *o,
+                        void *stream);
 // Decoding one token of the dense model: cache_k, cache_v (B, cap, H, D)
 // bf16 hold positions 0..pos-1; writes this token's k, v (B, H, D) into row
 // pos and attends q (B, H, D) over rows 0..pos into o (B, H, D) bf16, split

@@ -14,6 +14,7 @@
 #include "hy_cuda_bench.h"
 #include "hy_cuda_blas.h"
 #include "hy_cuda_gdn.h"
+#include "hy_cuda_gemv.h"
 #include "hy_cuda_glue.h"
 #include "hy_cuda_ops.h"
 #include "hy_cuda_swa.h"
@@ -169,6 +170,9 @@ void hy_cuda_swa_step(int B, int H, int D, int W, long long pos, const void *q, 
 void hy_cuda_swa_step_dev(int B, int H, int D, int W, const long long *pos_dev, const void *q,
                           const void *k, const void *v, void *ring_k, void *ring_v, void *o,
                           void *stream) { NO_CUDA(); }
+void hy_cuda_swa_decode(int B, int H, int D, int W, long long pos, const long long *pos_dev,
+                        float rope_base, const void *qkv, void *ring_k, void *ring_v, void *o,
+                        void *stream) { NO_CUDA(); }
 size_t hy_cuda_dense_step_work_bytes(int B, int H, int D, int cap) { NO_CUDA(); return 0; }
 void hy_cuda_dense_step(int B, int H, int D, int cap, long long pos, const long long *pos_dev,
                         const void *q, const void *k, const void *v, void *cache_k,
@@ -198,6 +202,10 @@ void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, const void *k, 
                       float *S_out, const void *d_o, const float *dS_out, float *dq, float *dk,
                       float *dv, float *dalpha, float *dbeta, float *dS0, void *workspace,
                       int warmup, int iters, double *fwd_ms, double *fwd_bwd_ms) { NO_CUDA(); }
+
+// ---------------------------------------------------------------- hy_cuda_gemv.h: decoding projections
+void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out, int n_out,
+                  void *stream) { NO_CUDA(); }
 
 // ---------------------------------------------------------------- hy_cuda_glue.h: step and decode glue
 void hy_cuda_acc_f32(size_t n, const float *x, float *y, void *stream) { NO_CUDA(); }

@@ -102,6 +102,10 @@ __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
 }
 
 __device__ __forceinline__ float bf2f(bf16raw x) { return __uint_as_float((uint32_t)x << 16); }
+__device__ __forceinline__ bf16raw f2bf_rn(float x) {
+    __nv_bfloat16 r = __float2bfloat16_rn(x);
+    return *reinterpret_cast<bf16raw *>(&r);
+}
 
 // The A fragment (rows r0..r0+15, columns c0..c0+15) of a row-major smem
 // tile with row stride STR: matrices (r0, c0), (r0+8, c0), (r0, c0+8), (r0+8, c0+8).
@@ -703,9 +707,33 @@ __device__ __forceinline__ float step_sum(const step_block &sh, int d, float M) 
     return sum;
 }
 
-// One block per (h, b): write this token's k, v into the ring, then each warp
-// folds every STEP_WARPS-th visible position into its own online softmax
-// (lanes split D), and the warps' partial results are merged at the end.
+// Attend q (D, bf16) over the ring's visible positions max(0, pos - W + 1)
+// .. pos (slot = position % W; rk, rv point at this pair's first slot, slots
+// rs elements apart) into o (D): each warp folds every STEP_WARPS-th
+// position into its own online softmax (lanes split D), and the warps'
+// partial results are merged at the end. The block has just written slot
+// pos % W: the caller's barrier makes it visible.
+__device__ __forceinline__ void ring_attend(step_block &sh, int D, int W, long long pos,
+                                            float scale, const bf16raw *q, const bf16raw *rk,
+                                            const bf16raw *rv, long long rs, bf16raw *o) {
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int n = (int)(pos + 1 < W ? pos + 1 : W);
+    const long long first = pos - n + 1;  // oldest visible position, >= 0
+    step_warp w;
+    step_begin(w, q, D, lane);
+    for (int t = warp; t < n; t += STEP_WARPS) {
+        const long long sl = (first + t) % W;
+        step_fold(w, rk + sl * rs, rv + sl * rs, D, lane, scale);
+    }
+    float M, L;
+    step_merge(sh, w, D, warp, lane, M, L);
+    for (int d = tid; d < D; d += blockDim.x) {
+        __nv_bfloat16 r = __float2bfloat16_rn(step_sum(sh, d, M) / L);
+        o[d] = *reinterpret_cast<bf16raw *>(&r);
+    }
+}
+
+// One block per (h, b): write this token's k, v into the ring, then attend.
 __global__ void __launch_bounds__(STEP_WARPS * 32)
     swa_step_kernel(int H, int D, int W, long long pos_arg, const long long *pos_dev,
                     float scale, const bf16raw *__restrict__ q, const bf16raw *__restrict__ k,
@@ -714,8 +742,7 @@ __global__ void __launch_bounds__(STEP_WARPS * 32)
     // The position comes from device memory when given (a replayed CUDA graph).
     const long long pos = pos_dev ? *pos_dev : pos_arg;
     __shared__ step_block sh;
-    const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, warp = tid >> 5,
-              lane = tid & 31;
+    const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
     const long long rs = (long long)H * D;
     const size_t in_off = ((size_t)b * H + h) * D;
     bf16raw *rk = ring_k + (size_t)b * W * rs + (size_t)h * D;  // slot s at rk + s * rs
@@ -726,21 +753,48 @@ __global__ void __launch_bounds__(STEP_WARPS * 32)
         rv[slot * rs + d] = v[in_off + d];
     }
     __syncthreads();  // the block reads back what it just wrote
+    ring_attend(sh, D, W, pos, scale, q + in_off, rk, rv, rs, o + in_off);
+}
 
-    const int n = (int)(pos + 1 < W ? pos + 1 : W);
-    const long long first = pos - n + 1;  // oldest visible position, >= 0
-    step_warp w;
-    step_begin(w, q + in_off, D, lane);
-    for (int t = warp; t < n; t += STEP_WARPS) {
-        const long long sl = (first + t) % W;
-        step_fold(w, rk + sl * rs, rv + sl * rs, D, lane, scale);
+// RoPE's inverse frequencies as a kernel parameter (hy_cuda_rope_fwd's, from
+// the host's powf, so that both rotate alike).
+constexpr int STEP_MAXHALF = STEP_MAXD / 2;
+struct rope_tab {
+    float f[STEP_MAXHALF];
+};
+
+// A SWA layer's decoding token from its qkv projection (B, 3 H D): block
+// (h, b) rotates the head's q and k at position pos (as hy_cuda_rope_fwd:
+// sincos in double, the results rounded to bf16), writes k and v into the
+// ring and attends with q from shared memory.
+__global__ void __launch_bounds__(STEP_WARPS * 32)
+    swa_decode_kernel(int H, int D, int W, long long pos_arg, const long long *pos_dev,
+                      float scale, rope_tab fr, const bf16raw *__restrict__ qkv,
+                      bf16raw *ring_k, bf16raw *ring_v, bf16raw *__restrict__ o) {
+    const long long pos = pos_dev ? *pos_dev : pos_arg;
+    __shared__ step_block sh;
+    __shared__ bf16raw qs[STEP_MAXD];
+    const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, half = D / 2;
+    const long long rs = (long long)H * D;
+    const bf16raw *q = qkv + (size_t)b * 3 * rs + (size_t)h * D;
+    const bf16raw *k = q + rs, *v = q + 2 * rs;
+    bf16raw *rk = ring_k + (size_t)b * W * rs + (size_t)h * D;
+    bf16raw *rv = ring_v + (size_t)b * W * rs + (size_t)h * D;
+    const long long slot = pos % W;
+    for (int i = tid; i < half; i += blockDim.x) {
+        double sd, cd;
+        sincos((double)pos * (double)fr.f[i], &sd, &cd);
+        const float co = (float)cd, si = (float)sd;
+        const float q1 = bf2f(q[i]), q2 = bf2f(q[i + half]);
+        const float k1 = bf2f(k[i]), k2 = bf2f(k[i + half]);
+        qs[i] = f2bf_rn(q1 * co - q2 * si);
+        qs[i + half] = f2bf_rn(q2 * co + q1 * si);
+        rk[slot * rs + i] = f2bf_rn(k1 * co - k2 * si);
+        rk[slot * rs + i + half] = f2bf_rn(k2 * co + k1 * si);
     }
-    float M, L;
-    step_merge(sh, w, D, warp, lane, M, L);
-    for (int d = tid; d < D; d += blockDim.x) {
-        __nv_bfloat16 r = __float2bfloat16_rn(step_sum(sh, d, M) / L);
-        o[in_off + d] = *reinterpret_cast<bf16raw *>(&r);
-    }
+    for (int d = tid; d < D; d += blockDim.x) rv[slot * rs + d] = v[d];
+    __syncthreads();  // q in shared memory; the block reads back the slot it wrote
+    ring_attend(sh, D, W, pos, scale, qs, rk, rv, rs, o + ((size_t)b * H + h) * D);
 }
 
 // ---------------------------------------------------------------- dense decode
@@ -1026,4 +1080,27 @@ extern "C" double hy_cuda_swa_time_ms(int what, int reps, int B, int T, int H, i
     CUDA_CHECK(cudaEventDestroy(e0));
     CUDA_CHECK(cudaEventDestroy(e1));
     return med;
+}
+
+extern "C" void hy_cuda_swa_decode(int B, int H, int D, int W, long long pos,
+                                   const long long *pos_dev, float rope_base, const void *qkv,
+                                   void *ring_k, void *ring_v, void *o, void *stream) {
+    const char *fn = "hy_cuda_swa_decode";
+    HY_REQUIRE(B >= 1 && H >= 1 && W >= 1 && pos >= 0,
+               "%s: need B, H, W >= 1 and pos >= 0, got B=%d H=%d W=%d pos=%lld", fn, B, H, W,
+               pos);
+    HY_REQUIRE(D >= 2 && D <= STEP_MAXD && D % 2 == 0, "%s: head_dim %d must be even, 2..%d", fn,
+               D, STEP_MAXD);
+    HY_REQUIRE(H <= 65535 && B <= 65535, "%s: B=%d or H=%d exceeds the grid limit", fn, B, H);
+    HY_REQUIRE(rope_base > 0 && isfinite(rope_base), "%s: rope base must be positive, not %g", fn,
+               (double)rope_base);
+    HY_REQUIRE(qkv && ring_k && ring_v && o, "%s: a device pointer is NULL", fn);
+    rope_tab fr;
+    for (int i = 0; i < STEP_MAXHALF; i++)
+        fr.f[i] = i < D / 2 ? 1.0f / powf(rope_base, (float)(2 * i) / (float)D) : 0.0f;
+    dim3 grid(H, B);
+    swa_decode_kernel<<<grid, STEP_WARPS * 32, 0, (cudaStream_t)stream>>>(
+        H, D, W, pos, pos_dev, 1.0f / sqrtf((float)D), fr, (const bf16raw *)qkv,
+        (bf16raw *)ring_k, (bf16raw *)ring_v, (bf16raw *)o);
+    SWA_LAUNCHED();
 }

@@ -6,7 +6,6 @@
 
 #include "../autograd/check.h"
 #include "../cuda/hy_cuda.h"
-#include "../cuda/hy_cuda_gdn.h"
 #include "../cuda/hy_cuda_glue.h"
 #include "../cuda/hy_cuda_ops.h"
 #include "../cuda/hy_cuda_swa.h"
@@ -79,7 +78,7 @@ static void conv_cache_advance(hy_tape *t, hy_layer_state *st, int gpu, hy_tenso
 }
 
 // One decoding token through the recurrence on the CPU, in place on the state
-// (a GPU token takes gdn_heads_decode, the whole step in one kernel).
+// (a GPU token takes hy_block_decode_gpu, block_decode_gpu.c).
 static hy_tensor *gdn_step(hy_tape *t, hy_layer_state *st, hy_tensor *q, hy_tensor *k,
                            hy_tensor *v, hy_tensor *alpha, hy_tensor *beta, int64_t H,
                            int64_t D) {
@@ -87,24 +86,6 @@ static hy_tensor *gdn_step(hy_tape *t, hy_layer_state *st, hy_tensor *q, hy_tens
     hy_tensor *o = hy_tape_new(t, HY_F32, 4, os, "gdn.step");  // (B, 1, H, D)
     hy_gdn_step_cpu((int)B, (int)H, (int)D, (int)D, hy_f32(q), hy_f32(k), hy_f32(v),
                     hy_f32(alpha), hy_f32(beta), st->S, hy_f32(o));
-    return o;
-}
-
-// A GPU decoding token from the two input projections to the heads' outputs
-// in one kernel (hy_cuda_gdn_decode): the function of gdn_heads below, with
-// fp32 in place of its bf16 intermediates, and no tape (decoding keeps no
-// gradients). Returns o (B, 1, H, D).
-static hy_tensor *gdn_heads_decode(hy_model *m, hy_tape *t, const hy_layer_params *L,
-                                   hy_layer_state *st, hy_tensor *qkv, hy_tensor *ab) {
-    const hy_model_config *c = &m->cfg;
-    int64_t B = qkv->shape[0], H = c->n_heads, D = c->head_dim, os[4] = {B, 1, H, D};
-    HY_REQUIRE(qkv->dtype == HY_BF16 && ab->dtype == HY_BF16 && qkv->shape[1] == 1,
-               "gdn decode: expected bf16 projections of one token, got '%s' %s and '%s' %s",
-               qkv->name, hy_shape_str(qkv), ab->name, hy_shape_str(ab));
-    hy_tensor *o = hy_tape_new(t, HY_BF16, 4, os, "gdn.step");  // (B, 1, H, D)
-    hy_cuda_gdn_decode((int)B, (int)H, (int)D, c->dn_short_conv_kernel, c->dn_norm_qk, qkv->data,
-                       hy_f32(P(m, L->conv_w)), hy_f32(P(m, L->conv_b)), st->conv16, ab->data,
-                       st->S, o->data, NULL);
     return o;
 }
 
@@ -131,7 +112,7 @@ static hy_tensor *gdn_heads(hy_model *m, hy_tape *t, const hy_layer_params *L, h
     hy_tensor *alpha = hy_sigmoid(t, hy_slice_last(t, ab, 0, H));  // (B, T, H)
     hy_tensor *beta = hy_sigmoid(t, hy_slice_last(t, ab, H, H));   // (B, T, H)
     if (step) {
-        HY_REQUIRE(!gpu, "gdn: a GPU decoding token goes through gdn_heads_decode");
+        HY_REQUIRE(!gpu, "gdn: a GPU decoding token goes through hy_block_decode_gpu");
         return gdn_step(t, st, q, k, v, alpha, beta, H, D);
     }
     hy_tensor *S0 = NULL, *S_out = NULL;
@@ -148,11 +129,7 @@ static hy_tensor *gdn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_lay
                             int step) {
     const hy_layer_params *L = &m->layer[i];
     hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
-    hy_tensor *o;                                          // (B, T, H, D)
-    if (step && h->device == HY_CUDA)
-        o = gdn_heads_decode(m, t, L, st, qkv, hy_linear(t, h, P(m, L->ab_w), P(m, L->ab_b)));
-    else
-        o = gdn_heads(m, t, L, st, h, qkv, step);
+    hy_tensor *o = gdn_heads(m, t, L, st, h, qkv, step);   // (B, T, H, D)
     hy_tensor *y = merge_heads(t, o);  // (B, T, I)
     if (L->gate >= 0) y = hy_mul(t, y, hy_silu(t, hy_linear(t, h, P(m, L->gate), NULL)));
     return hy_linear(t, y, P(m, L->o), NULL);  // (B, T, d)
@@ -232,21 +209,16 @@ static void attn_remember(hy_model *m, hy_decode_state *ds, int i, hy_tensor *k,
     }
 }
 
-// One decoding token of a SWA layer over the ring buffer.
+// One decoding token of a SWA layer over the ring buffer, on the CPU (a GPU
+// token takes hy_block_decode_gpu, block_decode_gpu.c).
 static hy_tensor *swa_step(hy_model *m, hy_tape *t, hy_decode_state *ds, int i, hy_tensor *q,
                            hy_tensor *k, hy_tensor *v) {
     const hy_model_config *c = &m->cfg;
     hy_layer_state *st = &ds->layer[i];
     int64_t B = q->shape[0], H = c->n_heads, D = c->head_dim, os[4] = {B, 1, H, D};
+    HY_REQUIRE(ds->device == HY_CPU, "swa: a GPU decoding token goes through hy_block_decode_gpu");
     hy_tensor *o = hy_tape_new(t, q->dtype, 4, os, "swa.step");  // (B, 1, H, D)
-    if (ds->pos_dev)  // inside the decoding graph: the position is on the device
-        hy_cuda_swa_step_dev((int)B, (int)H, (int)D, c->swa_window, ds->pos_dev, q->data,
-                             k->data, v->data, st->k16, st->v16, o->data, NULL);
-    else if (ds->device == HY_CUDA)
-        hy_cuda_swa_step((int)B, (int)H, (int)D, c->swa_window, (long long)ds->pos, q->data,
-                         k->data, v->data, st->k16, st->v16, o->data, NULL);
-    else
-        hy_swa_step_cpu(&st->swa, hy_f32(q), hy_f32(k), hy_f32(v), hy_f32(o));
+    hy_swa_step_cpu(&st->swa, hy_f32(q), hy_f32(k), hy_f32(v), hy_f32(o));
     return o;
 }
 
@@ -276,6 +248,17 @@ static hy_tensor *rope_at(hy_tape *t, hy_tensor *x, hy_decode_state *ds, int64_t
     return y;
 }
 
+hy_tensor *hy_dense_heads_step(hy_model *m, hy_tape *t, int i, hy_tensor *qkv,
+                               hy_decode_state *ds) {
+    const hy_model_config *c = &m->cfg;
+    int64_t H = c->n_heads, D = c->head_dim, I = H * D;
+    float base = (float)c->swa_rope_base;
+    hy_tensor *q = rope_at(t, heads(t, hy_slice_last(t, qkv, 0, I), H, D), ds, ds->pos, base);
+    hy_tensor *k = rope_at(t, heads(t, hy_slice_last(t, qkv, I, I), H, D), ds, ds->pos, base);
+    hy_tensor *v = heads(t, hy_slice_last(t, qkv, 2 * I, I), H, D);  // (B, 1, H, D)
+    return dense_step_gpu(m, t, ds, i, q, k, v);
+}
+
 static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_decode_state *ds,
                              int step) {
     const hy_model_config *c = &m->cfg;
@@ -292,8 +275,6 @@ static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_de
     hy_tensor *o;
     if (step && !dense) {
         o = swa_step(m, t, ds, i, q, k, v);
-    } else if (step && ds->device == HY_CUDA) {
-        o = dense_step_gpu(m, t, ds, i, q, k, v);
     } else {
         hy_tensor *pk = NULL, *pv = NULL;
         if (ds) attn_prefix(m, t, ds, i, &pk, &pv);
@@ -308,6 +289,7 @@ static hy_tensor *block(hy_model *m, hy_tape *t, int i, hy_tensor *x, hy_decode_
                         int step) {
     const hy_layer_params *L = &m->layer[i];
     float eps = (float)m->cfg.rms_eps;
+    if (step && x->device == HY_CUDA) return hy_block_decode_gpu(m, t, i, x, ds);
     hy_tensor *h = hy_rmsnorm(t, x, P(m, L->norm1), eps);
     hy_tensor *y = (L->kind == HY_LAYER_GDN) ? gdn_mixer(m, t, i, h, ds ? &ds->layer[i] : NULL, step)
                                              : attn_mixer(m, t, i, h, ds, step);
@@ -376,8 +358,8 @@ static hy_tensor *block_recomputed(hy_model *m, hy_tape *t, int i, hy_tensor *x)
     return keep;
 }
 
-// Embedding, blocks and the final norm: the hidden states (B, T, d).
-static hy_tensor *model_hidden(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
+// Embedding and blocks: the residual stream (B, T, d) before the final norm.
+static hy_tensor *model_stream(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
                                int step) {
     const hy_model_config *c = &m->cfg;
     int pad = m->arch == HY_ARCH_DENSE ? -1 : c->pad_token_id;
@@ -387,11 +369,20 @@ static hy_tensor *model_hidden(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decod
         hy_tape_mark(t, i);  // block i's parameter gradients are final when backward gets here
         x = replay ? block_recomputed(m, t, i, x) : block(m, t, i, x, ds, step);
     }
-    return hy_rmsnorm(t, x, P(m, m->norm_f), (float)c->rms_eps);
+    return x;
+}
+
+// Embedding, blocks and the final norm: the hidden states (B, T, d).
+static hy_tensor *model_hidden(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
+                               int step) {
+    hy_tensor *x = model_stream(m, t, ids, ds, step);
+    return hy_rmsnorm(t, x, P(m, m->norm_f), (float)m->cfg.rms_eps);
 }
 
 hy_tensor *hy_model_blocks(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
                            int step) {
+    if (step && ids->device == HY_CUDA)  // the final norm inside the head's GEMV
+        return hy_head_decode_gpu(m, t, model_stream(m, t, ids, ds, step));
     hy_tensor *x = model_hidden(m, t, ids, ds, step);
     return hy_linear(t, x, P(m, m->embed), NULL);  // tied head: (B, T, V)
 }

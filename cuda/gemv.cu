@@ -1,0 +1,217 @@
+// gemv.cu: the decoding step's projections with their neighbours folded in
+// (see hy_cuda_gemv.h for the contract).
+//
+// Why a hand-written GEMV: at batch 1, y = u W^T reads W (N x K bf16) once
+// and does 2 N K FLOPs: pure bandwidth. cuBLAS does that well, but the
+// rmsnorm before it and the residual add after it are kernels of their own,
+// each costing about what the product costs. Here a block first builds u
+// in shared memory (up to four batch rows, fp32 holding bf16-rounded
+// values), then each warp takes whole rows of W, two at a time so that
+// several 16-byte loads per lane are in flight, and reduces its dot
+// products with shuffles. The grid covers the rows of every projection of
+// the call (their row ranges concatenated) and grid-strides over them.
+#include <string.h>
+
+#include "hy_cuda_gemv.h"
+#include "ops_device.cuh"
+
+namespace {
+
+constexpr int kGemvWarps = 4;
+constexpr int kGemvThreads = kGemvWarps * 32;
+constexpr int kGemvNB = 4;  // batch rows per block (grid.y covers the rest)
+
+struct GemvSegs {
+    const uint16_t *W[HY_GEMV_MAX_OUT];
+    const float *bias[HY_GEMV_MAX_OUT];
+    const uint16_t *res[HY_GEMV_MAX_OUT];
+    uint16_t *y[HY_GEMV_MAX_OUT];
+    int N[HY_GEMV_MAX_OUT];
+    int end[HY_GEMV_MAX_OUT];  // exclusive end of each projection's rows in the concatenation
+    int n;
+};
+
+struct GemvIn {
+    int kind;
+    const uint16_t *x, *gate;
+    const float *norm_w;
+    float eps;
+};
+
+__device__ __forceinline__ float round_bf(float x) { return bf2f(f2bf(x)); }
+
+// Sum of v over the block (all threads call it); red holds kGemvWarps floats.
+__device__ float block_sum(float v, float *red) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    v = warp_sum(v);
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < kGemvWarps; i++) s += red[i];
+    return s;
+}
+
+// u (nb, K) into shared memory, rows b0 .. b0 + nb - 1 of the batch.
+__device__ void gemv_prologue(const GemvIn &in, int K, int b0, int nb, float *xs,
+                              float (*red)[kGemvWarps]) {
+    for (int b = 0; b < nb; b++) {
+        const size_t row = (size_t)(b0 + b);
+        const uint16_t *xr = in.x + row * (in.kind == HY_GEMV_SWIGLU ? 2 * (size_t)K : (size_t)K);
+        float s = 1.0f;
+        if (in.kind == HY_GEMV_RMSNORM) {
+            float ss = 0.0f;
+            for (int k = threadIdx.x; k < K; k += blockDim.x) {
+                const float f = bf2f(xr[k]);
+                ss += f * f;
+            }
+            ss = block_sum(ss, red[b]);
+            s = (float)(1.0 / sqrt((double)ss / K + (double)in.eps));
+        }
+        for (int k = threadIdx.x; k < K; k += blockDim.x) {
+            const float f = bf2f(xr[k]);
+            float u;
+            if (in.kind == HY_GEMV_RMSNORM) {
+                u = f * s * in.norm_w[k];
+            } else if (in.kind == HY_GEMV_GATE) {
+                const float g = bf2f(in.gate[row * K + k]);
+                u = f * round_bf(g * sigm(g));
+            } else if (in.kind == HY_GEMV_SWIGLU) {
+                u = f * sigm(f) * bf2f(xr[K + k]);
+            } else {
+                u = f;
+            }
+            xs[(size_t)b * K + k] = round_bf(u);
+        }
+    }
+}
+
+// Projection of concatenated row r and its row within it.
+__device__ __forceinline__ int seg_of(const GemvSegs &sg, int r, int *local) {
+    int s = 0;
+    while (s + 1 < sg.n && r >= sg.end[s]) s++;
+    *local = r - (sg.end[s] - sg.N[s]);
+    return s;
+}
+
+__device__ __forceinline__ void gemv_store(const GemvSegs &sg, int s, int n, int b, float acc) {
+    const size_t i = (size_t)b * sg.N[s] + n;
+    float p = acc + (sg.bias[s] ? sg.bias[s][n] : 0.0f);
+    if (sg.res[s]) p = bf2f(sg.res[s][i]) + round_bf(p);
+    sg.y[s][i] = f2bf(p);
+}
+
+// Block (x, y): batch rows [y * NB, y * NB + NB) of B, and every
+// gridDim.x * kGemvWarps-th row of the concatenation from its own; a warp
+// takes rows r and r + stride together.
+template <int VEC, int NB>
+__global__ void __launch_bounds__(kGemvThreads)
+    gemv_kernel(int B, int K, GemvIn in, GemvSegs sg) {
+    extern __shared__ float xs[];  // [NB][K]: u
+    __shared__ float red[NB][kGemvWarps];
+    const int b0 = blockIdx.y * NB, nb = B - b0 < NB ? B - b0 : NB;
+    gemv_prologue(in, K, b0, nb, xs, red);
+    __syncthreads();
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int R = sg.end[sg.n - 1], stride = gridDim.x * kGemvWarps;
+    for (int r = blockIdx.x * kGemvWarps + warp; r < R; r += 2 * stride) {
+        const int r2 = r + stride;
+        const bool two = r2 < R;
+        int n0, n1 = 0;
+        const int s0 = seg_of(sg, r, &n0), s1 = two ? seg_of(sg, r2, &n1) : s0;
+        const uint16_t *w0 = sg.W[s0] + (size_t)n0 * K;
+        const uint16_t *w1 = sg.W[s1] + (size_t)(two ? n1 : n0) * K;
+        float a0[NB], a1[NB];
+#pragma unroll
+        for (int b = 0; b < NB; b++) a0[b] = a1[b] = 0.0f;
+#pragma unroll 4
+        for (int c = lane * VEC; c < K; c += 32 * VEC) {
+            float f0[VEC], f1[VEC];
+            ld_bf<VEC>(w0 + c, f0);
+            ld_bf<VEC>(w1 + c, f1);  // row r again when there is no second row (discarded)
+#pragma unroll
+            for (int b = 0; b < NB; b++) {
+                if (b >= nb) break;
+                float u[VEC];
+                ld_f<VEC>(xs + (size_t)b * K + c, u);
+#pragma unroll
+                for (int j = 0; j < VEC; j++) {
+                    a0[b] += f0[j] * u[j];
+                    a1[b] += f1[j] * u[j];
+                }
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < NB; b++) {
+            if (b >= nb) break;
+            const float d0 = warp_sum(a0[b]), d1 = warp_sum(a1[b]);
+            if (lane == 0) {
+                gemv_store(sg, s0, n0, b0 + b, d0);
+                if (two) gemv_store(sg, s1, n1, b0 + b, d1);
+            }
+        }
+    }
+}
+
+template <int VEC, int NB>
+void launch(int B, int K, const GemvIn &in, const GemvSegs &sg, cudaStream_t s) {
+    const size_t smem = (size_t)NB * K * sizeof(float);
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<VEC, NB>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    const int R = sg.end[sg.n - 1];
+    int gx = (R + kGemvWarps - 1) / kGemvWarps;
+    const int cap = sm_count() * 8;  // the grid stride does the rest
+    if (gx > cap) gx = cap;
+    dim3 grid((unsigned)gx, (unsigned)((B + NB - 1) / NB));
+    gemv_kernel<VEC, NB><<<grid, kGemvThreads, smem, s>>>(B, K, in, sg);
+    LAUNCH_CHECK();
+}
+
+}  // namespace
+
+extern "C" void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out,
+                             int n_out, void *stream) {
+    const char *fn = "hy_cuda_gemv";
+    HY_REQUIRE(in && out && n_out >= 1 && n_out <= HY_GEMV_MAX_OUT,
+               "%s: needs an input and 1 to %d projections, got %d", fn, HY_GEMV_MAX_OUT, n_out);
+    HY_REQUIRE(B >= 1 && K >= 1 && K <= HY_GEMV_MAX_K && B <= 65535 * kGemvNB,
+               "%s: B %d must be in 1..%d and K %d in 1..%d", fn, B, 65535 * kGemvNB, K,
+               HY_GEMV_MAX_K);
+    HY_REQUIRE(in->kind >= HY_GEMV_PLAIN && in->kind <= HY_GEMV_SWIGLU,
+               "%s: unknown input kind %d", fn, (int)in->kind);
+    HY_REQUIRE(in->x, "%s: x is NULL", fn);
+    HY_REQUIRE(in->kind != HY_GEMV_GATE || in->gate, "%s: a GATE input needs gate", fn);
+    HY_REQUIRE(in->kind != HY_GEMV_RMSNORM || in->norm_w, "%s: an RMSNORM input needs norm_w",
+               fn);
+    GemvIn gi = {(int)in->kind, (const uint16_t *)in->x, (const uint16_t *)in->gate, in->norm_w,
+                 in->eps};
+    GemvSegs sg;
+    memset(&sg, 0, sizeof sg);
+    sg.n = n_out;
+    long long rows = 0;
+    bool vec = K % 8 == 0;
+    for (int i = 0; i < n_out; i++) {
+        HY_REQUIRE(out[i].W && out[i].y && out[i].N >= 1,
+                   "%s: projection %d needs W, y and N >= 1 (N %d)", fn, i, out[i].N);
+        rows += out[i].N;
+        HY_REQUIRE(rows <= 0x7fffffffLL && (long long)B * out[i].N <= 0x7fffffffLL,
+                   "%s: %lld rows are too many", fn, rows);
+        sg.W[i] = (const uint16_t *)out[i].W;
+        sg.bias[i] = out[i].bias;
+        sg.res[i] = (const uint16_t *)out[i].residual;
+        sg.y[i] = (uint16_t *)out[i].y;
+        sg.N[i] = out[i].N;
+        sg.end[i] = (int)rows;
+        vec = vec && aligned16(out[i].W);
+    }
+    cudaStream_t s = as_stream(stream);
+    if (vec && B == 1)
+        launch<8, 1>(B, K, gi, sg, s);
+    else if (vec)
+        launch<8, kGemvNB>(B, K, gi, sg, s);
+    else if (B == 1)
+        launch<1, 1>(B, K, gi, sg, s);
+    else
+        launch<1, kGemvNB>(B, K, gi, sg, s);
+}
