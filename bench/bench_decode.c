@@ -9,6 +9,7 @@
 #include "../layers/model.h"
 #include "../train/run_config.h"
 #include "bench_common.h"
+#include "bench_decode_kernels.h"
 #include "bench_model.h"
 #include "bench_report.h"
 
@@ -156,6 +157,7 @@ int bench_decode(int argc, char **argv) {
     fig_num("weights_mb", "bf16 weights read per token", wbytes / 1e6, "%.1f", "MB");
     fig_num("floor_tokens_per_s", "bandwidth floor (copy ceiling / weights)", floor_tps, "%.0f",
             "tokens/s");
+    bench_decode_breakdown(&d->dev, d->st.graph);
     decode_table(P, N, reps, prefill_ms, total, per_tok, floor_tps);
     free(prompt);
     decoder_free(d);

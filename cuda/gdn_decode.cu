@@ -7,16 +7,25 @@
 // per (b, h) does all of it: the causal conv of the head's q, k, v channels
 // from the bf16 cache, SiLU, the cache shift, the l2 norms of q and k, the
 // gates, and the delta-rule update of the head's state (as step_kernel of
-// gdn.cu: one warp per state row). The prologue stays in fp32 (the unfused
-// path rounds each stage to bf16); see hy_cuda_gdn.h for the contract.
+// gdn.cu: one warp per state row, the rows in registers for D <= 128, loaded
+// before the kernel waits for its inputs; see pdl.cuh). The prologue stays
+// in fp32 (the unfused path rounds each stage to bf16); see hy_cuda_gdn.h
+// for the contract.
 #include "hy_cuda_gdn.h"
 #include "ops_device.cuh"
+#include "pdl.cuh"
 
 namespace {
 
 constexpr int kDecodeThreads = 256;  // 8 warps
+constexpr int kDecodeWarps = kDecodeThreads / 32;
 
-// Block (b, h). Shared: q, k, v of the head, D floats each.
+// Block (b, h). Shared: q, k, v of the head, D floats each. RPW > 0: the
+// head's state rows (RPW a warp, EPL floats a lane; RPW * 8 >= D, EPL * 32
+// >= D) are loaded into registers before pdl_wait, as they do not depend on
+// the kernels before (only this layer's step writes them, a token earlier);
+// RPW = 0 reads them in the update loop (any D).
+template <int RPW, int EPL>
 __global__ void __launch_bounds__(kDecodeThreads)
     gdn_decode_kernel(int H, int D, int K, int norm_qk, const uint16_t *__restrict__ qkv,
                       const float *__restrict__ conv_w, const float *__restrict__ conv_b,
@@ -25,6 +34,19 @@ __global__ void __launch_bounds__(kDecodeThreads)
     extern __shared__ float sh[];  // [3][D]: q, k, v after conv and SiLU (q, k then normed)
     const int b = blockIdx.x / H, h = blockIdx.x % H, I = H * D, C = 3 * I;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const size_t bh = (size_t)b * H + h;
+    float sr[RPW > 0 ? RPW : 1][EPL > 0 ? EPL : 1];
+    if constexpr (RPW > 0) {
+#pragma unroll
+        for (int r = 0; r < RPW; r++)
+#pragma unroll
+            for (int e = 0; e < EPL; e++) {
+                const int i = warp + kDecodeWarps * r, j = lane + 32 * e;
+                sr[r][e] = i < D && j < D ? S[(bh * D + i) * D + j] : 0.0f;
+            }
+    }
+    pdl_wait();  // qkv and ab come from the projection kernel before
+    pdl_trigger();
     // 1. conv over [cache | x] (taps in order, as the CPU), SiLU, cache shift.
     for (int e = threadIdx.x; e < 3 * D; e += blockDim.x) {
         const int part = e / D, i = e - part * D, c = part * I + h * D + i;
@@ -52,21 +74,49 @@ __global__ void __launch_bounds__(kDecodeThreads)
     const float al = sigm(bf2f(ab[(size_t)b * 2 * H + h]));
     const float be = sigm(bf2f(ab[(size_t)b * 2 * H + H + h]));
     const float *sq = sh, *sk = sh + D, *sv = sh + 2 * D;
-    const size_t bh = (size_t)b * H + h;
-    for (int i = warp; i < D; i += kDecodeThreads / 32) {
-        float *s = S + (bh * D + i) * D;
-        float dot = 0.0f;
-        for (int j = lane; j < D; j += 32) dot += s[j] * sk[j];
-        dot = warp_sum(dot);
-        const float u = be * (sv[i] - al * dot);
-        float od = 0.0f;
-        for (int j = lane; j < D; j += 32) {
-            const float x = al * s[j] + u * sk[j];
-            s[j] = x;
-            od += x * sq[j];
+    if constexpr (RPW > 0) {
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            const int i = warp + kDecodeWarps * r;
+            if (i >= D) break;
+            float *s = S + (bh * D + i) * D;
+            float dot = 0.0f;
+#pragma unroll
+            for (int e = 0; e < EPL; e++) {
+                const int j = lane + 32 * e;
+                if (j < D) dot += sr[r][e] * sk[j];
+            }
+            dot = warp_sum(dot);
+            const float u = be * (sv[i] - al * dot);
+            float od = 0.0f;
+#pragma unroll
+            for (int e = 0; e < EPL; e++) {
+                const int j = lane + 32 * e;
+                if (j < D) {
+                    const float x = al * sr[r][e] + u * sk[j];
+                    s[j] = x;
+                    od += x * sq[j];
+                }
+            }
+            od = warp_sum(od);
+            if (lane == 0) o[bh * D + i] = f2bf(od);
         }
-        od = warp_sum(od);
-        if (lane == 0) o[bh * D + i] = f2bf(od);
+    } else {
+        for (int i = warp; i < D; i += kDecodeWarps) {
+            float *s = S + (bh * D + i) * D;
+            float dot = 0.0f;
+            for (int j = lane; j < D; j += 32) dot += s[j] * sk[j];
+            dot = warp_sum(dot);
+            const float u = be * (sv[i] - al * dot);
+            float od = 0.0f;
+            for (int j = lane; j < D; j += 32) {
+                const float x = al * s[j] + u * sk[j];
+                s[j] = x;
+                od += x * sq[j];
+            }
+            od = warp_sum(od);
+            if (lane == 0) o[bh * D + i] = f2bf(od);
+        }
     }
 }
 
@@ -85,8 +135,17 @@ extern "C" void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, cons
     HY_REQUIRE(qkv && conv_w && ab && S && o && (K == 1 || conv_cache),
                "%s: qkv, conv_w, ab, S, o (and conv_cache when K > 1) must not be NULL", fn);
     const size_t shared = (size_t)3 * D * sizeof(float);
-    gdn_decode_kernel<<<B * H, kDecodeThreads, shared, as_stream(stream)>>>(
-        H, D, K, norm_qk, (const uint16_t *)qkv, conv_w, conv_b, (uint16_t *)conv_cache,
-        (const uint16_t *)ab, S, (uint16_t *)o);
-    LAUNCH_CHECK();
+    const cudaStream_t s = as_stream(stream);
+    const uint16_t *x = (const uint16_t *)qkv, *g = (const uint16_t *)ab;
+    uint16_t *cc = (uint16_t *)conv_cache, *out = (uint16_t *)o;
+    const dim3 grid(B * H), block(kDecodeThreads);
+    if (D <= 64)
+        launch_pdl(gdn_decode_kernel<8, 2>, grid, block, shared, s, H, D, K, norm_qk, x, conv_w,
+                   conv_b, cc, g, S, out);
+    else if (D <= 128)
+        launch_pdl(gdn_decode_kernel<16, 4>, grid, block, shared, s, H, D, K, norm_qk, x, conv_w,
+                   conv_b, cc, g, S, out);
+    else
+        launch_pdl(gdn_decode_kernel<0, 0>, grid, block, shared, s, H, D, K, norm_qk, x, conv_w,
+                   conv_b, cc, g, S, out);
 }

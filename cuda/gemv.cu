@@ -9,11 +9,15 @@
 // values), then each warp takes whole rows of W, two at a time so that
 // several 16-byte loads per lane are in flight, and reduces its dot
 // products with shuffles. The grid covers the rows of every projection of
-// the call (their row ranges concatenated) and grid-strides over them.
+// the call (their row ranges concatenated) and grid-strides over them, one
+// wave of blocks at 64 registers a thread (eight 128-thread blocks an SM).
+// Launched with programmatic dependent launch (pdl.cuh): the first weight
+// lines are requested before the kernel waits for its input.
 #include <string.h>
 
 #include "hy_cuda_gemv.h"
 #include "ops_device.cuh"
+#include "pdl.cuh"
 
 namespace {
 
@@ -52,75 +56,116 @@ __device__ float block_sum(float v, float *red) {
     return s;
 }
 
-// u (nb, K) into shared memory, rows b0 .. b0 + nb - 1 of the batch.
+// u (nb, K) into shared memory, rows b0 .. b0 + nb - 1 of the batch. One
+// read of x from global memory (the rmsnorm's second pass reads it back from
+// shared memory).
 __device__ void gemv_prologue(const GemvIn &in, int K, int b0, int nb, float *xs,
                               float (*red)[kGemvWarps]) {
     for (int b = 0; b < nb; b++) {
         const size_t row = (size_t)(b0 + b);
         const uint16_t *xr = in.x + row * (in.kind == HY_GEMV_SWIGLU ? 2 * (size_t)K : (size_t)K);
-        float s = 1.0f;
+        float *u = xs + (size_t)b * K;
         if (in.kind == HY_GEMV_RMSNORM) {
             float ss = 0.0f;
             for (int k = threadIdx.x; k < K; k += blockDim.x) {
                 const float f = bf2f(xr[k]);
+                u[k] = f;
                 ss += f * f;
             }
-            ss = block_sum(ss, red[b]);
-            s = (float)(1.0 / sqrt((double)ss / K + (double)in.eps));
+            ss = block_sum(ss, red[b]);  // its barrier also publishes u
+            const float s = (float)(1.0 / sqrt((double)ss / K + (double)in.eps));
+            for (int k = threadIdx.x; k < K; k += blockDim.x) u[k] = round_bf(u[k] * s * in.norm_w[k]);
+            continue;
         }
         for (int k = threadIdx.x; k < K; k += blockDim.x) {
             const float f = bf2f(xr[k]);
-            float u;
-            if (in.kind == HY_GEMV_RMSNORM) {
-                u = f * s * in.norm_w[k];
-            } else if (in.kind == HY_GEMV_GATE) {
+            float v = f;
+            if (in.kind == HY_GEMV_GATE) {
                 const float g = bf2f(in.gate[row * K + k]);
-                u = f * round_bf(g * sigm(g));
+                v = f * round_bf(g * sigm(g));
             } else if (in.kind == HY_GEMV_SWIGLU) {
-                u = f * sigm(f) * bf2f(xr[K + k]);
-            } else {
-                u = f;
+                v = f * sigm(f) * bf2f(xr[K + k]);
             }
-            xs[(size_t)b * K + k] = round_bf(u);
+            u[k] = round_bf(v);
         }
     }
 }
 
+// a[s] for a projection index s < HY_GEMV_MAX_OUT, by selects: indexing the
+// kernel parameter's arrays with a run-time index would copy them to local
+// memory.
+template <typename T>
+__device__ __forceinline__ T pick(const T (&a)[HY_GEMV_MAX_OUT], int s) {
+    static_assert(HY_GEMV_MAX_OUT == 4, "pick() selects among four");
+    return s == 0 ? a[0] : s == 1 ? a[1] : s == 2 ? a[2] : a[3];
+}
+
 // Projection of concatenated row r and its row within it.
 __device__ __forceinline__ int seg_of(const GemvSegs &sg, int r, int *local) {
-    int s = 0;
-    while (s + 1 < sg.n && r >= sg.end[s]) s++;
-    *local = r - (sg.end[s] - sg.N[s]);
+    const int s = (sg.n > 1 && r >= sg.end[0]) + (sg.n > 2 && r >= sg.end[1]) +
+                  (sg.n > 3 && r >= sg.end[2]);
+    *local = r - (pick(sg.end, s) - pick(sg.N, s));
     return s;
 }
 
 __device__ __forceinline__ void gemv_store(const GemvSegs &sg, int s, int n, int b, float acc) {
-    const size_t i = (size_t)b * sg.N[s] + n;
-    float p = acc + (sg.bias[s] ? sg.bias[s][n] : 0.0f);
-    if (sg.res[s]) p = bf2f(sg.res[s][i]) + round_bf(p);
-    sg.y[s][i] = f2bf(p);
+    const size_t i = (size_t)b * pick(sg.N, s) + n;
+    const float *bias = pick(sg.bias, s);
+    const uint16_t *res = pick(sg.res, s);
+    float p = acc + (bias ? bias[n] : 0.0f);
+    if (res) p = bf2f(res[i]) + round_bf(p);
+    pick(sg.y, s)[i] = f2bf(p);
+}
+
+// a0[b] += f0 . u_b[c:c+VEC], a1[b] += f1 . u_b[c:c+VEC] for the block's batch rows.
+template <int VEC, int NB>
+__device__ __forceinline__ void fma_chunk(const float *f0, const float *f1, const float *xs, int K,
+                                          int c, int nb, float *a0, float *a1) {
+#pragma unroll
+    for (int b = 0; b < NB; b++) {
+        if (b >= nb) break;
+        float u[VEC];
+        ld_f<VEC>(xs + (size_t)b * K + c, u);
+#pragma unroll
+        for (int j = 0; j < VEC; j++) {
+            a0[b] += f0[j] * u[j];
+            a1[b] += f1[j] * u[j];
+        }
+    }
 }
 
 // Block (x, y): batch rows [y * NB, y * NB + NB) of B, and every
 // gridDim.x * kGemvWarps-th row of the concatenation from its own; a warp
-// takes rows r and r + stride together.
+// takes rows r and r + stride together. Before pdl_wait each lane asks for
+// one 128-byte line of the first 4 KiB of its warp's first two rows to be
+// brought into L1 (weights do not depend on the kernel before), so their
+// latency overlaps that kernel's tail and the prologue; prefetches hold no
+// registers (holding the loads themselves cost occupancy).
 template <int VEC, int NB>
-__global__ void __launch_bounds__(kGemvThreads)
+__global__ void __launch_bounds__(kGemvThreads, 8)
     gemv_kernel(int B, int K, GemvIn in, GemvSegs sg) {
     extern __shared__ float xs[];  // [NB][K]: u
     __shared__ float red[NB][kGemvWarps];
     const int b0 = blockIdx.y * NB, nb = B - b0 < NB ? B - b0 : NB;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int R = pick(sg.end, sg.n - 1), stride = gridDim.x * kGemvWarps;
+    const int r_first = blockIdx.x * kGemvWarps + warp;
+    for (int r = r_first; r < R && r < r_first + 2 * stride && lane * 64 < K; r += stride) {
+        int n;
+        const int sgi = seg_of(sg, r, &n);
+        asm volatile("prefetch.global.L1 [%0];" ::"l"(pick(sg.W, sgi) + (size_t)n * K + lane * 64));
+    }
+    pdl_wait();  // x, gate and residual come from the kernels before
+    pdl_trigger();
     gemv_prologue(in, K, b0, nb, xs, red);
     __syncthreads();
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int R = sg.end[sg.n - 1], stride = gridDim.x * kGemvWarps;
-    for (int r = blockIdx.x * kGemvWarps + warp; r < R; r += 2 * stride) {
+    for (int r = r_first; r < R; r += 2 * stride) {
         const int r2 = r + stride;
         const bool two = r2 < R;
         int n0, n1 = 0;
         const int s0 = seg_of(sg, r, &n0), s1 = two ? seg_of(sg, r2, &n1) : s0;
-        const uint16_t *w0 = sg.W[s0] + (size_t)n0 * K;
-        const uint16_t *w1 = sg.W[s1] + (size_t)(two ? n1 : n0) * K;
+        const uint16_t *w0 = pick(sg.W, s0) + (size_t)n0 * K;
+        const uint16_t *w1 = pick(sg.W, s1) + (size_t)(two ? n1 : n0) * K;
         float a0[NB], a1[NB];
 #pragma unroll
         for (int b = 0; b < NB; b++) a0[b] = a1[b] = 0.0f;
@@ -129,17 +174,7 @@ __global__ void __launch_bounds__(kGemvThreads)
             float f0[VEC], f1[VEC];
             ld_bf<VEC>(w0 + c, f0);
             ld_bf<VEC>(w1 + c, f1);  // row r again when there is no second row (discarded)
-#pragma unroll
-            for (int b = 0; b < NB; b++) {
-                if (b >= nb) break;
-                float u[VEC];
-                ld_f<VEC>(xs + (size_t)b * K + c, u);
-#pragma unroll
-                for (int j = 0; j < VEC; j++) {
-                    a0[b] += f0[j] * u[j];
-                    a1[b] += f1[j] * u[j];
-                }
-            }
+            fma_chunk<VEC, NB>(f0, f1, xs, K, c, nb, a0, a1);
         }
 #pragma unroll
         for (int b = 0; b < NB; b++) {
@@ -164,8 +199,7 @@ void launch(int B, int K, const GemvIn &in, const GemvSegs &sg, cudaStream_t s) 
     const int cap = sm_count() * 8;  // the grid stride does the rest
     if (gx > cap) gx = cap;
     dim3 grid((unsigned)gx, (unsigned)((B + NB - 1) / NB));
-    gemv_kernel<VEC, NB><<<grid, kGemvThreads, smem, s>>>(B, K, in, sg);
-    LAUNCH_CHECK();
+    launch_pdl(gemv_kernel<VEC, NB>, grid, dim3(kGemvThreads), smem, s, B, K, in, sg);
 }
 
 }  // namespace

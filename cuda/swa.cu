@@ -40,6 +40,7 @@
 
 #include "check.cuh"
 #include "hy_cuda_swa.h"
+#include "pdl.cuh"
 
 namespace {
 
@@ -765,36 +766,137 @@ struct rope_tab {
 
 // A SWA layer's decoding token from its qkv projection (B, 3 H D): block
 // (h, b) rotates the head's q and k at position pos (as hy_cuda_rope_fwd:
-// sincos in double, the results rounded to bf16), writes k and v into the
-// ring and attends with q from shared memory.
-__global__ void __launch_bounds__(STEP_WARPS * 32)
+// sincos in double, the results rounded to bf16) and writes k and v into the
+// ring. Then, unlike the online softmax of swa_step_kernel (one dependent
+// load after another, ~64 a warp for a 512-wide window), the window's
+// scores fit in shared memory, so three passes whose loads are all
+// independent: each thread scores whole keys (sc[j] = q.k_j scale), the
+// block takes the max and the sum of exp(sc - max), and each warp sums
+// p_j v_j over every STEP_WARPS-th position (lanes over pairs of
+// dimensions) before the warps' sums are added.
+constexpr int DECODE_THREADS = STEP_WARPS * 32;
+constexpr int SWA_DECODE_MAXW = 32768;  // 128 KiB of scores
+
+__device__ __forceinline__ float block_reduce(float v, float *red, bool is_max) {
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int o = 16; o; o >>= 1) {
+        const float w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, w) : v + w;
+    }
+    __syncthreads();  // red is free (an earlier reduction's readers are done)
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    float r = red[0];
+#pragma unroll
+    for (int i = 1; i < STEP_WARPS; i++) r = is_max ? fmaxf(r, red[i]) : r + red[i];
+    return r;
+}
+
+__global__ void __launch_bounds__(DECODE_THREADS)
     swa_decode_kernel(int H, int D, int W, long long pos_arg, const long long *pos_dev,
                       float scale, rope_tab fr, const bf16raw *__restrict__ qkv,
                       bf16raw *ring_k, bf16raw *ring_v, bf16raw *__restrict__ o) {
     const long long pos = pos_dev ? *pos_dev : pos_arg;
-    __shared__ step_block sh;
-    __shared__ bf16raw qs[STEP_MAXD];
+    extern __shared__ float sc[];                   // [W]: scores, then exp(score - max)
+    __shared__ float qs[STEP_MAXD];                 // rotated q (bf16 values)
+    __shared__ float acc[STEP_WARPS][STEP_MAXD];    // each warp's sum of p v
+    __shared__ float red[STEP_WARPS];
     const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, half = D / 2;
+    const int warp = tid >> 5, lane = tid & 31;
     const long long rs = (long long)H * D;
     const bf16raw *q = qkv + (size_t)b * 3 * rs + (size_t)h * D;
     const bf16raw *k = q + rs, *v = q + 2 * rs;
-    bf16raw *rk = ring_k + (size_t)b * W * rs + (size_t)h * D;
+    bf16raw *rk = ring_k + (size_t)b * W * rs + (size_t)h * D;  // slot s at rk + s * rs
     bf16raw *rv = ring_v + (size_t)b * W * rs + (size_t)h * D;
     const long long slot = pos % W;
+    const int n = (int)(pos + 1 < W ? pos + 1 : W);
+    const long long first = pos - n + 1;  // oldest visible position, >= 0
+    // The window's rows into L2 while the qkv projection may still run (the
+    // ring is this layer's own state, written a token earlier; see pdl.cuh).
+    for (int j = tid; j < n; j += blockDim.x) {
+        const long long sl = (first + j) % W;
+        for (int d = 0; d < D; d += 64) {  // 128-byte lines
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(rk + sl * rs + d));
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(rv + sl * rs + d));
+        }
+    }
+    pdl_wait();
+    pdl_trigger();
     for (int i = tid; i < half; i += blockDim.x) {
         double sd, cd;
         sincos((double)pos * (double)fr.f[i], &sd, &cd);
         const float co = (float)cd, si = (float)sd;
         const float q1 = bf2f(q[i]), q2 = bf2f(q[i + half]);
         const float k1 = bf2f(k[i]), k2 = bf2f(k[i + half]);
-        qs[i] = f2bf_rn(q1 * co - q2 * si);
-        qs[i + half] = f2bf_rn(q2 * co + q1 * si);
+        qs[i] = bf2f(f2bf_rn(q1 * co - q2 * si));
+        qs[i + half] = bf2f(f2bf_rn(q2 * co + q1 * si));
         rk[slot * rs + i] = f2bf_rn(k1 * co - k2 * si);
         rk[slot * rs + i + half] = f2bf_rn(k2 * co + k1 * si);
     }
     for (int d = tid; d < D; d += blockDim.x) rv[slot * rs + d] = v[d];
     __syncthreads();  // q in shared memory; the block reads back the slot it wrote
-    ring_attend(sh, D, W, pos, scale, qs, rk, rv, rs, o + ((size_t)b * H + h) * D);
+    // 1. Scores, a whole key per thread (8 bf16 per load when D allows, else 2).
+    float mx = -INFINITY;
+    const bool vec8 = D % 8 == 0;  // then every row starts 16-byte aligned (rs, h D multiples of 8)
+    for (int j = tid; j < n; j += blockDim.x) {
+        const bf16raw *kr = rk + ((first + j) % W) * rs;
+        float dot = 0.f;
+        if (vec8) {
+            for (int i = 0; i < D; i += 8) {
+                const uint4 w4 = *reinterpret_cast<const uint4 *>(kr + i);
+                const uint32_t w[4] = {w4.x, w4.y, w4.z, w4.w};
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    dot += qs[i + 2 * e] * __uint_as_float(w[e] << 16) +
+                           qs[i + 2 * e + 1] * __uint_as_float(w[e] & 0xffff0000u);
+            }
+        } else {
+            const uint32_t *k2 = reinterpret_cast<const uint32_t *>(kr);
+            for (int i = 0; i < half; i++) {
+                const uint32_t w2 = k2[i];
+                dot += qs[2 * i] * __uint_as_float(w2 << 16) +
+                       qs[2 * i + 1] * __uint_as_float(w2 & 0xffff0000u);
+            }
+        }
+        sc[j] = dot * scale;
+        mx = fmaxf(mx, sc[j]);
+    }
+    const float M = block_reduce(mx, red, true);
+    float sum = 0.f;
+    for (int j = tid; j < n; j += blockDim.x) sum += (sc[j] = expf(sc[j] - M));
+    const float L = block_reduce(sum, red, false);  // its barriers publish sc
+    // 2. Each warp's sum of p_j v_j over positions warp, warp + STEP_WARPS, ...
+    float a[STEP_R];
+#pragma unroll
+    for (int r = 0; r < STEP_R; r++) a[r] = 0.f;
+#pragma unroll 4
+    for (int j = warp; j < n; j += STEP_WARPS) {
+        const uint32_t *vr = reinterpret_cast<const uint32_t *>(rv + ((first + j) % W) * rs);
+        const float p = sc[j];
+#pragma unroll
+        for (int r = 0; r < STEP_R / 2; r++) {
+            const int i = lane + 32 * r;  // the pair of dimensions 2i, 2i + 1
+            if (i < half) {
+                const uint32_t w2 = vr[i];
+                a[2 * r] += p * __uint_as_float(w2 << 16);
+                a[2 * r + 1] += p * __uint_as_float(w2 & 0xffff0000u);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < STEP_R / 2; r++) {
+        const int i = lane + 32 * r;
+        if (i < half) acc[warp][2 * i] = a[2 * r], acc[warp][2 * i + 1] = a[2 * r + 1];
+    }
+    __syncthreads();
+    bf16raw *out = o + ((size_t)b * H + h) * D;
+    for (int d = tid; d < D; d += blockDim.x) {
+        float s = 0.f;
+#pragma unroll
+        for (int w = 0; w < STEP_WARPS; w++) s += acc[w][d];
+        out[d] = f2bf_rn(s / L);
+    }
 }
 
 // ---------------------------------------------------------------- dense decode
@@ -1098,9 +1200,14 @@ extern "C" void hy_cuda_swa_decode(int B, int H, int D, int W, long long pos,
     rope_tab fr;
     for (int i = 0; i < STEP_MAXHALF; i++)
         fr.f[i] = i < D / 2 ? 1.0f / powf(rope_base, (float)(2 * i) / (float)D) : 0.0f;
+    HY_REQUIRE(W <= SWA_DECODE_MAXW, "%s: window %d exceeds %d (its scores sit in shared memory)",
+               fn, W, SWA_DECODE_MAXW);
+    const size_t smem = (size_t)W * sizeof(float);
+    if (smem > 16 * 1024)  // above the static part's headroom under the default 48 KiB
+        CUDA_CHECK(cudaFuncSetAttribute(swa_decode_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid(H, B);
-    swa_decode_kernel<<<grid, STEP_WARPS * 32, 0, (cudaStream_t)stream>>>(
-        H, D, W, pos, pos_dev, 1.0f / sqrtf((float)D), fr, (const bf16raw *)qkv,
-        (bf16raw *)ring_k, (bf16raw *)ring_v, (bf16raw *)o);
-    SWA_LAUNCHED();
+    launch_pdl(swa_decode_kernel, grid, dim3(DECODE_THREADS), smem, (cudaStream_t)stream, H, D, W,
+               pos, pos_dev, 1.0f / sqrtf((float)D), fr, (const bf16raw *)qkv, (bf16raw *)ring_k,
+               (bf16raw *)ring_v, (bf16raw *)o);
 }

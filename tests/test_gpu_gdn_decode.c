@@ -2,8 +2,9 @@
 // function composed from CPU pieces in fp32: the causal conv over [cache | x], SiLU, the l2
 // norms of q and k, the sigmoid gates and hy_gdn_step_cpu (itself checked against a float64
 // recurrence in test_gdn.c). Several tokens in a row, so the conv cache and the state carry
-// over; odd batch and head counts; D 64, 128 and 48; K 4, 3 and 1; norm_qk on and off. The
-// outputs are poisoned (0xFF: NaN) before each step. Skipped (exit 77) without a GPU.
+// over; odd batch and head counts; D 64, 128, 48 and 160 (the last reads the state in its
+// loop, the others hold it in registers); K 4, 3 and 1; norm_qk on and off. The outputs are
+// poisoned (0xFF: NaN) before each step. Skipped (exit 77) without a GPU.
 //
 // Tolerances (relative: max |gpu - cpu| / max |cpu|): o 1e-2 (a bf16 output), S 1e-4 (fp32 on
 // both sides from the same bf16 inputs; only the order of the sums differs), the conv cache
@@ -168,7 +169,8 @@ static void check_shape(const shape *s, int steps, uint64_t seed) {
 HY_TEST(gpu_gdn_decode_vs_cpu, "gpu") {
     need_gpu();
     const shape shapes[] = {{3, 3, 64, 4, 1}, {1, 12, 64, 4, 1}, {3, 1, 128, 4, 1},
-                            {2, 3, 48, 3, 1}, {3, 3, 64, 1, 1},  {3, 2, 64, 4, 0}};
+                            {2, 3, 48, 3, 1}, {3, 3, 64, 1, 1},  {3, 2, 64, 4, 0},
+                            {2, 2, 160, 4, 1}};
     for (int i = 0; i < (int)(sizeof shapes / sizeof *shapes); i++) check_shape(&shapes[i], 9, 500 + i);
 }
 

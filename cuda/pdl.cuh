@@ -1,0 +1,66 @@
+// pdl.cuh: programmatic dependent launch for the decoding kernels.
+//
+// A decoding token is a chain of small dependent kernels; each waits for the
+// one before it to finish, then pays its own ramp-up (block launch, first
+// loads from memory). With programmatic dependent launch (sm_90) a kernel is
+// launched while its predecessor still runs: it reads what does not depend
+// on the predecessor (its weights, its own layer's state) and then waits in
+// pdl_wait() until the predecessor has finished and its writes are visible.
+// pdl_trigger() lets the successor launch; the kernels here call it once
+// past their wait, so at most one kernel runs ahead. Captured into the
+// decoding graph, the dependency becomes a programmatic edge.
+//
+// HYDRA_PDL=0 in the environment launches them plainly (for A/B timing).
+// Without PDL support the two device calls are no-ops and the launch is a
+// plain one (griddepcontrol.wait returns at once in a kernel launched
+// without the attribute).
+#ifndef HY_CUDA_PDL_CUH
+#define HY_CUDA_PDL_CUH
+
+#include <stdlib.h>
+
+#include "check.cuh"
+
+namespace {
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+inline bool pdl_enabled() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("HYDRA_PDL");
+        on = !(e && e[0] == '0');
+    }
+    return on != 0;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), allowed to start early.
+template <typename... Params, typename... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl_enabled() ? 1 : 0;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+}
+
+}  // namespace
+
+#endif
