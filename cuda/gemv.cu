@@ -33,6 +33,7 @@ struct GemvSegs {
     int N[HY_GEMV_MAX_OUT];
     int end[HY_GEMV_MAX_OUT];  // exclusive end of each projection's rows in the concatenation
     int n;
+    int swiglu;  // one projection whose rows m and m + N/2 give y[m] = silu(g) v
 };
 
 struct GemvIn {
@@ -148,22 +149,32 @@ __global__ void __launch_bounds__(kGemvThreads, 8)
     __shared__ float red[NB][kGemvWarps];
     const int b0 = blockIdx.y * NB, nb = B - b0 < NB ? B - b0 : NB;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int R = pick(sg.end, sg.n - 1), stride = gridDim.x * kGemvWarps;
+    const int stride = gridDim.x * kGemvWarps, M = sg.N[0] / 2;
+    // Rows of the concatenation, or (swiglu) pairs of rows m, m + M, a warp's
+    // work one pair at a time: r, r + stride or m, m + M.
+    const int R = sg.swiglu ? M : pick(sg.end, sg.n - 1), step = sg.swiglu ? stride : 2 * stride;
     const int r_first = blockIdx.x * kGemvWarps + warp;
-    for (int r = r_first; r < R && r < r_first + 2 * stride && lane * 64 < K; r += stride) {
-        int n;
-        const int sgi = seg_of(sg, r, &n);
-        asm volatile("prefetch.global.L1 [%0];" ::"l"(pick(sg.W, sgi) + (size_t)n * K + lane * 64));
+    if (r_first < R && lane * 64 < K) {
+        for (int t = 0; t < 2; t++) {
+            int n, sgi = 0;
+            if (sg.swiglu) n = r_first + t * M;
+            else if (r_first + t * stride < R) sgi = seg_of(sg, r_first + t * stride, &n);
+            else break;
+            asm volatile("prefetch.global.L1 [%0];" ::"l"(pick(sg.W, sgi) + (size_t)n * K + lane * 64));
+        }
     }
     pdl_wait();  // x, gate and residual come from the kernels before
     pdl_trigger();
     gemv_prologue(in, K, b0, nb, xs, red);
     __syncthreads();
-    for (int r = r_first; r < R; r += 2 * stride) {
+    for (int r = r_first; r < R; r += step) {
         const int r2 = r + stride;
-        const bool two = r2 < R;
-        int n0, n1 = 0;
-        const int s0 = seg_of(sg, r, &n0), s1 = two ? seg_of(sg, r2, &n1) : s0;
+        const bool two = sg.swiglu || r2 < R;
+        int n0 = r, n1 = r + M, s0 = 0, s1 = 0;
+        if (!sg.swiglu) {
+            s0 = seg_of(sg, r, &n0);
+            s1 = two ? seg_of(sg, r2, &n1) : s0;
+        }
         const uint16_t *w0 = pick(sg.W, s0) + (size_t)n0 * K;
         const uint16_t *w1 = pick(sg.W, s1) + (size_t)(two ? n1 : n0) * K;
         float a0[NB], a1[NB];
@@ -180,7 +191,10 @@ __global__ void __launch_bounds__(kGemvThreads, 8)
         for (int b = 0; b < NB; b++) {
             if (b >= nb) break;
             const float d0 = warp_sum(a0[b]), d1 = warp_sum(a1[b]);
-            if (lane == 0) {
+            if (lane == 0 && sg.swiglu) {
+                const float g = round_bf(d0), v = round_bf(d1);
+                sg.y[0][(size_t)(b0 + b) * M + r] = f2bf(g * sigm(g) * v);
+            } else if (lane == 0) {
                 gemv_store(sg, s0, n0, b0 + b, d0);
                 if (two) gemv_store(sg, s1, n1, b0 + b, d1);
             }
@@ -194,7 +208,7 @@ void launch(int B, int K, const GemvIn &in, const GemvSegs &sg, cudaStream_t s) 
     if (smem > 48 * 1024)
         CUDA_CHECK(cudaFuncSetAttribute(gemv_kernel<VEC, NB>,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    const int R = sg.end[sg.n - 1];
+    const int R = sg.swiglu ? sg.N[0] / 2 : sg.end[sg.n - 1];
     int gx = (R + kGemvWarps - 1) / kGemvWarps;
     const int cap = sm_count() * 8;  // the grid stride does the rest
     if (gx > cap) gx = cap;
@@ -239,6 +253,12 @@ extern "C" void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_o
         sg.end[i] = (int)rows;
         vec = vec && aligned16(out[i].W);
     }
+    for (int i = 0; i < n_out; i++)
+        HY_REQUIRE(!out[i].swiglu || (n_out == 1 && out[i].N % 2 == 0 && !out[i].bias &&
+                                      !out[i].residual),
+                   "%s: a swiglu projection must be the call's only one, with N even (N %d) and "
+                   "no bias or residual", fn, out[i].N);
+    sg.swiglu = out[0].swiglu;
     cudaStream_t s = as_stream(stream);
     if (vec && B == 1)
         launch<8, 1>(B, K, gi, sg, s);

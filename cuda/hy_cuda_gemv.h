@@ -50,12 +50,17 @@ typedef struct {
 // bf16 row-major, bias (N) fp32 or NULL, residual (B, N) bf16 or NULL (it
 // may be y itself: each element is read before it is written, by the same
 // thread). y must not overlap the call's inputs otherwise.
+// swiglu = 1 (the MLP's w_fused, the call's only projection, N even, no bias
+// or residual): W's rows are [gate | value], and y (B, N/2) = silu(g) * v
+// with g, v = bf16(u W^T) of rows m and m + N/2 (as hy_swiglu on the
+// projection's bf16 output), so the SwiGLU costs no kernel of its own.
 typedef struct {
     const void *W;
     const float *bias;
     const void *residual;
     void *y;
     int N;
+    int swiglu;
 } hy_gemv_out;
 
 // The largest K: u sits in shared memory, four batch rows of fp32 at a

@@ -870,7 +870,7 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     float a[STEP_R];
 #pragma unroll
     for (int r = 0; r < STEP_R; r++) a[r] = 0.f;
-#pragma unroll 4
+#pragma unroll 16  // the value loads of 16 positions in flight
     for (int j = warp; j < n; j += STEP_WARPS) {
         const uint32_t *vr = reinterpret_cast<const uint32_t *>(rv + ((first + j) % W) * rs);
         const float p = sc[j];

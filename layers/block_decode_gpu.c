@@ -7,8 +7,8 @@
 // the GDN output gate or the SwiGLU, the bias and the residual add after),
 // and each mixer's middle is one kernel:
 //   GDN block: gemv [rmsnorm -> qkv | ab | gate], hy_cuda_gdn_decode,
-//              gemv [gate -> o_proj + x], gemv [rmsnorm -> w_fused],
-//              gemv [swiglu -> w_down + x]                         5 kernels
+//              gemv [gate -> o_proj + x], gemv [rmsnorm -> w_fused -> swiglu],
+//              gemv [w_down + x]                                   5 kernels
 //   SWA block: gemv [rmsnorm -> qkv], hy_cuda_swa_decode (RoPE, ring,
 //              attention), then as GDN                              5 kernels
 // (the dense baseline's middle stays the slices, RoPEs and split-K step of
@@ -32,7 +32,7 @@ static hy_tensor *row(hy_tape *t, int64_t B, int64_t n, const char *name) {
 
 static hy_gemv_out proj(hy_model *m, int w, int bias, const hy_tensor *residual, hy_tensor *y) {
     hy_gemv_out o = {P(m, w)->half, bias >= 0 ? hy_f32(P(m, bias)) : NULL,
-                     residual ? residual->data : NULL, y->data, (int)hy_last_dim(y)};
+                     residual ? residual->data : NULL, y->data, (int)hy_last_dim(y), 0};
     HY_REQUIRE(o.W, "decode: weight '%s' has no bf16 copy", P(m, w)->name);
     return o;
 }
@@ -100,11 +100,12 @@ hy_tensor *hy_block_decode_gpu(hy_model *m, hy_tape *t, int i, hy_tensor *x,
                hy_shape_str(x));
     int64_t B = x->shape[0], hid = c->mlp_hidden;
     x = L->kind == HY_LAYER_GDN ? gdn_decode(m, t, i, x, ds) : attn_decode(m, t, i, x, ds);
-    hy_tensor *f = row(t, B, 2 * hid, "mlp.fused"), *y = row(t, B, c->d_model, "block");
+    hy_tensor *f = row(t, B, hid, "mlp.swiglu"), *y = row(t, B, c->d_model, "block");
     hy_gemv_in in = rmsnorm_in(m, x, L->norm2);
     hy_gemv_out fo = proj(m, L->w_fused, -1, NULL, f);
+    fo.N = (int)(2 * hid), fo.swiglu = 1;  // the SwiGLU in the product's epilogue
     hy_cuda_gemv((int)B, c->d_model, &in, &fo, 1, NULL);
-    hy_gemv_in din = {HY_GEMV_SWIGLU, f->data, NULL, NULL, 0.0f};
+    hy_gemv_in din = {HY_GEMV_PLAIN, f->data, NULL, NULL, 0.0f};
     hy_gemv_out dout = proj(m, L->w_down, -1, x, y);
     hy_cuda_gemv((int)B, (int)hid, &din, &dout, 1, NULL);
     return y;

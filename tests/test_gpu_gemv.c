@@ -1,9 +1,9 @@
 // The decoding GEMV (hy_cuda_gemv, cuda/gemv.cu) against a float64 reference on the host:
 // every input kind (plain, rmsnorm, output gate, SwiGLU), with and without bias and
-// residual, one to three projections in a call, at the 115M model's sizes (the 16-byte
-// path, batch 1) and at odd ones (the scalar path, batches that leave a partial group of
-// four rows). The prologue's u is formed on the host as the contract says (fp32, rounded to
-// bf16) and the products are summed in double. Outputs are poisoned (0xFF: NaN) first.
+// residual, one to three projections in a call, the SwiGLU epilogue, at the 115M model's
+// sizes (the 16-byte path, batch 1) and at odd ones (the scalar path, batches that leave a
+// partial group of four rows). The prologue's u is formed on the host as the contract
+// says (fp32, rounded to bf16) and the products are summed in double. Outputs are poisoned (0xFF: NaN) first.
 // Skipped (exit 77) without a GPU.
 //
 // Tolerance: max |gpu - ref| / max |ref| <= 1e-2 per projection (a bf16 output, rounded
@@ -77,6 +77,7 @@ static float *host_u(hy_gemv_kind kind, int B, int K, const float *x, const floa
 
 typedef struct {
     int N, bias, residual, in_place;  // in_place: y is the residual's own buffer
+    int swiglu;                       // y (B, N/2) = silu(rows < N/2) * rows >= N/2
 } proj_spec;
 
 typedef struct {
@@ -101,7 +102,7 @@ static void check_case(const gemv_case *c, uint64_t seed) {
     void *d_W[3], *d_bias[3], *d_res[3], *d_y[3];
     for (int i = 0; i < c->n_out; i++) {
         const proj_spec *p = &c->p[i];
-        size_t ny = (size_t)B * p->N;
+        size_t ny = (size_t)B * (p->swiglu ? p->N / 2 : p->N);
         W[i] = randn_bf(&r, (size_t)p->N * K, 1.0f / sqrtf((float)K), &d_W[i]);
         bias[i] = p->bias ? randn_f32(&r, (size_t)p->N, 0.0f, 0.5f, &d_bias[i]) : NULL;
         res[i] = p->residual ? randn_bf(&r, ny, 1.0f, &d_res[i]) : NULL;
@@ -112,29 +113,37 @@ static void check_case(const gemv_case *c, uint64_t seed) {
             hy_cuda_memset(d_y[i], 0xFF, ny * 2);
         }
         hy_gemv_out o = {d_W[i], p->bias ? (const float *)d_bias[i] : NULL,
-                         p->residual ? d_res[i] : NULL, d_y[i], p->N};
+                         p->residual ? d_res[i] : NULL, d_y[i], p->N, p->swiglu};
         out[i] = o;
     }
     hy_cuda_gemv(B, K, &in, out, c->n_out, NULL);
     for (int i = 0; i < c->n_out; i++) {
         const proj_spec *p = &c->p[i];
-        size_t ny = (size_t)B * p->N;
+        const int ncol = p->swiglu ? p->N / 2 : p->N;
+        size_t ny = (size_t)B * ncol;
         float *ref = (float *)hy_xmalloc(ny * sizeof(float)), *got = (float *)hy_xmalloc(ny * sizeof(float));
         for (int b = 0; b < B; b++)
-            for (int n = 0; n < p->N; n++) {
+            for (int n = 0; n < ncol; n++) {
                 double acc = p->bias ? bias[i][n] : 0.0;
                 for (int k = 0; k < K; k++) acc += (double)W[i][(size_t)n * K + k] * u[(size_t)b * K + k];
                 float y = (float)acc;
+                if (p->swiglu) {  // the value row m + N/2, and silu(g) v of the bf16 outputs
+                    double av = 0.0;
+                    for (int k = 0; k < K; k++)
+                        av += (double)W[i][(size_t)(n + ncol) * K + k] * u[(size_t)b * K + k];
+                    float g = bf(y), v = bf((float)av);
+                    y = g * sigm(g) * v;
+                }
                 if (p->residual) y = res[i][(size_t)b * p->N + n] + bf(y);
-                ref[(size_t)b * p->N + n] = bf(y);
+                ref[(size_t)b * ncol + n] = bf(y);
             }
         uint16_t *h = (uint16_t *)hy_xmalloc(ny * 2);
         hy_cuda_memcpy_d2h(h, d_y[i], ny * 2);
         for (size_t j = 0; j < ny; j++) got[j] = hy_bf16_to_f32(h[j]);
         double e = hy_max_rel_err_f(got, ref, (long)ny);
-        printf("  gemv kind %d B=%d K=%4d proj %d/%d N=%5d bias %d residual %d%s: rel err %.2e\n",
+        printf("  gemv kind %d B=%d K=%4d proj %d/%d N=%5d bias %d residual %d%s%s: rel err %.2e\n",
                (int)c->kind, B, K, i + 1, c->n_out, p->N, p->bias, p->residual,
-               p->in_place ? " (in place)" : "", e);
+               p->in_place ? " (in place)" : "", p->swiglu ? " swiglu" : "", e);
         HY_ASSERT(e <= 1e-2 && e == e, "kind %d B=%d K=%d N=%d: relative error %.3g > 1e-2",
                   (int)c->kind, B, K, p->N, e);
         free(h), free(ref), free(got), free(W[i]);
@@ -154,20 +163,25 @@ HY_TEST(gpu_gemv_vs_reference, "gpu") {
     const gemv_case cases[] = {
         // The 115M decoding step: a GDN layer's three input projections, its gated output
         // projection with the residual, the MLP, an SWA layer's qkv and the tied head.
-        {HY_GEMV_RMSNORM, 1, 768, 3, {{2304, 0, 0, 0}, {24, 1, 0, 0}, {768, 0, 0, 0}}},
-        {HY_GEMV_GATE, 1, 768, 1, {{768, 0, 1, 0}}},
-        {HY_GEMV_RMSNORM, 1, 768, 1, {{4096, 0, 0, 0}}},
-        {HY_GEMV_SWIGLU, 1, 2048, 1, {{768, 0, 1, 1}}},
-        {HY_GEMV_PLAIN, 1, 768, 1, {{768, 0, 1, 0}}},
-        {HY_GEMV_RMSNORM, 1, 768, 1, {{32000, 0, 0, 0}}},
+        {HY_GEMV_RMSNORM, 1, 768, 3, {{2304, 0, 0, 0, 0}, {24, 1, 0, 0, 0}, {768, 0, 0, 0, 0}}},
+        {HY_GEMV_GATE, 1, 768, 1, {{768, 0, 1, 0, 0}}},
+        {HY_GEMV_RMSNORM, 1, 768, 1, {{4096, 0, 0, 0, 0}}},
+        {HY_GEMV_RMSNORM, 1, 768, 1, {{4096, 0, 0, 0, 1}}},
+        {HY_GEMV_PLAIN, 1, 2048, 1, {{768, 0, 1, 0, 0}}},
+        {HY_GEMV_SWIGLU, 1, 2048, 1, {{768, 0, 1, 1, 0}}},
+        {HY_GEMV_PLAIN, 1, 768, 1, {{768, 0, 1, 0, 0}}},
+        {HY_GEMV_RMSNORM, 1, 768, 1, {{32000, 0, 0, 0, 0}}},
         // Batches of rows (a full group of four and a partial one) at aligned sizes.
-        {HY_GEMV_RMSNORM, 6, 96, 2, {{1000, 1, 1, 0}, {7, 0, 0, 0}}},
-        {HY_GEMV_SWIGLU, 4, 64, 1, {{33, 1, 1, 1}}},
+        {HY_GEMV_RMSNORM, 6, 96, 2, {{1000, 1, 1, 0, 0}, {7, 0, 0, 0, 0}}},
+        {HY_GEMV_SWIGLU, 4, 64, 1, {{33, 1, 1, 1, 0}}},
         // Odd sizes: the scalar path.
-        {HY_GEMV_PLAIN, 3, 37, 2, {{5, 1, 0, 0}, {129, 0, 1, 0}}},
-        {HY_GEMV_GATE, 5, 45, 3, {{3, 0, 0, 0}, {1, 1, 1, 1}, {77, 1, 0, 0}}},
-        {HY_GEMV_RMSNORM, 1, 1, 1, {{3, 1, 1, 0}}},
-        {HY_GEMV_SWIGLU, 2, 13, 1, {{19, 0, 0, 0}}},
+        {HY_GEMV_PLAIN, 3, 37, 2, {{5, 1, 0, 0, 0}, {129, 0, 1, 0, 0}}},
+        {HY_GEMV_GATE, 5, 45, 3, {{3, 0, 0, 0, 0}, {1, 1, 1, 1, 0}, {77, 1, 0, 0, 0}}},
+        {HY_GEMV_RMSNORM, 1, 1, 1, {{3, 1, 1, 0, 0}}},
+        {HY_GEMV_SWIGLU, 2, 13, 1, {{19, 0, 0, 0, 0}}},
+        // The SwiGLU epilogue: batches, the scalar path.
+        {HY_GEMV_RMSNORM, 6, 96, 1, {{34, 0, 0, 0, 1}}},
+        {HY_GEMV_PLAIN, 3, 37, 1, {{2, 0, 0, 0, 1}}},
     };
     for (int i = 0; i < (int)(sizeof cases / sizeof *cases); i++) check_case(&cases[i], 900 + i);
 }
@@ -176,14 +190,18 @@ HY_TEST(gpu_gemv_bad_args, "gpu") {
     need_gpu();
     uint16_t *d = (uint16_t *)hy_cuda_malloc(64);
     hy_gemv_in in = {HY_GEMV_PLAIN, d, NULL, NULL, 0.0f};
-    hy_gemv_out o = {d, NULL, NULL, d, 1};
+    hy_gemv_out o = {d, NULL, NULL, d, 1, 0};
     HY_EXPECT_ERROR(hy_cuda_gemv(1, 8, &in, &o, 0, NULL), HY_EXIT_USAGE, "projections");
     HY_EXPECT_ERROR(hy_cuda_gemv(1, HY_GEMV_MAX_K + 1, &in, &o, 1, NULL), HY_EXIT_USAGE, "K");
     hy_gemv_in gate = {HY_GEMV_GATE, d, NULL, NULL, 0.0f};
     HY_EXPECT_ERROR(hy_cuda_gemv(1, 8, &gate, &o, 1, NULL), HY_EXIT_USAGE, "needs gate");
     hy_gemv_in norm = {HY_GEMV_RMSNORM, d, NULL, NULL, 0.0f};
     HY_EXPECT_ERROR(hy_cuda_gemv(1, 8, &norm, &o, 1, NULL), HY_EXIT_USAGE, "needs norm_w");
-    hy_gemv_out bad = {d, NULL, NULL, d, 0};
+    hy_gemv_out bad = {d, NULL, NULL, d, 0, 0};
     HY_EXPECT_ERROR(hy_cuda_gemv(1, 8, &in, &bad, 1, NULL), HY_EXIT_USAGE, "N >= 1");
+    hy_gemv_out odd = {d, NULL, NULL, d, 3, 1};
+    HY_EXPECT_ERROR(hy_cuda_gemv(1, 8, &in, &odd, 1, NULL), HY_EXIT_USAGE, "N even");
+    hy_gemv_out two[2] = {{d, NULL, NULL, d, 2, 1}, {d, NULL, NULL, d, 2, 0}};
+    HY_EXPECT_ERROR(hy_cuda_gemv(1, 8, &in, two, 2, NULL), HY_EXIT_USAGE, "only one");
     hy_cuda_free(d);
 }
