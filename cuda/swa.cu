@@ -811,11 +811,13 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     bf16raw *rv = ring_v + (size_t)b * W * rs + (size_t)h * D;
     const long long slot = pos % W;
     const int n = (int)(pos + 1 < W ? pos + 1 : W);
-    const long long first = pos - n + 1;  // oldest visible position, >= 0
+    // The oldest visible position's slot; position first + j sits in slot
+    // f0 + j, less W past the end (no 64-bit modulo in the loops below).
+    const int f0 = (int)((pos - n + 1) % W);
     // The window's rows into L2 while the qkv projection may still run (the
     // ring is this layer's own state, written a token earlier; see pdl.cuh).
     for (int j = tid; j < n; j += blockDim.x) {
-        const long long sl = (first + j) % W;
+        const int sl = f0 + j < W ? f0 + j : f0 + j - W;
         for (int d = 0; d < D; d += 64) {  // 128-byte lines
             asm volatile("prefetch.global.L2 [%0];" ::"l"(rk + sl * rs + d));
             asm volatile("prefetch.global.L2 [%0];" ::"l"(rv + sl * rs + d));
@@ -840,9 +842,10 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     float mx = -INFINITY;
     const bool vec8 = D % 8 == 0;  // then every row starts 16-byte aligned (rs, h D multiples of 8)
     for (int j = tid; j < n; j += blockDim.x) {
-        const bf16raw *kr = rk + ((first + j) % W) * rs;
+        const bf16raw *kr = rk + (size_t)(f0 + j < W ? f0 + j : f0 + j - W) * rs;
         float dot = 0.f;
         if (vec8) {
+#pragma unroll 8  // the key's loads in flight together
             for (int i = 0; i < D; i += 8) {
                 const uint4 w4 = *reinterpret_cast<const uint4 *>(kr + i);
                 const uint32_t w[4] = {w4.x, w4.y, w4.z, w4.w};
@@ -872,7 +875,8 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     for (int r = 0; r < STEP_R; r++) a[r] = 0.f;
 #pragma unroll 16  // the value loads of 16 positions in flight
     for (int j = warp; j < n; j += STEP_WARPS) {
-        const uint32_t *vr = reinterpret_cast<const uint32_t *>(rv + ((first + j) % W) * rs);
+        const uint32_t *vr = reinterpret_cast<const uint32_t *>(
+            rv + (size_t)(f0 + j < W ? f0 + j : f0 + j - W) * rs);
         const float p = sc[j];
 #pragma unroll
         for (int r = 0; r < STEP_R / 2; r++) {
