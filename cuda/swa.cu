@@ -772,9 +772,10 @@ struct rope_tab {
 // scores fit in shared memory, so three passes whose loads are all
 // independent: each thread scores whole keys (sc[j] = q.k_j scale), the
 // block takes the max and the sum of exp(sc - max), and each warp sums
-// p_j v_j over every STEP_WARPS-th position (lanes over pairs of
+// p_j v_j over every DECODE_WARPS-th position (lanes over pairs of
 // dimensions) before the warps' sums are added.
-constexpr int DECODE_THREADS = STEP_WARPS * 32;
+constexpr int DECODE_WARPS = 32;  // a whole SM's worth of loads in flight for one head
+constexpr int DECODE_THREADS = DECODE_WARPS * 32;
 constexpr int SWA_DECODE_MAXW = 32768;  // 128 KiB of scores
 
 __device__ __forceinline__ float block_reduce(float v, float *red, bool is_max) {
@@ -789,7 +790,7 @@ __device__ __forceinline__ float block_reduce(float v, float *red, bool is_max) 
     __syncthreads();
     float r = red[0];
 #pragma unroll
-    for (int i = 1; i < STEP_WARPS; i++) r = is_max ? fmaxf(r, red[i]) : r + red[i];
+    for (int i = 1; i < DECODE_WARPS; i++) r = is_max ? fmaxf(r, red[i]) : r + red[i];
     return r;
 }
 
@@ -800,8 +801,8 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     const long long pos = pos_dev ? *pos_dev : pos_arg;
     extern __shared__ float sc[];                   // [W]: scores, then exp(score - max)
     __shared__ float qs[STEP_MAXD];                 // rotated q (bf16 values)
-    __shared__ float acc[STEP_WARPS][STEP_MAXD];    // each warp's sum of p v
-    __shared__ float red[STEP_WARPS];
+    __shared__ float acc[DECODE_WARPS][STEP_MAXD];    // each warp's sum of p v
+    __shared__ float red[DECODE_WARPS];
     const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, half = D / 2;
     const int warp = tid >> 5, lane = tid & 31;
     const long long rs = (long long)H * D;
@@ -869,12 +870,12 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     float sum = 0.f;
     for (int j = tid; j < n; j += blockDim.x) sum += (sc[j] = expf(sc[j] - M));
     const float L = block_reduce(sum, red, false);  // its barriers publish sc
-    // 2. Each warp's sum of p_j v_j over positions warp, warp + STEP_WARPS, ...
+    // 2. Each warp's sum of p_j v_j over positions warp, warp + DECODE_WARPS, ...
     float a[STEP_R];
 #pragma unroll
     for (int r = 0; r < STEP_R; r++) a[r] = 0.f;
 #pragma unroll 16  // the value loads of 16 positions in flight
-    for (int j = warp; j < n; j += STEP_WARPS) {
+    for (int j = warp; j < n; j += DECODE_WARPS) {
         const uint32_t *vr = reinterpret_cast<const uint32_t *>(
             rv + (size_t)(f0 + j < W ? f0 + j : f0 + j - W) * rs);
         const float p = sc[j];
@@ -898,7 +899,7 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     for (int d = tid; d < D; d += blockDim.x) {
         float s = 0.f;
 #pragma unroll
-        for (int w = 0; w < STEP_WARPS; w++) s += acc[w][d];
+        for (int w = 0; w < DECODE_WARPS; w++) s += acc[w][d];
         out[d] = f2bf_rn(s / L);
     }
 }
@@ -1207,7 +1208,7 @@ extern "C" void hy_cuda_swa_decode(int B, int H, int D, int W, long long pos,
     HY_REQUIRE(W <= SWA_DECODE_MAXW, "%s: window %d exceeds %d (its scores sit in shared memory)",
                fn, W, SWA_DECODE_MAXW);
     const size_t smem = (size_t)W * sizeof(float);
-    if (smem > 16 * 1024)  // above the static part's headroom under the default 48 KiB
+    if (smem > 8 * 1024)  // above the static part's (~33 KiB) headroom under the default 48 KiB
         CUDA_CHECK(cudaFuncSetAttribute(swa_decode_kernel,
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid(H, B);
