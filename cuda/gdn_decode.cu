@@ -45,8 +45,16 @@ __global__ void __launch_bounds__(kDecodeThreads)
                 sr[r][e] = i < D && j < D ? S[(bh * D + i) * D + j] : 0.0f;
             }
     }
+    // The conv taps of this thread's channels (weights) toward L1 meanwhile.
+    for (int e = threadIdx.x; e < 3 * D; e += blockDim.x) {
+        const int part = e / D, c = part * I + h * D + (e - part * D);
+        asm volatile("prefetch.global.L1 [%0];" ::"l"(conv_w + (size_t)c * K));
+    }
     pdl_wait();  // qkv and ab come from the projection kernel before
     pdl_trigger();
+    // The gates now, so that their load overlaps the conv's.
+    const float al = sigm(bf2f(ab[(size_t)b * 2 * H + h]));
+    const float be = sigm(bf2f(ab[(size_t)b * 2 * H + H + h]));
     // 1. conv over [cache | x] (taps in order, as the CPU), SiLU, cache shift.
     for (int e = threadIdx.x; e < 3 * D; e += blockDim.x) {
         const int part = e / D, i = e - part * D, c = part * I + h * D + i;
@@ -71,8 +79,6 @@ __global__ void __launch_bounds__(kDecodeThreads)
     __syncthreads();
     // 3. The recurrence, one warp per state row i: r = v_i - alpha S_i.k,
     // S_i = alpha S_i + beta r k, o_i = S_i.q.
-    const float al = sigm(bf2f(ab[(size_t)b * 2 * H + h]));
-    const float be = sigm(bf2f(ab[(size_t)b * 2 * H + H + h]));
     const float *sq = sh, *sk = sh + D, *sv = sh + 2 * D;
     if constexpr (RPW > 0) {
 #pragma unroll

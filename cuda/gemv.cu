@@ -57,37 +57,58 @@ __device__ float block_sum(float v, float *red) {
     return s;
 }
 
-// u (nb, K) into shared memory, rows b0 .. b0 + nb - 1 of the batch. One
-// read of x from global memory (the rmsnorm's second pass reads it back from
-// shared memory).
+// u (nb, K) into shared memory, rows b0 .. b0 + nb - 1 of the batch, VEC
+// elements a thread at a time (16-byte loads when VEC is 8) with the loop
+// unrolled, so that a thread's loads are in flight together: a row of 2048
+// is two rounds to memory, not sixteen. One read of x from global memory
+// (the rmsnorm's second pass reads it back from shared memory).
+template <int VEC>
 __device__ void gemv_prologue(const GemvIn &in, int K, int b0, int nb, float *xs,
                               float (*red)[kGemvWarps]) {
+    const int nch = K / VEC;
     for (int b = 0; b < nb; b++) {
         const size_t row = (size_t)(b0 + b);
         const uint16_t *xr = in.x + row * (in.kind == HY_GEMV_SWIGLU ? 2 * (size_t)K : (size_t)K);
         float *u = xs + (size_t)b * K;
         if (in.kind == HY_GEMV_RMSNORM) {
             float ss = 0.0f;
-            for (int k = threadIdx.x; k < K; k += blockDim.x) {
-                const float f = bf2f(xr[k]);
-                u[k] = f;
-                ss += f * f;
+#pragma unroll 4
+            for (int ch = threadIdx.x; ch < nch; ch += blockDim.x) {
+                float f[VEC];
+                ld_bf<VEC>(xr + ch * VEC, f);
+                st_f<VEC>(u + ch * VEC, f);
+#pragma unroll
+                for (int j = 0; j < VEC; j++) ss += f[j] * f[j];
             }
             ss = block_sum(ss, red[b]);  // its barrier also publishes u
             const float s = (float)(1.0 / sqrt((double)ss / K + (double)in.eps));
-            for (int k = threadIdx.x; k < K; k += blockDim.x) u[k] = round_bf(u[k] * s * in.norm_w[k]);
+#pragma unroll 4
+            for (int ch = threadIdx.x; ch < nch; ch += blockDim.x) {
+                float f[VEC], w[VEC];
+                ld_f<VEC>(u + ch * VEC, f);
+                ld_f<VEC>(in.norm_w + ch * VEC, w);
+#pragma unroll
+                for (int j = 0; j < VEC; j++) f[j] = round_bf(f[j] * s * w[j]);
+                st_f<VEC>(u + ch * VEC, f);
+            }
             continue;
         }
-        for (int k = threadIdx.x; k < K; k += blockDim.x) {
-            const float f = bf2f(xr[k]);
-            float v = f;
+#pragma unroll 4
+        for (int ch = threadIdx.x; ch < nch; ch += blockDim.x) {
+            float f[VEC], g[VEC];
+            ld_bf<VEC>(xr + ch * VEC, f);
             if (in.kind == HY_GEMV_GATE) {
-                const float g = bf2f(in.gate[row * K + k]);
-                v = f * round_bf(g * sigm(g));
+                ld_bf<VEC>(in.gate + row * K + ch * VEC, g);
+#pragma unroll
+                for (int j = 0; j < VEC; j++) f[j] = f[j] * round_bf(g[j] * sigm(g[j]));
             } else if (in.kind == HY_GEMV_SWIGLU) {
-                v = f * sigm(f) * bf2f(xr[K + k]);
+                ld_bf<VEC>(xr + K + ch * VEC, g);
+#pragma unroll
+                for (int j = 0; j < VEC; j++) f[j] = f[j] * sigm(f[j]) * g[j];
             }
-            u[k] = round_bf(v);
+#pragma unroll
+            for (int j = 0; j < VEC; j++) f[j] = round_bf(f[j]);
+            st_f<VEC>(u + ch * VEC, f);
         }
     }
 }
@@ -163,9 +184,12 @@ __global__ void __launch_bounds__(kGemvThreads, 8)
             asm volatile("prefetch.global.L1 [%0];" ::"l"(pick(sg.W, sgi) + (size_t)n * K + lane * 64));
         }
     }
+    if (in.kind == HY_GEMV_RMSNORM)  // the norm's weights, for the prologue's second pass
+        for (int k = threadIdx.x * 32; k < K; k += blockDim.x * 32)
+            asm volatile("prefetch.global.L1 [%0];" ::"l"(in.norm_w + k));
     pdl_wait();  // x, gate and residual come from the kernels before
     pdl_trigger();
-    gemv_prologue(in, K, b0, nb, xs, red);
+    gemv_prologue<VEC>(in, K, b0, nb, xs, red);
     __syncthreads();
     for (int r = r_first; r < R; r += step) {
         const int r2 = r + stride;
@@ -238,7 +262,8 @@ extern "C" void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_o
     memset(&sg, 0, sizeof sg);
     sg.n = n_out;
     long long rows = 0;
-    bool vec = K % 8 == 0;
+    // The 16-byte path: rows of x, gate, norm_w and W all start 16-byte aligned.
+    bool vec = K % 8 == 0 && aligned16(in->x) && aligned16(in->gate) && aligned16(in->norm_w);
     for (int i = 0; i < n_out; i++) {
         HY_REQUIRE(out[i].W && out[i].y && out[i].N >= 1,
                    "%s: projection %d needs W, y and N >= 1 (N %d)", fn, i, out[i].N);
