@@ -21,6 +21,7 @@
 #include "../cuda/hy_cuda_gdn.h"
 #include "../layers/gdn.h"
 #include "harness.h"
+#include "util_gpu.h"
 
 static void need_gpu(void) {
     if (!hy_cuda_built()) hy_test_skip("built without CUDA");
@@ -53,15 +54,6 @@ static void *to_dev_f32(const float *x, size_t n) {
     void *d = hy_cuda_malloc(n * 4);
     hy_cuda_memcpy_h2d(d, x, n * 4);
     return d;
-}
-
-static float *from_dev_bf16(const void *d, size_t n) {
-    uint16_t *h = (uint16_t *)hy_xmalloc(n * 2);
-    hy_cuda_memcpy_d2h(h, d, n * 2);
-    float *f = (float *)hy_xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) f[i] = hy_bf16_to_f32(h[i]);
-    free(h);
-    return f;
 }
 
 typedef struct {
@@ -141,7 +133,7 @@ static void check_shape(const shape *s, int steps, uint64_t seed) {
         hy_cuda_memset(d_o, 0xFF, n_o * 2);
         hy_cuda_gdn_decode(B, H, D, K, s->norm_qk, d_x, (const float *)d_w, (const float *)d_b, d_cache,
                            d_ab, d_S, d_o, NULL);
-        float *og = from_dev_bf16(d_o, n_o);
+        float *og = hy_test_from_dev_bf16(d_o, n_o);
         double e = hy_max_rel_err_f(og, o, (long)n_o);
         if (e > worst_o || e != e) worst_o = e;
         free(og), free(x), free(ab);
@@ -151,7 +143,7 @@ static void check_shape(const shape *s, int steps, uint64_t seed) {
     double es = hy_max_rel_err_f(Sg, S, (long)n_S);
     long cache_diff = 0;
     if (n_cache) {
-        float *cg = from_dev_bf16(d_cache, n_cache);
+        float *cg = hy_test_from_dev_bf16(d_cache, n_cache);
         for (size_t i = 0; i < n_cache; i++) cache_diff += cg[i] != cache[i];
         free(cg);
     }

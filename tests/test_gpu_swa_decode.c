@@ -21,6 +21,7 @@
 #include "../cuda/hy_cuda.h"
 #include "../cuda/hy_cuda_swa.h"
 #include "harness.h"
+#include "util_gpu.h"
 
 static void need_gpu(void) {
     if (!hy_cuda_built()) hy_test_skip("built without CUDA");
@@ -44,15 +45,6 @@ static void rotate(const float *x, float *y, int D, long long pos, float base) {
         y[i] = bf(x[i] * co - x[i + half] * si);
         y[i + half] = bf(x[i + half] * co + x[i] * si);
     }
-}
-
-static float *from_dev_bf16(const void *d, size_t n) {
-    uint16_t *h = (uint16_t *)hy_xmalloc(n * 2);
-    hy_cuda_memcpy_d2h(h, d, n * 2);
-    float *f = (float *)hy_xmalloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) f[i] = hy_bf16_to_f32(h[i]);
-    free(h);
-    return f;
 }
 
 static void check_case(const swa_case *c, uint64_t seed) {
@@ -122,12 +114,12 @@ static void check_case(const swa_case *c, uint64_t seed) {
         } else {
             hy_cuda_swa_decode(B, H, D, W, pos, NULL, base, d_qkv, d_rk, d_rv, d_o, NULL);
         }
-        float *og = from_dev_bf16(d_o, n_o);
+        float *og = hy_test_from_dev_bf16(d_o, n_o);
         double e = hy_max_rel_err_f(og, ref, (long)n_o);
         if (e > worst_o || e != e) worst_o = e;
         free(og);
     }
-    float *gk = from_dev_bf16(d_rk, n_ring), *gv = from_dev_bf16(d_rv, n_ring);
+    float *gk = hy_test_from_dev_bf16(d_rk, n_ring), *gv = hy_test_from_dev_bf16(d_rv, n_ring);
     double ek = hy_max_rel_err_f(gk, rk, (long)n_ring);
     long v_diff = 0;
     for (size_t i = 0; i < n_ring; i++) v_diff += gv[i] != rv[i];
