@@ -11,6 +11,7 @@
 #include "../cuda/hy_cuda.h"
 #include "../cuda/hy_cuda_bench.h"
 #include "../cuda/hy_cuda_blas.h"
+#include "../cuda/hy_cuda_gdn.h"
 #include "../cuda/hy_cuda_ops.h"
 #include "../train/batch.h"
 #include "bench_common.h"
@@ -185,6 +186,52 @@ static void time_rmsnorm(int rows, int D, int reps, double *fwd, double *bwd) {
 }
 
 typedef struct {
+    int B, T, H, D, K;
+    void *x, *q, *k, *v, *work, *scratch;
+    float *w, *b, *dq, *dk, *dv, *du, *dx, *dw, *db;
+    size_t sb;
+} qkv_arg;
+
+static void qkv_fwd(void *p) {
+    qkv_arg *a = (qkv_arg *)p;
+    hy_cuda_gdn_qkv_fwd(a->B, a->T, a->H, a->D, a->K, 1, 1e-12f, a->x, a->w, a->b, NULL, a->q,
+                        a->k, a->v, a->work, NULL);
+}
+
+static void qkv_bwd(void *p) {
+    qkv_arg *a = (qkv_arg *)p;
+    int C = 3 * a->H * a->D;
+    hy_cuda_gdn_qkv_du(a->B, a->T, a->H, a->D, a->K, 1, 1e-12f, a->x, a->w, a->b, NULL, a->dq,
+                       a->dk, a->dv, a->du, a->work, NULL);
+    hy_cuda_short_conv_bwd(a->B, a->T, C, a->K, a->du, a->x, a->w, NULL, a->dx, a->dw, a->db,
+                           a->scratch, a->sb, NULL);
+}
+
+// GDN's input stage (layers/gdn_qkv.c): forward, and backward = du + the short conv's backward.
+static void time_gdn_qkv(int B, int T, int H, int D, int K, int reps, double *fwd, double *bwd) {
+    size_t n = (size_t)B * T * H * D, C = (size_t)3 * H * D;
+    qkv_arg a;
+    memset(&a, 0, sizeof a);
+    a.B = B, a.T = T, a.H = H, a.D = D, a.K = K;
+    a.x = dev_bf16(3 * n, 61);
+    a.w = dev_f32(C * K, -0.5f, 0.5f, 62);
+    a.b = dev_f32(C, -0.1f, 0.1f, 63);
+    a.q = hy_cuda_malloc(n * 2), a.k = hy_cuda_malloc(n * 2), a.v = hy_cuda_malloc(n * 2);
+    a.work = hy_cuda_malloc(hy_cuda_gdn_qkv_work_bytes(H, D, K));
+    a.dq = dev_f32(n, -1e-3f, 1e-3f, 64), a.dk = dev_f32(n, -1e-3f, 1e-3f, 65);
+    a.dv = dev_f32(n, -1e-3f, 1e-3f, 66);
+    a.du = (float *)hy_cuda_malloc(3 * n * 4);
+    a.dx = dev_zeros(3 * n), a.dw = dev_zeros(C * K), a.db = dev_zeros(C);
+    a.sb = hy_cuda_short_conv_bwd_scratch_bytes(B, T, (int)C, K);
+    a.scratch = hy_cuda_malloc(a.sb ? a.sb : 256);
+    *fwd = hy_cuda_time_ms(qkv_fwd, &a, 3, reps);
+    *bwd = hy_cuda_time_ms(qkv_bwd, &a, 3, reps);
+    void *all[] = {a.x, a.w, a.b, a.q, a.k, a.v, a.work, a.dq, a.dk, a.dv, a.du, a.dx, a.dw,
+                   a.db, a.scratch};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) hy_cuda_free(all[i]);
+}
+
+typedef struct {
     int rows, d, V;
     void *h, *E, *scratch;
     int32_t *tgt;
@@ -283,7 +330,7 @@ static double piece_row(table *t, const char *piece, const char *shape, int coun
 }
 
 // Each piece of the step alone at the config's shapes, times its count per step; what
-// they leave out (elementwise ops, the short conv, L2 norms, SwiGLU, the embedding, host
+// they leave out (elementwise ops, SwiGLU, the gates, the embedding, host
 // gaps) is the last row's difference to the measured step.
 static void step_pieces(const hy_model *m, int B, int T, int reps, int iters, double step_ms,
                         double optim_ms) {
@@ -323,6 +370,12 @@ static void step_pieces(const hy_model *m, int B, int T, int reps, int iters, do
         sum += piece_row(t, "attention core", shape, n_attn, f, b - f,
                          3.0 * 4.0 * D * hy_window_pairs(T, W) * B * H, step_ms);
     }
+    if (n_gdn) {
+        time_gdn_qkv(B, T, H, D, c->dn_short_conv_kernel, reps, &f, &b);
+        snprintf(shape, sizeof shape, "(%d, %d, 3 x %d), K %d", B, T, H * D,
+                 c->dn_short_conv_kernel);
+        sum += piece_row(t, "GDN input: conv, SiLU, q/k norms", shape, n_gdn, f, b, 0, step_ms);
+    }
     time_rmsnorm(rows, d, reps, &f, &b);
     snprintf(shape, sizeof shape, "(%d, %d)", rows, d);
     sum += piece_row(t, "RMSNorm", shape, 2 * c->n_layers + 1, f, b, 0, step_ms);
@@ -338,7 +391,7 @@ static void step_pieces(const hy_model *m, int B, int T, int reps, int iters, do
     set_num(t, r, 6, sum);
     set_num(t, r, 7, 100.0 * sum / step_ms);
     r = table_row(t);
-    set_str(t, r, 0, "rest: elementwise, conv, L2 norm, SwiGLU, slices, embedding, zeroing, gaps");
+    set_str(t, r, 0, "rest: elementwise, SwiGLU, gate slices, embedding, zeroing, gaps");
     set_num(t, r, 6, step_ms - sum);
     set_num(t, r, 7, 100.0 * (step_ms - sum) / step_ms);
 }

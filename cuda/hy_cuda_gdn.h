@@ -63,6 +63,28 @@ void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, const void *qkv
                         const float *conv_w, const float *conv_b, void *conv_cache, const void *ab,
                         float *S, void *o, void *stream);
 
+// GDN's input stage for training and prefill (layers/gdn_qkv.c), fused. qkv (B, T, 3 H D)
+// bf16: the qkv projection; w (3 H D, K) and bias (3 H D, or NULL) fp32: the short conv;
+// cache (B, 3 H D, K-1) bf16 or NULL: the inputs before position 0 (zero without it; unused
+// when K = 1), read only. With u = conv(qkv) (bias, then taps j = 0 .. K-1 in order, as
+// hy_cuda_short_conv_fwd) and s = silu(u), kept in fp32:
+//   q, k, v (B, T, H D) bf16 = s[:, :, 0:I], s[:, :, I:2I], s[:, :, 2I:3I]   (I = H D),
+// q and k divided per head (D channels) by max(||.||, eps) when norm_qk. 1 <= K <= 16; a row
+// (two f32 copies of its 3 H D channels, in the backward) must fit in a block's 227 KB of
+// shared memory (3 H D up to ~24000). The backward is two kernels: hy_cuda_gdn_qkv_du writes
+// du (B, T, 3 H D) fp32 = d loss / d u from dq, dk, dv (B, T, H D) fp32 (each may be NULL:
+// zero), recomputing u from qkv; hy_cuda_short_conv_bwd with dy = du then gives d qkv, dw and
+// db. `work`: device memory of hy_cuda_gdn_qkv_work_bytes(), 16-byte aligned (the weights
+// transposed), free again once the call's kernels have run (stream order).
+size_t hy_cuda_gdn_qkv_work_bytes(int H, int D, int K);
+void hy_cuda_gdn_qkv_fwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
+                         const void *qkv, const float *w, const float *bias, const void *cache,
+                         void *q, void *k, void *v, void *work, void *stream);
+void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_qk, float eps,
+                        const void *qkv, const float *w, const float *bias, const void *cache,
+                        const float *dq, const float *dk, const float *dv, float *du, void *work,
+                        void *stream);
+
 // Test hooks (tests and hydra-bench only; not thread-safe, process-wide). bv: rows of the state
 // per thread block in the two sequential passes, 16, 32 or 64 (the backward caps it at 32 for
 // D = 128), or 0 for the automatic choice from B * H and the SM count. wy_reference = 1: use the

@@ -196,6 +196,14 @@ void hy_cuda_gdn_step(int B, int H, int D, const void *q, const void *k, const v
 void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, const void *qkv,
                         const float *conv_w, const float *conv_b, void *conv_cache, const void *ab,
                         float *S, void *o, void *stream) { NO_CUDA(); }
+size_t hy_cuda_gdn_qkv_work_bytes(int H, int D, int K) { NO_CUDA(); return 0; }
+void hy_cuda_gdn_qkv_fwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
+                         const void *qkv, const float *w, const float *bias, const void *cache,
+                         void *q, void *k, void *v, void *work, void *stream) { NO_CUDA(); }
+void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_qk, float eps,
+                        const void *qkv, const float *w, const float *bias, const void *cache,
+                        const float *dq, const float *dk, const float *dv, float *du, void *work,
+                        void *stream) { NO_CUDA(); }
 void hy_cuda_gdn_set_test_options(int bv, int wy_reference) { NO_CUDA(); }
 void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, const void *k, const void *v,
                       const float *alpha, const float *beta, const float *S0, void *o,

@@ -28,4 +28,12 @@ hy_tensor *hy_gdn(hy_tape *t, hy_tensor *q, hy_tensor *k, hy_tensor *v, hy_tenso
 void hy_gdn_step_cpu(int B, int H, int Dk, int Dv, const float *q, const float *k, const float *v,
                      const float *alpha, const float *beta, float *S, float *o);
 
+// GDN's input stage: q, k, v (B, T, H D) from the qkv projection (B, T, 3 H D): the causal short
+// conv (as hy_short_conv: w (3 H D, 1, K) or (3 H D, K) f32, b (3 H D) or NULL, the cache
+// (B, 3 H D, K-1) or NULL), SiLU, the split into thirds, then q and k L2-normalised per head
+// of D (as hy_l2norm_heads with eps) when norm_qk. CPU: those ops in turn, each recorded on the
+// tape (the reference). GPU: one op, bf16 outputs, the intermediates kept in fp32.
+void hy_gdn_qkv(hy_tape *t, hy_tensor *qkv, hy_tensor *w, hy_tensor *b, const hy_tensor *cache,
+                int H, int D, int norm_qk, float eps, hy_tensor *out[3]);
+
 #endif

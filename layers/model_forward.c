@@ -99,14 +99,11 @@ static hy_tensor *gdn_heads(hy_model *m, hy_tape *t, const hy_layer_params *L, h
     int64_t B = qkv->shape[0], H = c->n_heads, D = c->head_dim, I = H * D;
     int K = c->dn_short_conv_kernel;
     hy_tensor *cache = st ? conv_cache(t, st, gpu, B, 3 * I, K) : NULL;
-    hy_tensor *cv = hy_silu(t, hy_short_conv(t, qkv, P(m, L->conv_w), P(m, L->conv_b), cache));
+    hy_tensor *qkv3[3];  // q, k, v (B, T, I)
+    hy_gdn_qkv(t, qkv, P(m, L->conv_w), P(m, L->conv_b), cache, (int)H, (int)D, c->dn_norm_qk,
+               1e-12f, qkv3);
     if (st) conv_cache_advance(t, st, gpu, qkv, K);
-    hy_tensor *q = hy_slice_last(t, cv, 0, I), *k = hy_slice_last(t, cv, I, I);  // (B, T, I)
-    hy_tensor *v = hy_slice_last(t, cv, 2 * I, I);
-    if (c->dn_norm_qk) {
-        q = hy_l2norm_heads(t, q, (int)D, 1e-12f);
-        k = hy_l2norm_heads(t, k, (int)D, 1e-12f);
-    }
+    hy_tensor *q = qkv3[0], *k = qkv3[1], *v = qkv3[2];
     hy_tensor *ab = hy_linear(t, h, P(m, L->ab_w), P(m, L->ab_b));  // (B, T, 2H)
     // The gates are f32 on both devices (hy_sigmoid's GPU output is f32).
     hy_tensor *alpha = hy_sigmoid(t, hy_slice_last(t, ab, 0, H));  // (B, T, H)

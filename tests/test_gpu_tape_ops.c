@@ -30,6 +30,7 @@
 #include "../autograd/tape.h"
 #include "../cuda/hy_cuda.h"
 #include "../cuda/hy_cuda_ops.h"
+#include "../layers/gdn.h"
 #include "../layers/ops.h"
 #include "harness.h"
 
@@ -488,6 +489,83 @@ HY_TEST(gpu_tape_short_conv, "gpu") {
          HY_BF16, 0, 0},
     };
     check_cases(cases, N_CASES(cases), 1800);
+}
+
+// ================================================================ gdn_qkv
+// The fused GPU op against the CPU's short_conv, silu, slices and l2norms.
+// One output at a time (the other two get no gradient: their backward
+// must treat them as zero), and all three at once through q + k + v.
+typedef struct {
+    int H, D, norm_qk, bias, cache, which;  // which: 0 q, 1 k, 2 v, 3 q + k + v
+} qkv_arg;
+
+static hy_tensor *f_gdn_qkv(hy_tape *t, hy_tensor **in, const void *arg) {
+    const qkv_arg *a = (const qkv_arg *)arg;
+    hy_tensor *o[3];
+    hy_gdn_qkv(t, in[0], in[1], a->bias >= 0 ? in[a->bias] : NULL,
+               a->cache >= 0 ? in[a->cache] : NULL, a->H, a->D, a->norm_qk, 1e-12f, o);
+    return a->which < 3 ? o[a->which] : hy_add(t, hy_add(t, o[0], o[1]), o[2]);
+}
+
+HY_TEST(gpu_tape_gdn_qkv, "gpu") {
+    // Odd sizes (H 3, D 5: the scalar path), the 16-byte path (D 64), a
+    // cache, no bias, K 1 and K 7, and x as a window of a larger tensor.
+    static const qkv_arg q0 = {3, 5, 1, 2, -1, 0}, k0 = {3, 5, 1, 2, -1, 1},
+                         v0 = {3, 5, 1, 2, -1, 2}, all0 = {3, 5, 1, 2, -1, 3},
+                         q64 = {2, 64, 1, 2, 3, 0}, k64 = {2, 64, 1, 2, 3, 1},
+                         all64 = {2, 64, 1, 2, 3, 3}, plain64 = {2, 64, 0, -1, 2, 3},
+                         k1 = {1, 16, 1, 2, -1, 3};
+    static const op_case cases[] = {
+        {"gdn_qkv (2, 37, 45) H 3 D 5 K 4 -> q", f_gdn_qkv, &q0, 3,
+         {{"qkv", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {45, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 37, 45) H 3 D 5 K 4 -> k", f_gdn_qkv, &k0, 3,
+         {{"qkv", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {45, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 37, 45) H 3 D 5 K 4 -> v", f_gdn_qkv, &v0, 3,
+         {{"qkv", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {45, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (3, 29, 45) window K 7 -> q+k+v", f_gdn_qkv, &all0, 3,
+         {{"qkv", ACT, 1, 3, {3, 29, 45}, 1, 1.0f, 0},
+          {"w", PARAM, 1, 2, {45, 7}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 41, 384) D 64 cache -> q", f_gdn_qkv, &q64, 4,
+         {{"qkv", ACT, 1, 3, {2, 41, 384}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {384, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {384}, 0, 0.5f, 0},
+          {"cache", ACT, 0, 3, {2, 384, 3}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 41, 384) D 64 cache -> k", f_gdn_qkv, &k64, 4,
+         {{"qkv", ACT, 1, 3, {2, 41, 384}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {384, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {384}, 0, 0.5f, 0},
+          {"cache", ACT, 0, 3, {2, 384, 3}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 41, 384) D 64 cache -> q+k+v", f_gdn_qkv, &all64, 4,
+         {{"qkv", ACT, 1, 3, {2, 41, 384}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {384, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {384}, 0, 0.5f, 0},
+          {"cache", ACT, 0, 3, {2, 384, 3}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 41, 384) no norm, no bias", f_gdn_qkv, &plain64, 3,
+         {{"qkv", ACT, 1, 3, {2, 41, 384}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {384, 1, 4}, 0, 0.5f, 0},
+          {"cache", ACT, 0, 3, {2, 384, 3}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (1, 9, 48) D 16 K 1 -> q+k+v", f_gdn_qkv, &k1, 3,
+         {{"qkv", ACT, 1, 3, {1, 9, 48}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {48, 1, 1}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {48}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 2100);
 }
 
 // ================================================================ rope

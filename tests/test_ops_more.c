@@ -1,10 +1,11 @@
 // Gradient checks, closed-form forward values and misuse errors of the
 // sequence-model ops: embedding, swiglu, l2norm_heads, short_conv, rope,
-// slice_last, cross_entropy.
+// slice_last, cross_entropy, and GDN's input stage (gdn_qkv).
 #include <string.h>
 
 #include "../autograd/gradcheck.h"
 #include "../autograd/rng.h"
+#include "../layers/gdn.h"
 #include "../layers/ops.h"
 #include "harness.h"
 
@@ -345,6 +346,55 @@ HY_TEST(op_short_conv_misuse, "cpu") {
     HY_EXPECT_ERROR(hy_short_conv(&e.tape, x, w2, b, NULL), HY_EXIT_USAGE, "does not match");
     HY_EXPECT_ERROR(hy_short_conv(&e.tape, x, good, b, cache), HY_EXIT_USAGE,
                     "cache 'cache' (2, 3, 2) does not match");
+    env_free(&e);
+}
+
+// ================================================================ gdn_qkv
+// GDN's input stage through all three outputs: q + 2 k + 3 v (distinct
+// weights, so a gradient sent to the wrong third shows).
+typedef struct {
+    int H, D, norm_qk, cache;
+} qkv_args;
+
+static hy_tensor *f_gdn_qkv(hy_tape *t, hy_tensor **in, void *u) {
+    qkv_args *a = (qkv_args *)u;
+    hy_tensor *o[3];
+    hy_gdn_qkv(t, in[0], in[1], in[2], a->cache ? in[3] : NULL, a->H, a->D, a->norm_qk, 1e-12f, o);
+    return hy_add(t, hy_add(t, o[0], hy_add(t, o[1], o[1])),
+                  hy_add(t, o[2], hy_add(t, o[2], o[2])));
+}
+
+static int check_gdn_qkv(hy_rng *r, int64_t B, int64_t T, qkv_args a, int64_t K) {
+    int64_t C = 3 * (int64_t)a.H * a.D;
+    int64_t xs[3] = {B, T, C}, ws[3] = {C, 1, K}, cs[3] = {B, C, K - 1};
+    hy_tensor *in[4] = {rand_input(r, 3, xs, "qkv", 1), rand_input(r, 3, ws, "w", 0.5f),
+                        rand_input(r, 1, &C, "b", 0.5f), fixed_input(r, 3, cs, "cache")};
+    char name[80];
+    snprintf(name, sizeof name, "gdn_qkv H=%d D=%d T=%lld K=%lld%s%s", a.H, a.D, (long long)T,
+             (long long)K, a.norm_qk ? " norm" : "", a.cache ? " cache" : "");
+    return hy_gradcheck(name, f_gdn_qkv, &a, in, a.cache ? 4 : 3, NULL);
+}
+
+HY_TEST(op_gdn_qkv_grad, "cpu") {
+    hy_rng r;
+    hy_rng_seed(&r, 47);
+    HY_ASSERT(check_gdn_qkv(&r, 2, 5, (qkv_args){2, 3, 1, 0}, 4) == 0, "gdn_qkv (norm)");
+    HY_ASSERT(check_gdn_qkv(&r, 2, 5, (qkv_args){2, 3, 1, 1}, 4) == 0, "gdn_qkv (norm, cache)");
+    HY_ASSERT(check_gdn_qkv(&r, 1, 4, (qkv_args){1, 4, 0, 0}, 3) == 0, "gdn_qkv (no norm)");
+}
+
+HY_TEST(op_gdn_qkv_misuse, "cpu") {
+    hy_rng r;
+    hy_rng_seed(&r, 48);
+    int64_t xs[3] = {2, 5, 12}, ws[3] = {12, 1, 4}, bs[1] = {12};
+    hy_tensor *x = rand_input(&r, 3, xs, "qkv", 1), *w = rand_input(&r, 3, ws, "w", 1);
+    hy_tensor *b = rand_input(&r, 1, bs, "b", 1), *o[3];
+    tape_env e;
+    env_init(&e);
+    HY_EXPECT_ERROR(hy_gdn_qkv(&e.tape, x, w, b, NULL, 2, 3, 1, 1e-12f, o), HY_EXIT_USAGE,
+                    "gdn_qkv: input 'qkv' (2, 5, 12): expected (B, T, 3 H D) with 3 H D = 18");
+    HY_EXPECT_ERROR(hy_gdn_qkv(&e.tape, x, w, b, NULL, 2, 2, 1, -1.0f, o), HY_EXIT_USAGE,
+                    "eps must be >= 0");
     env_free(&e);
 }
 

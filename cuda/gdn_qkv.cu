@@ -1,0 +1,379 @@
+// gdn_qkv.cu: GDN's input stage for training and prefill in one kernel each
+// way (layers/gdn_qkv.c; contract in hy_cuda_gdn.h).
+//
+// The unfused stage is short_conv, SiLU, three slices and two l2norms: seven
+// launches a layer whose activations and f32 gradients each make a round
+// trip through memory (the backward's slices add into a zeroed f32 copy of
+// the whole 3I-wide gradient). Forward here: the conv of a row's 3I
+// channels, SiLU, the heads' norms and the split into q, k, v in one pass
+// (x read once, q, k, v written once; 4 bytes a channel and row). Backward:
+// the conv output u is recomputed from x, and one pass turns dq, dk, dv
+// into du = d loss / d u (f32); the short conv's backward kernel
+// (short_conv.cu) then gives dx, dw and db from du. Everything between x
+// and the outputs stays f32 (the unfused path rounds u and silu(u) to bf16).
+//
+// Layout of a block's work: R consecutive rows (b, t) of the B T rows at a
+// time, R chosen so that the rows' f32 values (R x C floats, C = 3I) fit in
+// 32 KB of shared memory (R = 3 at C = 2304). Phase 1: threads take VEC
+// channels of a row each and compute the conv (bias, then taps j = 0 .. K-1
+// in order, as the CPU op) into shared memory. Phase 2: a warp per (row,
+// head) of q and k sums over the head's D channels. Phase 3: threads write
+// the outputs (forward) or du (backward) from shared memory.
+#include <initializer_list>
+
+#include "hy_cuda_gdn.h"
+#include "ops_device.cuh"
+
+namespace {
+
+constexpr int kQkvThreads = 256;
+constexpr int kQkvWarps = kQkvThreads / 32;
+constexpr size_t kQkvRowBytes = 28 << 10;  // each (R, C) f32 array in shared memory, at most
+                                           // (R >= 1)
+constexpr int kQkvMaxR = 8;
+
+struct QkvShape {
+    int B, T, H, D, K, C, I, R, norm_qk;
+    float eps;
+};
+
+// x at (b, s, c0 + k) for s in [-(K-1), T): the input, the bf16 cache
+// (B, C, K-1; its last column is position -1) or zero.
+template <int VEC>
+__device__ __forceinline__ void qkv_tap(const QkvShape &p, const uint16_t *x,
+                                        const uint16_t *cache, int b, int s, int c0, float *f) {
+    if (s >= 0) {
+        ld_bf<VEC>(x + ((int64_t)b * p.T + s) * p.C + c0, f);
+    } else if (cache) {
+#pragma unroll
+        for (int k = 0; k < VEC; k++)
+            f[k] = bf2f(cache[((int64_t)b * p.C + c0 + k) * (p.K - 1) + (p.K - 1) + s]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < VEC; k++) f[k] = 0.0f;
+    }
+}
+
+// sigmoid with the fast exponential and division (a few ulp of fp32; the
+// outputs are bf16).
+__device__ __forceinline__ float sigm_fast(float u) {
+    return __fdividef(1.0f, 1.0f + __expf(-u));
+}
+
+// (b, t) of the group's rows row0 + r, r < R, into shared memory (one
+// division a group instead of one a unit); b = -1 past the end.
+__device__ __forceinline__ void qkv_row_coords(const QkvShape &p, int64_t row0, int64_t rows,
+                                               int *rb, int *rt) {
+    if (threadIdx.x < p.R) {
+        const int64_t row = row0 + threadIdx.x;
+        rb[threadIdx.x] = row < rows ? (int)(row / p.T) : -1;
+        rt[threadIdx.x] = row < rows ? (int)(row % p.T) : 0;
+    }
+}
+
+// Phase 1: for each of the thread's units (VEC channels c0 of a row; the
+// same channels in each of the R rows: the index arithmetic is done once),
+// u = conv(x) (bias, then taps j = 0 .. K-1 in order, as the CPU op);
+// out (R, C) in shared memory gets silu(u) (SILU) or u. wt (K, C) is the
+// conv weight transposed, so that a thread's VEC channels of tap j are VEC
+// consecutive floats (L1 hits after the first block). Measured on an H200
+// at (8, 2048, 3 x 768): holding a row's taps or the weights in registers
+// (80 to 118 registers a thread) lost more occupancy than it gained.
+template <int VEC, bool SILU>
+__device__ __forceinline__ void qkv_conv_rows(const QkvShape &p, const int *rb, const int *rt,
+                                              const uint16_t *__restrict__ x,
+                                              const float *__restrict__ wt,
+                                              const float *__restrict__ bias,
+                                              const uint16_t *__restrict__ cache, float *out) {
+    const int per_row = p.C / VEC;
+    for (int cu = threadIdx.x; cu < per_row; cu += kQkvThreads) {
+        const int c0 = cu * VEC;
+        float bs[VEC];
+        if (bias)
+            ld_f<VEC>(bias + c0, bs);
+        else
+#pragma unroll
+            for (int k = 0; k < VEC; k++) bs[k] = 0.0f;
+        for (int r = 0; r < p.R; r++) {
+            const int b = rb[r], t = rt[r];
+            if (b < 0) break;
+            float acc[VEC];
+#pragma unroll
+            for (int k = 0; k < VEC; k++) acc[k] = bs[k];
+            for (int j = 0; j < p.K; j++) {  // taps j = 0 .. K-1 in order
+                float xv[VEC], w1[VEC];
+                qkv_tap<VEC>(p, x, cache, b, t - (p.K - 1) + j, c0, xv);
+                ld_f<VEC>(wt + (int64_t)j * p.C + c0, w1);
+#pragma unroll
+                for (int k = 0; k < VEC; k++) acc[k] += w1[k] * xv[k];
+            }
+            if constexpr (SILU) {
+#pragma unroll
+                for (int k = 0; k < VEC; k++) acc[k] *= sigm_fast(acc[k]);
+            }
+            st_f<VEC>(out + r * p.C + c0, acc);
+        }
+    }
+}
+
+// wt (K, C) = w (C, K) transposed.
+__global__ void qkv_wt_kernel(int C, int K, const float *__restrict__ w, float *__restrict__ wt) {
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (int64_t)C * K;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t c = i / K, j = i - c * K;
+        wt[j * C + c] = w[i];
+    }
+}
+
+// Forward: q, k, v (B T, I) bf16 = split(silu(conv(x))), q and k divided by
+// max(||.||, eps) per head when norm_qk (multiplied by its reciprocal).
+template <int VEC>
+__global__ void __launch_bounds__(kQkvThreads)
+    gdn_qkv_fwd_kernel(QkvShape p, const uint16_t *__restrict__ x, const float *__restrict__ wt,
+                       const float *__restrict__ bias, const uint16_t *__restrict__ cache,
+                       uint16_t *__restrict__ q, uint16_t *__restrict__ k,
+                       uint16_t *__restrict__ v) {
+    extern __shared__ float sm[];
+    float *s = sm;                           // (R, C): silu(u)
+    float *inv = sm + (size_t)p.R * p.C;     // (R, 2H): 1 / max(||q or k head||, eps)
+    __shared__ int rb[kQkvMaxR], rt[kQkvMaxR];
+    const int64_t rows = (int64_t)p.B * p.T;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, per_row = p.C / VEC;
+    const int per_head = p.D / VEC;
+    for (int64_t row0 = (int64_t)blockIdx.x * p.R; row0 < rows; row0 += (int64_t)gridDim.x * p.R) {
+        qkv_row_coords(p, row0, rows, rb, rt);
+        __syncthreads();
+        qkv_conv_rows<VEC, true>(p, rb, rt, x, wt, bias, cache, s);
+        __syncthreads();
+        if (p.norm_qk) {
+            for (int task = warp; task < p.R * 2 * p.H; task += kQkvWarps) {
+                const int r = task / (2 * p.H), hh = task - r * 2 * p.H;
+                const float *h = s + r * p.C + hh * p.D;  // q heads, then k heads (c = hh D)
+                float ss = 0.0f;
+                for (int d = lane; d < p.D; d += 32) ss += h[d] * h[d];
+                ss = warp_sum(ss);
+                if (lane == 0) inv[r * 2 * p.H + hh] = 1.0f / fmaxf(sqrtf(ss), p.eps);
+            }
+            __syncthreads();
+        }
+        for (int cu = threadIdx.x; cu < per_row; cu += kQkvThreads) {
+            const int c0 = cu * VEC, hh = cu / per_head;  // head of the 3H (q, k, v)
+            const int which = hh / p.H, off = c0 - which * p.I;
+            uint16_t *out = which == 0 ? q : which == 1 ? k : v;
+            const bool nrm = p.norm_qk && which < 2;
+            for (int r = 0; r < p.R; r++) {
+                if (rb[r] < 0) break;
+                float y[VEC];
+                ld_f<VEC>(s + r * p.C + c0, y);
+                const float sc = nrm ? inv[r * 2 * p.H + hh] : 1.0f;
+#pragma unroll
+                for (int e = 0; e < VEC; e++) y[e] *= sc;
+                st_bf<VEC>(out + (row0 + r) * p.I + off, y);
+            }
+        }
+        __syncthreads();  // shared memory is reused by the next rows
+    }
+}
+
+// Backward to the conv output: du (B T, C) f32 from dq, dk, dv (B T, I) f32
+// (NULL: zero), u recomputed from x. For a normalised head with n = ||s||,
+// s = silu(u): ds = g / n - s (s . g) / n^3 (n >= eps) or g / eps (below,
+// where the clamp passes no gradient to n); then du = ds silu'(u),
+// silu'(u) = sigmoid(u) (1 + u (1 - sigmoid(u))).
+template <int VEC>
+__global__ void __launch_bounds__(kQkvThreads)
+    gdn_qkv_du_kernel(QkvShape p, const uint16_t *__restrict__ x, const float *__restrict__ wt,
+                      const float *__restrict__ bias, const uint16_t *__restrict__ cache,
+                      const float *__restrict__ dq, const float *__restrict__ dk,
+                      const float *__restrict__ dv, float *__restrict__ du) {
+    extern __shared__ float sm[];
+    float *u = sm;                               // (R, C): the conv output
+    float *gs = sm + (size_t)p.R * p.C;          // (R, C): [dq | dk | dv] of the rows
+    float *inv = gs + (size_t)p.R * p.C;         // (R, 2H): 1 / max(n, eps)
+    float *cf = inv + (size_t)p.R * 2 * p.H;     // (R, 2H): (s . g) / n^3, or 0 below eps
+    __shared__ int rb[kQkvMaxR], rt[kQkvMaxR];
+    const int64_t rows = (int64_t)p.B * p.T;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, per_row = p.C / VEC;
+    const int per_head = p.D / VEC;
+    for (int64_t row0 = (int64_t)blockIdx.x * p.R; row0 < rows; row0 += (int64_t)gridDim.x * p.R) {
+        qkv_row_coords(p, row0, rows, rb, rt);
+        // The rows' gradients into shared memory first (their loads in flight
+        // with the conv's; phase 2's dot products then read shared memory).
+        for (int cu = threadIdx.x; cu < per_row; cu += kQkvThreads) {
+            const int c0 = cu * VEC, which = (cu / per_head) / p.H, off = c0 - which * p.I;
+            const float *gp = which == 0 ? dq : which == 1 ? dk : dv;
+            for (int r = 0; r < p.R && row0 + r < rows; r++) {
+                float g[VEC];
+                if (gp)
+                    ld_f<VEC>(gp + (row0 + r) * p.I + off, g);
+                else
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) g[e] = 0.0f;
+                st_f<VEC>(gs + r * p.C + c0, g);
+            }
+        }
+        __syncthreads();
+        qkv_conv_rows<VEC, false>(p, rb, rt, x, wt, bias, cache, u);
+        __syncthreads();
+        if (p.norm_qk) {
+            for (int task = warp; task < p.R * 2 * p.H; task += kQkvWarps) {
+                const int r = task / (2 * p.H), hh = task - r * 2 * p.H;
+                if (rb[r] < 0) continue;  // uniform over the warp
+                const float *uh = u + r * p.C + hh * p.D, *g = gs + r * p.C + hh * p.D;
+                float ss = 0.0f, dot = 0.0f;
+                for (int d = lane; d < p.D; d += 32) {
+                    const float sv = uh[d] * sigm_fast(uh[d]);
+                    ss += sv * sv;
+                    dot += sv * g[d];
+                }
+                ss = warp_sum(ss);
+                dot = warp_sum(dot);
+                if (lane == 0) {
+                    const float n = sqrtf(ss);
+                    const bool clamped = n < p.eps;
+                    inv[r * 2 * p.H + hh] = 1.0f / (clamped ? p.eps : n);
+                    cf[r * 2 * p.H + hh] = clamped ? 0.0f : dot / (n * n * n);
+                }
+            }
+            __syncthreads();
+        }
+        for (int cu = threadIdx.x; cu < per_row; cu += kQkvThreads) {
+            const int c0 = cu * VEC, hh = cu / per_head;
+            const bool nrm = p.norm_qk && hh < 2 * p.H;
+            for (int r = 0; r < p.R; r++) {
+                if (rb[r] < 0) break;
+                float g[VEC], d[VEC], uu[VEC];
+                ld_f<VEC>(gs + r * p.C + c0, g);
+                ld_f<VEC>(u + r * p.C + c0, uu);
+                const float nv = nrm ? inv[r * 2 * p.H + hh] : 1.0f;
+                const float kc = nrm ? cf[r * 2 * p.H + hh] : 0.0f;
+#pragma unroll
+                for (int e = 0; e < VEC; e++) {
+                    const float uv = uu[e], sg = sigm_fast(uv);
+                    const float ds = g[e] * nv - uv * sg * kc;
+                    d[e] = ds * sg * (1.0f + uv * (1.0f - sg));
+                }
+                st_f<VEC>(du + (row0 + r) * p.C + c0, d);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+QkvShape qkv_shape(const char *fn, int B, int T, int H, int D, int K, int norm_qk, float eps) {
+    HY_REQUIRE(B >= 0 && T >= 0 && H >= 1 && D >= 1 && K >= 1 && K <= 16 && eps >= 0,
+               "%s: bad sizes B %d T %d H %d D %d K %d eps %g (expected B, T >= 0, H, D >= 1, "
+               "1 <= K <= 16, eps >= 0)",
+               fn, B, T, H, D, K, (double)eps);
+    QkvShape p;
+    p.B = B, p.T = T, p.H = H, p.D = D, p.K = K, p.norm_qk = norm_qk, p.eps = eps;
+    p.I = H * D;
+    p.C = 3 * p.I;
+    size_t r = kQkvRowBytes / ((size_t)p.C * 4);
+    p.R = (int)(r < 1 ? 1 : (r > kQkvMaxR ? kQkvMaxR : r));
+    // The backward's shared memory (two f32 rows of C and four of H) within
+    // the 227 KB a block may have.
+    size_t smem = (2 * (size_t)p.R * p.C + (size_t)p.R * 4 * p.H) * sizeof(float);
+    HY_REQUIRE(smem <= (size_t)227 << 10,
+               "%s: H %d, D %d: a row of 3 H D = %d channels needs %zu bytes of shared memory "
+               "in the backward, more than the 232448 a block may have",
+               fn, H, D, p.C, smem);
+    return p;
+}
+
+// Shared memory: `arrays` (R, C) f32 arrays (1 forward, 2 backward) and two
+// (R, 2H) per-head arrays.
+size_t qkv_smem(const QkvShape &p, int arrays) {
+    return ((size_t)arrays * p.R * p.C + (size_t)p.R * 4 * p.H) * sizeof(float);
+}
+
+// Blocks: one per R-row group, at most the device's resident blocks. The
+// attribute call and the occupancy query cost host time on every launch of
+// these short kernels: their answer is kept per kernel and shared-memory size.
+unsigned qkv_grid(const void *kernel, const QkvShape &p, size_t smem) {
+    struct memo {
+        const void *kernel;
+        size_t smem;
+        int per_sm;
+    };
+    static memo seen[16];
+    static int n_seen = 0;
+    int per_sm = -1;
+    for (int i = 0; i < n_seen; i++)
+        if (seen[i].kernel == kernel && seen[i].smem == smem) per_sm = seen[i].per_sm;
+    if (per_sm < 0) {
+        if (smem > 48 << 10)
+            CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            (int)smem));
+        CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kQkvThreads, smem));
+        if (per_sm < 1) per_sm = 1;
+        if (n_seen < 16) seen[n_seen++] = memo{kernel, smem, per_sm};
+    }
+    int64_t groups = ((int64_t)p.B * p.T + p.R - 1) / p.R;
+    int64_t cap = (int64_t)sm_count() * per_sm;
+    return (unsigned)(groups < cap ? (groups < 1 ? 1 : groups) : cap);
+}
+
+// The 16-byte path needs every head and the outputs' rows to start on 8
+// channels, and 16-byte aligned pointers (NULL counts as aligned).
+bool qkv_vec8(const QkvShape &p, std::initializer_list<const void *> ptrs) {
+    bool ok = p.D % 8 == 0;
+    for (const void *q : ptrs) ok = ok && aligned16(q);
+    return ok;
+}
+
+// The transposed weights, in the caller's workspace.
+const float *qkv_wt(const QkvShape &p, const float *w, void *work, cudaStream_t s) {
+    float *wt = (float *)work;
+    int64_t n = (int64_t)p.C * p.K;
+    qkv_wt_kernel<<<(unsigned)((n + 255) / 256 < 1024 ? (n + 255) / 256 : 1024), 256, 0, s>>>(
+        p.C, p.K, w, wt);
+    LAUNCH_CHECK();
+    return wt;
+}
+
+}  // namespace
+
+extern "C" size_t hy_cuda_gdn_qkv_work_bytes(int H, int D, int K) {
+    return ((size_t)3 * H * D * (size_t)K * sizeof(float) + 255) / 256 * 256;
+}
+
+extern "C" void hy_cuda_gdn_qkv_fwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
+                                    const void *qkv, const float *w, const float *bias,
+                                    const void *cache, void *q, void *k, void *v, void *work,
+                                    void *stream) {
+    QkvShape p = qkv_shape("gdn_qkv_fwd", B, T, H, D, K, norm_qk, eps);
+    if ((int64_t)B * T == 0) return;
+    HY_REQUIRE(qkv && w && q && k && v && work,
+               "gdn_qkv_fwd: a NULL pointer (qkv, w, q, k, v or work)");
+    HY_REQUIRE(aligned16(work), "gdn_qkv_fwd: the workspace must be 16-byte aligned");
+    cudaStream_t s = as_stream(stream);
+    const float *wt = qkv_wt(p, w, work, s);
+    const uint16_t *xc = (const uint16_t *)qkv, *cc = K > 1 ? (const uint16_t *)cache : nullptr;
+    uint16_t *qo = (uint16_t *)q, *ko = (uint16_t *)k, *vo = (uint16_t *)v;
+    size_t smem = qkv_smem(p, 1);
+    auto kern = qkv_vec8(p, {qkv, bias, q, k, v}) ? gdn_qkv_fwd_kernel<8> : gdn_qkv_fwd_kernel<1>;
+    kern<<<qkv_grid((const void *)kern, p, smem), kQkvThreads, smem, s>>>(p, xc, wt, bias, cc, qo,
+                                                                         ko, vo);
+    LAUNCH_CHECK();
+}
+
+extern "C" void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_qk, float eps,
+                                   const void *qkv, const float *w, const float *bias,
+                                   const void *cache, const float *dq, const float *dk,
+                                   const float *dv, float *du, void *work, void *stream) {
+    QkvShape p = qkv_shape("gdn_qkv_du", B, T, H, D, K, norm_qk, eps);
+    if ((int64_t)B * T == 0) return;
+    HY_REQUIRE(qkv && w && du && work, "gdn_qkv_du: a NULL pointer (qkv, w, du or work)");
+    HY_REQUIRE(aligned16(work), "gdn_qkv_du: the workspace must be 16-byte aligned");
+    cudaStream_t s = as_stream(stream);
+    const float *wt = qkv_wt(p, w, work, s);
+    const uint16_t *xc = (const uint16_t *)qkv, *cc = K > 1 ? (const uint16_t *)cache : nullptr;
+    size_t smem = qkv_smem(p, 2);
+    auto kern =
+        qkv_vec8(p, {qkv, bias, dq, dk, dv, du}) ? gdn_qkv_du_kernel<8> : gdn_qkv_du_kernel<1>;
+    kern<<<qkv_grid((const void *)kern, p, smem), kQkvThreads, smem, s>>>(p, xc, wt, bias, cc, dq,
+                                                                         dk, dv, du);
+    LAUNCH_CHECK();
+}
