@@ -13,12 +13,13 @@
 // and the outputs stays f32 (the unfused path rounds u and silu(u) to bf16).
 //
 // Layout of a block's work: R consecutive rows (b, t) of the B T rows at a
-// time, R chosen so that the rows' f32 values (R x C floats, C = 3I) fit in
-// 32 KB of shared memory (R = 3 at C = 2304). Phase 1: threads take VEC
-// channels of a row each and compute the conv (bias, then taps j = 0 .. K-1
-// in order, as the CPU op) into shared memory. Phase 2: a warp per (row,
-// head) of q and k sums over the head's D channels. Phase 3: threads write
-// the outputs (forward) or du (backward) from shared memory.
+// time, R chosen so that an (R, C) f32 array (C = 3I) takes at most 28 KB of
+// shared memory (R = 3 at C = 2304; the forward holds one, the backward two:
+// the rows' u and their gradients). Phase 1: a thread takes VEC channels in
+// each of the R rows and computes the conv (bias, then taps j = 0 .. K-1 in
+// order, as the CPU op) into shared memory. Phase 2: a warp per (row, head)
+// of q and k sums over the head's D channels. Phase 3: threads write the
+// outputs (forward) or du (backward) from shared memory.
 #include <initializer_list>
 
 #include "hy_cuda_gdn.h"
@@ -28,8 +29,7 @@ namespace {
 
 constexpr int kQkvThreads = 256;
 constexpr int kQkvWarps = kQkvThreads / 32;
-constexpr size_t kQkvRowBytes = 28 << 10;  // each (R, C) f32 array in shared memory, at most
-                                           // (R >= 1)
+constexpr size_t kQkvRowBytes = 28 << 10;  // an (R, C) f32 array's bytes, at most (R >= 1)
 constexpr int kQkvMaxR = 8;
 
 struct QkvShape {
@@ -289,7 +289,8 @@ size_t qkv_smem(const QkvShape &p, int arrays) {
 
 // Blocks: one per R-row group, at most the device's resident blocks. The
 // attribute call and the occupancy query cost host time on every launch of
-// these short kernels: their answer is kept per kernel and shared-memory size.
+// these short kernels: their answer is kept per kernel and shared-memory size
+// (process-wide: a process drives one GPU, as the training ranks do).
 unsigned qkv_grid(const void *kernel, const QkvShape &p, size_t smem) {
     struct memo {
         const void *kernel;
