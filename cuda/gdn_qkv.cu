@@ -1,5 +1,5 @@
 // gdn_qkv.cu: GDN's input stage for training and prefill in one kernel each
-// way (layers/gdn_qkv.c; contract in hy_cuda_gdn.h).
+// way, and its gates (layers/gdn_qkv.c; contract in hy_cuda_gdn.h).
 //
 // The unfused stage is short_conv, SiLU, three slices and two l2norms: seven
 // launches a layer whose activations and f32 gradients each make a round
@@ -260,6 +260,42 @@ __global__ void __launch_bounds__(kQkvThreads)
     }
 }
 
+// ---------------------------------------------------------------- gates
+// alpha (rows, H), beta (rows, H) f32 = sigmoid(ab[:, :H]), sigmoid(ab[:, H:]),
+// ab (rows, 2H) bf16; a thread an element of ab.
+__global__ void gdn_gates_fwd_kernel(int64_t rows, int H, const uint16_t *__restrict__ ab,
+                                     float *__restrict__ alpha, float *__restrict__ beta) {
+    const int64_t n = rows * 2 * H;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / (2 * H);
+        const int c = (int)(i - r * 2 * H);
+        const float s = sigm(bf2f(ab[i]));
+        if (c < H)
+            alpha[r * H + c] = s;
+        else
+            beta[r * H + c - H] = s;
+    }
+}
+
+// dab (rows, 2H) f32 (+)= [dalpha s (1 - s) | dbeta s (1 - s)], s recomputed
+// from ab; dalpha or dbeta NULL: zero.
+__global__ void gdn_gates_bwd_kernel(int64_t rows, int H, const uint16_t *__restrict__ ab,
+                                     const float *__restrict__ dalpha,
+                                     const float *__restrict__ dbeta, float *__restrict__ dab,
+                                     int overwrite) {
+    const int64_t n = rows * 2 * H;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t r = i / (2 * H);
+        const int c = (int)(i - r * 2 * H);
+        const float *d = c < H ? dalpha : dbeta;
+        const float s = sigm(bf2f(ab[i]));
+        const float g = d ? d[r * H + (c < H ? c : c - H)] * s * (1.0f - s) : 0.0f;
+        dab[i] = overwrite ? g : dab[i] + g;
+    }
+}
+
 QkvShape qkv_shape(const char *fn, int B, int T, int H, int D, int K, int norm_qk, float eps) {
     HY_REQUIRE(B >= 0 && T >= 0 && H >= 1 && D >= 1 && K >= 1 && K <= 16 && eps >= 0,
                "%s: bad sizes B %d T %d H %d D %d K %d eps %g (expected B, T >= 0, H, D >= 1, "
@@ -376,5 +412,28 @@ extern "C" void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_q
         qkv_vec8(p, {qkv, bias, dq, dk, dv, du}) ? gdn_qkv_du_kernel<8> : gdn_qkv_du_kernel<1>;
     kern<<<qkv_grid((const void *)kern, p, smem), kQkvThreads, smem, s>>>(p, xc, wt, bias, cc, dq,
                                                                          dk, dv, du);
+    LAUNCH_CHECK();
+}
+
+extern "C" void hy_cuda_gdn_gates_fwd(int rows, int H, const void *ab, float *alpha, float *beta,
+                                      void *stream) {
+    HY_REQUIRE(rows >= 0 && H >= 1, "gdn_gates_fwd: bad sizes rows %d, H %d", rows, H);
+    if (rows == 0) return;
+    HY_REQUIRE(ab && alpha && beta, "gdn_gates_fwd: a NULL pointer (ab, alpha or beta)");
+    const int64_t n = (int64_t)rows * 2 * H;
+    gdn_gates_fwd_kernel<<<stream_blocks(n), kThreads, 0, as_stream(stream)>>>(
+        rows, H, (const uint16_t *)ab, alpha, beta);
+    LAUNCH_CHECK();
+}
+
+extern "C" void hy_cuda_gdn_gates_bwd(int rows, int H, const void *ab, const float *dalpha,
+                                      const float *dbeta, float *dab, int overwrite,
+                                      void *stream) {
+    HY_REQUIRE(rows >= 0 && H >= 1, "gdn_gates_bwd: bad sizes rows %d, H %d", rows, H);
+    if (rows == 0 || !dab) return;
+    HY_REQUIRE(ab, "gdn_gates_bwd: ab is NULL");
+    const int64_t n = (int64_t)rows * 2 * H;
+    gdn_gates_bwd_kernel<<<stream_blocks(n), kThreads, 0, as_stream(stream)>>>(
+        rows, H, (const uint16_t *)ab, dalpha, dbeta, dab, overwrite);
     LAUNCH_CHECK();
 }

@@ -85,6 +85,15 @@ void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_qk, float ep
                         const float *dq, const float *dk, const float *dv, float *du, void *work,
                         void *stream);
 
+// GDN's gates for training and prefill: ab (rows, 2 H) bf16, the gate projection with its bias,
+// -> alpha, beta (rows, H) fp32 = sigmoid(ab[:, :H]), sigmoid(ab[:, H:]). Backward: dab (rows,
+// 2 H) fp32 = [dalpha s (1 - s) | dbeta s (1 - s)], s recomputed from ab (dalpha or dbeta NULL:
+// zero), added to dab, or written when overwrite.
+void hy_cuda_gdn_gates_fwd(int rows, int H, const void *ab, float *alpha, float *beta,
+                           void *stream);
+void hy_cuda_gdn_gates_bwd(int rows, int H, const void *ab, const float *dalpha,
+                           const float *dbeta, float *dab, int overwrite, void *stream);
+
 // Test hooks (tests and hydra-bench only; not thread-safe, process-wide). bv: rows of the state
 // per thread block in the two sequential passes, 16, 32 or 64 (the backward caps it at 32 for
 // D = 128), or 0 for the automatic choice from B * H and the SM count. wy_reference = 1: use the

@@ -111,6 +111,12 @@ void hy_cuda_silu_fwd(size_t n, const void *x, void *y, void *stream);
 // overwrite: dx = ..., its old contents not read.
 void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx, int overwrite,
                       void *stream);
+// y = a * silu(g) (GDN's output gate), rounded once; da += dy silu(g),
+// dg += dy a s (1 + g (1 - s)), s = sigmoid(g) recomputed from g. da or dg
+// may be NULL; *_overwrite: that gradient = ..., its old contents not read.
+void hy_cuda_mul_silu_fwd(size_t n, const void *a, const void *g, void *y, void *stream);
+void hy_cuda_mul_silu_bwd(size_t n, const float *dy, const void *a, const void *g, float *da,
+                          int da_overwrite, float *dg, int dg_overwrite, void *stream);
 // y = sigmoid(x); dx += dy s (1 - s). Backward takes the INPUT x and
 // recomputes s in fp32 (the CPU op reads its fp32 output; the bf16 output
 // would lose 1 - s near s = 1).

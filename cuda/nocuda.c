@@ -75,6 +75,13 @@ void hy_cuda_mul_bwd(size_t n, const float *dy, const void *a, const void *b, fl
 void hy_cuda_silu_fwd(size_t n, const void *x, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx, int overwrite,
                       void *stream) { NO_CUDA(); }
+void hy_cuda_mul_silu_fwd(size_t n, const void *a, const void *g, void *y, void *stream) {
+    NO_CUDA();
+}
+void hy_cuda_mul_silu_bwd(size_t n, const float *dy, const void *a, const void *g, float *da,
+                          int da_overwrite, float *dg, int dg_overwrite, void *stream) {
+    NO_CUDA();
+}
 void hy_cuda_sigmoid_fwd(size_t n, const void *x, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_sigmoid_bwd(size_t n, const float *dy, const void *x, float *dx, void *stream) { NO_CUDA(); }
 void hy_cuda_l2norm_heads_fwd(int vecs, int head_dim, float eps, const void *x, void *y,
@@ -204,6 +211,12 @@ void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_qk, float ep
                         const void *qkv, const float *w, const float *bias, const void *cache,
                         const float *dq, const float *dk, const float *dv, float *du, void *work,
                         void *stream) { NO_CUDA(); }
+void hy_cuda_gdn_gates_fwd(int rows, int H, const void *ab, float *alpha, float *beta,
+                           void *stream) { NO_CUDA(); }
+void hy_cuda_gdn_gates_bwd(int rows, int H, const void *ab, const float *dalpha,
+                           const float *dbeta, float *dab, int overwrite, void *stream) {
+    NO_CUDA();
+}
 void hy_cuda_gdn_set_test_options(int bv, int wy_reference) { NO_CUDA(); }
 void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, const void *k, const void *v,
                       const float *alpha, const float *beta, const float *S0, void *o,

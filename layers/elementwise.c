@@ -1,4 +1,4 @@
-// elementwise.c: a + b, a * b, silu(x), sigmoid(x).
+// elementwise.c: a + b, a * b, silu(x), sigmoid(x), y * silu(g).
 // CPU: f32 in and out. GPU (hy_cuda_ops.h): bf16 in, bf16 out, except
 // sigmoid, whose GPU output is F32 (hy_cuda_sigmoid_f32out_fwd): it makes
 // the gates of the gated delta rule, and a bf16 gate near 1 would lose most
@@ -182,6 +182,36 @@ hy_tensor *hy_silu(hy_tape *t, hy_tensor *x) {
     for (int64_t i = 0, len = hy_numel(x); i < len; i++) yv[i] = xv[i] * sigm(xv[i]);
     hy_tape_record(t, "silu", silu_backward, &x, 1, &y, 1);  // recomputes sigmoid from x
     return y;
+}
+
+// ---------------------------------------------------------------- silu_gate
+// GPU backward: dy (n) f32; dy_in += dy silu(g), dg += dy y silu'(g) in one
+// launch (each written instead of added to when its gradient is new).
+static void silu_gate_backward_cuda(hy_tape *t, hy_node *n) {
+    hy_tensor *y = n->in[0], *g = n->in[1];
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));
+    size_t len = (size_t)hy_numel(y);
+    int fy = 0, fg = 0;
+    hy_tensor *gy = hy_grad_out(t, y, &fy), *gg = hy_grad_out(t, g, &fg);
+    float *dyin = gy ? hy_f32(gy) : NULL, *dg = gg ? hy_f32(gg) : NULL;
+    if (dyin && dg && same_owner(y, g)) {  // windows of one buffer: one gradient a launch
+        hy_cuda_mul_silu_bwd(len, dy, y->data, g->data, dyin, fy, NULL, 0, NULL);
+        hy_cuda_mul_silu_bwd(len, dy, y->data, g->data, NULL, 0, dg, fg, NULL);
+    } else {
+        hy_cuda_mul_silu_bwd(len, dy, y->data, g->data, dyin, fy, dg, fg, NULL);
+    }
+}
+
+// CPU: hy_mul(y, hy_silu(g)), two recorded ops (the reference). GPU: one op,
+// y * silu(g) rounded once to bf16; saves nothing (y and g are inputs).
+hy_tensor *hy_silu_gate(hy_tape *t, hy_tensor *y, hy_tensor *g) {
+    check_pair("silu_gate", y, g);
+    if (y->device != HY_CUDA) return hy_mul(t, y, hy_silu(t, g));
+    hy_tensor *o = hy_tape_new(t, HY_BF16, y->ndim, y->shape, "silu_gate");
+    hy_cuda_mul_silu_fwd((size_t)hy_numel(y), y->data, g->data, o->data, NULL);
+    hy_tensor *ins[2] = {y, g};
+    hy_tape_record(t, "silu_gate", silu_gate_backward_cuda, ins, 2, &o, 1);
+    return o;
 }
 
 // ---------------------------------------------------------------- sigmoid

@@ -36,4 +36,9 @@ void hy_gdn_step_cpu(int B, int H, int Dk, int Dv, const float *q, const float *
 void hy_gdn_qkv(hy_tape *t, hy_tensor *qkv, hy_tensor *w, hy_tensor *b, const hy_tensor *cache,
                 int H, int D, int norm_qk, float eps, hy_tensor *out[3]);
 
+// GDN's gates: ab (..., 2 H), the gate projection -> alpha = sigmoid(ab[..., :H]) and beta =
+// sigmoid(ab[..., H:]) (..., H). CPU: hy_slice_last and hy_sigmoid (the reference); GPU: one op,
+// f32 outputs (as hy_sigmoid's on the GPU).
+void hy_gdn_gates(hy_tape *t, hy_tensor *ab, int H, hy_tensor **alpha, hy_tensor **beta);
+
 #endif

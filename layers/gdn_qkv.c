@@ -1,9 +1,11 @@
-// gdn_qkv.c: GDN's input stage, from the qkv projection to the heads' q, k, v.
+// gdn_qkv.c: GDN's input stage, from the qkv projection to the heads' q, k, v,
+// and the gates alpha, beta from the gate projection.
 // CPU: the ops in turn (short_conv, silu, three slices, two l2norms): the
 // reference. GPU: one op (hy_cuda_gdn_qkv_fwd / _du and the short conv's
 // backward kernel): one pass forward, two backward, no bf16 rounding in
 // between and no 3I-wide f32 gradient assembled from slices (gdn_qkv.cu).
 #include <limits.h>
+#include <string.h>
 
 #include "../autograd/check.h"
 #include "../cuda/hy_cuda.h"
@@ -125,4 +127,47 @@ void hy_gdn_qkv(hy_tape *t, hy_tensor *qkv, hy_tensor *w, hy_tensor *b, const hy
     for (int i = 0; i < 3; i++) out[i] = hy_slice_last(t, cv, i * I, I);  // (B, T, I)
     if (norm_qk)
         for (int i = 0; i < 2; i++) out[i] = hy_l2norm_heads(t, out[i], D, eps);
+}
+
+// ---------------------------------------------------------------- gates
+typedef struct {
+    int rows, H;
+} gates_ctx;
+
+// d ab (rows, 2H) f32 from dalpha, dbeta: one launch, written when new.
+static void gates_backward_cuda(hy_tape *t, hy_node *n) {
+    gates_ctx *c = (gates_ctx *)n->ctx;
+    hy_tensor *ga = hy_grad(t, n->out[0]), *gb = hy_grad(t, n->out[1]);
+    if (!ga && !gb) return;
+    int fresh = 0;
+    hy_tensor *dab = hy_grad_out(t, n->in[0], &fresh);
+    if (dab)
+        hy_cuda_gdn_gates_bwd(c->rows, c->H, n->in[0]->data, ga ? hy_f32(ga) : NULL,
+                              gb ? hy_f32(gb) : NULL, hy_f32(dab), fresh, NULL);
+}
+
+void hy_gdn_gates(hy_tape *t, hy_tensor *ab, int H, hy_tensor **alpha, hy_tensor **beta) {
+    hy_expect_act("gdn_gates", ab);
+    HY_REQUIRE(H >= 1 && ab->ndim >= 1 && hy_last_dim(ab) == 2 * (int64_t)H,
+               "gdn_gates: input '%s' %s: expected the last dimension 2 H = %lld", ab->name,
+               hy_shape_str(ab), 2 * (long long)H);
+    if (ab->device != HY_CUDA) {
+        *alpha = hy_sigmoid(t, hy_slice_last(t, ab, 0, H));  // (..., H)
+        *beta = hy_sigmoid(t, hy_slice_last(t, ab, H, H));   // (..., H)
+        return;
+    }
+    int64_t rows = hy_rows(ab), shape[HY_MAX_DIMS];
+    HY_REQUIRE(rows <= INT_MAX, "gdn_gates: '%s' %s is too large for the GPU kernels", ab->name,
+               hy_shape_str(ab));
+    memcpy(shape, ab->shape, sizeof shape);
+    shape[ab->ndim - 1] = H;
+    hy_tensor *out[2] = {hy_tape_new(t, HY_F32, ab->ndim, shape, "gdn.alpha"),
+                         hy_tape_new(t, HY_F32, ab->ndim, shape, "gdn.beta")};  // (..., H) f32
+    hy_cuda_gdn_gates_fwd((int)rows, H, ab->data, hy_f32(out[0]), hy_f32(out[1]), NULL);
+    hy_node *n = hy_tape_record(t, "gdn_gates", gates_backward_cuda, &ab, 1, out, 2);
+    if (n) {
+        gates_ctx *c = (gates_ctx *)hy_tape_ctx(t, n, sizeof *c);
+        c->rows = (int)rows, c->H = H;
+    }
+    *alpha = out[0], *beta = out[1];
 }

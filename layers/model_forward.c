@@ -105,9 +105,8 @@ static hy_tensor *gdn_heads(hy_model *m, hy_tape *t, const hy_layer_params *L, h
     if (st) conv_cache_advance(t, st, gpu, qkv, K);
     hy_tensor *q = qkv3[0], *k = qkv3[1], *v = qkv3[2];
     hy_tensor *ab = hy_linear(t, h, P(m, L->ab_w), P(m, L->ab_b));  // (B, T, 2H)
-    // The gates are f32 on both devices (hy_sigmoid's GPU output is f32).
-    hy_tensor *alpha = hy_sigmoid(t, hy_slice_last(t, ab, 0, H));  // (B, T, H)
-    hy_tensor *beta = hy_sigmoid(t, hy_slice_last(t, ab, H, H));   // (B, T, H)
+    hy_tensor *alpha, *beta;  // (B, T, H), f32 on both devices
+    hy_gdn_gates(t, ab, (int)H, &alpha, &beta);
     if (step) {
         HY_REQUIRE(!gpu, "gdn: a GPU decoding token goes through hy_block_decode_gpu");
         return gdn_step(t, st, q, k, v, alpha, beta, H, D);
@@ -128,7 +127,7 @@ static hy_tensor *gdn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_lay
     hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
     hy_tensor *o = gdn_heads(m, t, L, st, h, qkv, step);   // (B, T, H, D)
     hy_tensor *y = merge_heads(t, o);  // (B, T, I)
-    if (L->gate >= 0) y = hy_mul(t, y, hy_silu(t, hy_linear(t, h, P(m, L->gate), NULL)));
+    if (L->gate >= 0) y = hy_silu_gate(t, y, hy_linear(t, h, P(m, L->gate), NULL));
     return hy_linear(t, y, P(m, L->o), NULL);  // (B, T, d)
 }
 

@@ -36,6 +36,10 @@ hy_tensor *hy_mul(hy_tape *t, hy_tensor *a, hy_tensor *b);
 hy_tensor *hy_silu(hy_tape *t, hy_tensor *x);
 hy_tensor *hy_sigmoid(hy_tape *t, hy_tensor *x);
 
+// The gate y * silu(g) (GDN's output gate), same shapes. CPU: hy_mul and
+// hy_silu (the reference); GPU: one op, rounded once.
+hy_tensor *hy_silu_gate(hy_tape *t, hy_tensor *y, hy_tensor *g);
+
 // Per-head L2 normalisation: x (..., H * head_dim), each head's vector
 // divided by max(||x||, eps) (PyTorch's F.normalize; eps 1e-12 there).
 hy_tensor *hy_l2norm_heads(hy_tape *t, hy_tensor *x, int head_dim, float eps);

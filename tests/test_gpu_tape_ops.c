@@ -568,6 +568,52 @@ HY_TEST(gpu_tape_gdn_qkv, "gpu") {
     check_cases(cases, N_CASES(cases), 2100);
 }
 
+// ================================================================ gdn_gates, silu_gate
+// One gate at a time (the other gets no gradient; the model tests send
+// both). The GPU outputs are f32, like hy_sigmoid's there.
+typedef struct {
+    int H, which;  // 0 alpha, 1 beta
+} gates_arg;
+
+static hy_tensor *f_gdn_gates(hy_tape *t, hy_tensor **in, const void *arg) {
+    const gates_arg *a = (const gates_arg *)arg;
+    hy_tensor *al, *be;
+    hy_gdn_gates(t, in[0], a->H, &al, &be);
+    return a->which == 0 ? al : be;
+}
+
+HY_TEST(gpu_tape_gdn_gates, "gpu") {
+    static const gates_arg al = {5, 0}, be = {5, 1}, be12 = {12, 1};
+    static const op_case cases[] = {
+        {"gdn_gates (3, 37, 10) -> alpha", f_gdn_gates, &al, 1,
+         {{"ab", ACT, 1, 3, {3, 37, 10}, 0, 2.0f, 0}}, HY_F32, 0, 0},
+        {"gdn_gates (3, 37, 10) -> beta", f_gdn_gates, &be, 1,
+         {{"ab", ACT, 1, 3, {3, 37, 10}, 0, 2.0f, 0}}, HY_F32, 0, 0},
+        {"gdn_gates (2, 41, 24) window -> beta", f_gdn_gates, &be12, 1,
+         {{"ab", ACT, 1, 3, {2, 41, 24}, 1, 2.0f, 0}}, HY_F32, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 2200);
+}
+
+static hy_tensor *f_silu_gate(hy_tape *t, hy_tensor **in, const void *arg) {
+    return arg ? hy_silu_gate(t, in[0], in[0]) : hy_silu_gate(t, in[0], in[1]);
+}
+
+HY_TEST(gpu_tape_silu_gate, "gpu") {
+    static const int same = 1;
+    static const op_case cases[] = {
+        {"silu_gate (37, 45)", f_silu_gate, NULL, 2,
+         {{"y", ACT, 1, 2, {37, 45}, 0, 1.0f, 0}, {"g", ACT, 1, 2, {37, 45}, 0, 2.0f, 0}},
+         HY_BF16, 0, 0},
+        {"silu_gate (64, 768) windows", f_silu_gate, NULL, 2,
+         {{"y", ACT, 1, 2, {64, 768}, 3, 1.0f, 0}, {"g", ACT, 1, 2, {64, 768}, 0, 2.0f, 0}},
+         HY_BF16, 0, 0},
+        {"silu_gate x x (33, 40)", f_silu_gate, &same, 1,
+         {{"x", ACT, 1, 2, {33, 40}, 0, 2.0f, 0}}, HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 2250);
+}
+
 // ================================================================ rope
 typedef struct {
     int64_t pos0;

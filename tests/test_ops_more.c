@@ -383,6 +383,29 @@ HY_TEST(op_gdn_qkv_grad, "cpu") {
     HY_ASSERT(check_gdn_qkv(&r, 1, 4, (qkv_args){1, 4, 0, 0}, 3) == 0, "gdn_qkv (no norm)");
 }
 
+// alpha + 2 beta, and y * silu(g) (also with y and g one tensor).
+static hy_tensor *f_gdn_gates(hy_tape *t, hy_tensor **in, void *u) {
+    hy_tensor *a, *b;
+    hy_gdn_gates(t, in[0], *(int *)u, &a, &b);
+    return hy_add(t, a, hy_add(t, b, b));
+}
+static hy_tensor *f_silu_gate(hy_tape *t, hy_tensor **in, void *u) {
+    return *(int *)u ? hy_silu_gate(t, in[0], in[0]) : hy_silu_gate(t, in[0], in[1]);
+}
+
+HY_TEST(op_gdn_gates_and_silu_gate_grad, "cpu") {
+    hy_rng r;
+    hy_rng_seed(&r, 49);
+    int H = 3, same = 0, same1 = 1;
+    int64_t abs_[3] = {2, 5, 6}, ys[2] = {7, 9};
+    hy_tensor *ab = rand_input(&r, 3, abs_, "ab", 2);
+    HY_ASSERT(hy_gradcheck("gdn_gates H=3", f_gdn_gates, &H, &ab, 1, NULL) == 0, "gdn_gates");
+    hy_tensor *yg[2] = {rand_input(&r, 2, ys, "y", 1), rand_input(&r, 2, ys, "g", 2)};
+    HY_ASSERT(hy_gradcheck("silu_gate", f_silu_gate, &same, yg, 2, NULL) == 0, "silu_gate");
+    HY_ASSERT(hy_gradcheck("silu_gate x x", f_silu_gate, &same1, yg, 1, NULL) == 0,
+              "silu_gate (one tensor)");
+}
+
 HY_TEST(op_gdn_qkv_misuse, "cpu") {
     hy_rng r;
     hy_rng_seed(&r, 48);
