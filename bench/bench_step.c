@@ -396,6 +396,47 @@ static void step_pieces(const hy_model *m, int B, int T, int reps, int iters, do
     set_num(t, r, 7, 100.0 * (step_ms - sum) / step_ms);
 }
 
+// The optimizer's parts alone, on the run's parameters and gradients (after
+// the measured steps: the updates they apply do not matter then).
+typedef struct {
+    gpu_run *r;
+    int part;  // 0 AdamW, 1 Muon, 2 the bf16 copies
+} opt_arg;
+
+static void opt_part(void *p) {
+    opt_arg *a = (opt_arg *)p;
+    hy_train_gpu *g = &a->r->gpu;
+    hy_param_table *t = &g->model.params;
+    const hy_optim_config *c = &a->r->opt.cfg;
+    if (a->part == 0)
+        hy_cuda_adamw_step(g->plan, c, a->r->opt.step + 1, 1.0f, t->values, t->grads, g->m, g->v,
+                           NULL);
+    else if (a->part == 1)
+        hy_cuda_muon_step(g->plan, c, 1.0f, t->values, t->grads, g->m, g->scratch,
+                          g->scratch_bytes, NULL);
+    else
+        hy_params_refresh_half(t);
+}
+
+static void optim_table(gpu_run *r, int reps, double opt_ms) {
+    static const column cols[] = {{"part", "part", "%s"}, {"ms", "ms (median)", "%.3f"},
+                                  {"share_pct", "% of the step's optimizer", "%.1f"}};
+    char title[160];
+    snprintf(title, sizeof title, "The optimizer in parts, each alone: median of %d", reps);
+    table *t = table_new("optimizer", title, cols, 3);
+    static const char *names[3] = {"AdamW (embedding, norms, gates, conv, biases)",
+                                   "Muon (momentum, Newton-Schulz, update; one CUDA graph)",
+                                   "bf16 copies of the weights"};
+    for (int k = 0; k < 3; k++) {
+        opt_arg a = {r, k};
+        double ms = hy_cuda_time_ms(opt_part, &a, 2, reps);
+        int row = table_row(t);
+        set_str(t, row, 0, "%s", names[k]);
+        set_num(t, row, 1, ms);
+        set_num(t, row, 2, 100.0 * ms / opt_ms);
+    }
+}
+
 static void parts_table(const step_parts *p, int steps) {
     static const column cols[] = {{"part", "part", "%s"}, {"ms", "ms (median)", "%.2f"},
                                   {"share_pct", "% of step", "%.1f"}};
@@ -479,10 +520,11 @@ int bench_step(int argc, char **argv) {
     fig_num("steps", "measured steps", steps, "%.0f", "");
     fig_num("step_ms", "step, wall clock (median)", med.wall, "%.2f", "ms");
     fig_num("tokens_per_s", "tokens/s at that step time", (double)B * T / (med.wall * 1e-3), "%.0f", "");
+    parts_table(&med, steps);
+    optim_table(r, reps, med.opt);
     gpu_run_free(r);
     free(r);
 
-    parts_table(&med, steps);
     ops_table(ot, steps, med.bwd, med.wall);
     free(ot);
     step_pieces(&shapes, B, T, reps, 20, med.wall, med.clip + med.opt);
