@@ -416,12 +416,15 @@ __global__ void rmsnorm_bwd_kernel(int64_t rows, int D, int64_t per, const float
             ld_f<VEC>(gr + c, g);
             ld_bf<VEC>(xr + c, f);
             ld_f<VEC>(w + c, wf);
+            float gx[VEC];  // g xhat, added to the warp's dw row VEC at a time (a lane's
+                            // VEC floats in one access: scalar ones conflicted 8 ways)
 #pragma unroll
             for (int k = 0; k < VEC; k++) {
                 float xhat = f[k] * s;
                 o[k] = s * (g[k] * wf[k] - xhat * m);
-                if (partial) mine[c + k] += g[k] * xhat;
+                gx[k] = g[k] * xhat;
             }
+            if (partial) acc_f<VEC>(mine + c, gx);
             if (dx) acc_f<VEC>(dx + r * D + c, o);
         }
     }
