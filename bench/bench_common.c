@@ -137,8 +137,10 @@ void require_wy(const char *cmd, opt *o) {
 void apply_wy(const char *wy) {
     if (!strcmp(wy, "default")) {
         const char *fast = getenv("HY_GDN_FAST_WY"), *ref = getenv("HY_GDN_REFERENCE_WY");
-        fig_str("gdn_wy", "GDN WY kernels", "default (HY_GDN_FAST_WY=%s, HY_GDN_REFERENCE_WY=%s)",
-                fast ? fast : "unset", ref ? ref : "unset");
+        const char *what = ref && ref[0] == '1'     ? "reference (HY_GDN_REFERENCE_WY=1)"
+                           : fast && fast[0] == '1' ? "tensor-core (HY_GDN_FAST_WY=1)"
+                                                    : "default: reference fwd, tensor-core bwd";
+        fig_str("gdn_wy", "GDN WY kernels", "%s", what);
         return;
     }
     hy_cuda_gdn_set_test_options(0, !strcmp(wy, "ref"));

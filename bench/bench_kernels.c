@@ -128,11 +128,14 @@ static void gdn_release(gdn_bufs *g) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) hy_cuda_free(all[i]);
 }
 
-// Median forward and forward + backward ms (hy_cuda_gdn_time: CUDA events, warm-up excluded).
-void gdn_time(int B, int T, int H, int D, int warmup, int iters, double *fwd, double *fb) {
+// Median forward and forward + backward ms (hy_cuda_gdn_time: CUDA events, warm-up excluded);
+// fb: the backward reads the forward's saved results, as training does; fbr (NULL: not timed):
+// the backward recomputes them.
+void gdn_time(int B, int T, int H, int D, int warmup, int iters, double *fwd, double *fb,
+              double *fbr) {
     gdn_bufs g = gdn_alloc(B, T, H, D);
     hy_cuda_gdn_time(B, T, H, D, g.q, g.k, g.v, g.alpha, g.beta, NULL, g.o, NULL, g.d_o, NULL,
-                     g.dq, g.dk, g.dv, g.da, g.db, NULL, g.ws, warmup, iters, fwd, fb);
+                     g.dq, g.dk, g.dv, g.da, g.db, NULL, g.ws, warmup, iters, fwd, fb, fbr);
     gdn_release(&g);
 }
 
@@ -158,8 +161,8 @@ int bench_gdn(int argc, char **argv) {
     bench_header("gdn", 1, opt_str(o, "--json"));
     apply_wy(opt_str(o, "--wy"));
     ceilings c = ceilings_figures(20);
-    double fwd, fb;
-    gdn_time(B, T, H, D, warmup, iters, &fwd, &fb);
+    double fwd, fb, fbr;
+    gdn_time(B, T, H, D, warmup, iters, &fwd, &fb, bwd ? &fbr : NULL);
 
     double BTH = (double)B * T * H, f_flops = BTH * hy_gdn_flops_per_token(64, D);
     double fbytes = gdn_fwd_bytes(BTH, D), bbytes = gdn_bwd_bytes(BTH, D);
@@ -168,7 +171,14 @@ int bench_gdn(int argc, char **argv) {
     fig_str("shape", "shape (B, T, H, D), chunk 64", "(%d, %d, %d, %d)", B, T, H, D);
     fig_num("iters", "timed runs (median)", iters, "%.0f", "");
     fig_num("fwd_ms", "forward", fwd, "%.3f", "ms");
-    if (bwd) fig_num("fwd_bwd_ms", "forward + backward", fb, "%.3f", "ms");
+    if (bwd) {
+        fig_num("fwd_bwd_ms", "forward + backward (backward reads the forward's saved results)",
+                fb, "%.3f", "ms");
+        fig_num("fwd_bwd_recompute_ms", "forward + backward (backward recomputes them)", fbr,
+                "%.3f", "ms");
+        fig_num("saved_mib", "forward results kept for the backward",
+                hy_cuda_gdn_saved_bytes(B, T, H, D, 64) / 1048576.0, "%.0f", "MiB");
+    }
     char title[200];
     snprintf(title, sizeof title, "Gated delta rule (B, T, H, D) = (%d, %d, %d, %d), chunk 64: "
              "median of %d after %d untimed; FLOPs: bwd = 2 x fwd", B, T, H, D, iters, warmup);
@@ -177,6 +187,8 @@ int bench_gdn(int argc, char **argv) {
     if (bwd) {
         kernel_row(t, &c, "forward + backward", fb, 3 * f_flops, fbytes + bbytes, pfb, target);
         kernel_row(t, &c, "backward (difference)", fb - fwd, 2 * f_flops, bbytes, pfb - pf, NAN);
+        kernel_row(t, &c, "forward + backward, recomputing", fbr, 3 * f_flops, fbytes + bbytes,
+                   pfb, target);
     }
     return report_finish(1);
 }

@@ -7,7 +7,8 @@
 
 // Median forward and forward + backward ms at (B, T, H, D) on random inputs, after
 // `warmup` untimed runs (the SWA timer adds 2 of its own).
-void gdn_time(int B, int T, int H, int D, int warmup, int iters, double *fwd, double *fb);
+void gdn_time(int B, int T, int H, int D, int warmup, int iters, double *fwd, double *fb,
+              double *fbr);
 void swa_time(int B, int T, int H, int D, int W, int warmup, int iters, double *fwd,
               double *fb);
 

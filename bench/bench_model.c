@@ -8,6 +8,7 @@
 #include "../autograd/rng.h"
 #include "../cuda/hy_cuda.h"
 #include "../train/batch.h"
+#include "../train/plan.h"
 #include "bench_report.h"
 
 #define NB 4  // random batches, cycled
@@ -39,16 +40,6 @@ void load_config(hy_run_config *c, const char *cmd, opt *o) {
     hy_device_choose("cuda", c->arch, &c->model, what, why, sizeof why);
 }
 
-// The trainer's activation plan (train/trainer.c, plan_activations), repeated here so the
-// benchmark reserves what a real run reserves: keep the two in step.
-static size_t plan_activations(const hy_run_config *c, size_t elem) {
-    const hy_model_config *m = &c->model;
-    size_t width = (size_t)(m->d_model > m->n_heads * m->head_dim ? m->d_model : m->n_heads * m->head_dim);
-    size_t per_tok = (24 * width + 4 * (size_t)m->mlp_hidden) * m->n_layers + 3 * (size_t)m->vocab_size;
-    size_t tokens = (size_t)c->train.batch_size * c->train.seq_len;
-    return per_tok * tokens * elem * 5 / 4 + ((size_t)64 << 20);
-}
-
 static void random_batches(gpu_run *r) {
     int V = r->cfg.model.vocab_size;
     size_t n = (size_t)r->B * r->T;
@@ -74,8 +65,9 @@ void gpu_run_build(gpu_run *r) {
     hy_arena_init(&r->params, "params", HY_CPU, pbytes);
     hy_arena_init(&r->grads, "grads", HY_CPU, pbytes);
     hy_arena_init(&r->optim, "optim", HY_CPU, hy_optim_state_bytes(&c->optim, &r->host.params));
-    hy_arena_init(&r->acts, "acts", HY_CUDA, plan_activations(c, 2));
-    hy_arena_init(&r->scratch, "scratch", HY_CUDA, plan_activations(c, sizeof(float)));
+    // The trainer's plan (train/plan.h): the benchmark reserves what a real run reserves.
+    hy_arena_init(&r->acts, "acts", HY_CUDA, hy_plan_activations(c, 2) + hy_plan_gdn_saved(c));
+    hy_arena_init(&r->scratch, "scratch", HY_CUDA, hy_plan_activations(c, sizeof(float)));
     hy_arena_init(&r->stage, "stage", HY_CPU, hy_optim_scratch_bytes(&c->optim, &r->host.params));
     hy_params_alloc(&r->host.params, &r->params, &r->grads);
     hy_model_init_weights(&r->host, (uint64_t)c->train.seed);

@@ -358,7 +358,7 @@ static void step_pieces(const hy_model *m, int B, int T, int reps, int iters, do
                          step_ms);
     }
     if (n_gdn) {
-        gdn_time(B, T, H, D, 3, iters, &f, &b);
+        gdn_time(B, T, H, D, 3, iters, &f, &b, NULL);
         snprintf(shape, sizeof shape, "(%d, %d, %d, %d)", B, T, H, D);
         sum += piece_row(t, "GDN core", shape, n_gdn, f, b - f,
                          3.0 * B * T * (double)H * hy_gdn_flops_per_token(64, D), step_ms);

@@ -25,7 +25,8 @@
 //                       carried state use split bf16 (hi/lo) operands, so the state recurrence is
 //                       fp32-accurate although it runs on bf16 tensor cores.
 //   3. out_kernel<fwd>  (NC, B*H), 256 threads: O from Q, K, the chunk's start state and N.
-//   backward (recomputes 1 and 2 first; nothing is kept from the forward call)
+//   backward (hy_cuda_gdn_bwd recomputes 1 and 2 first; hy_cuda_gdn_bwd_saved reads their
+//   results from the forward's workspace)
 //   4. out_kernel<bwd>  dN_loc = causal_incl(Q K^T * G)^T dO                     (fp32)
 //   5. state_bwd_kernel (D/BV, B*H), 256 threads: reverse sequential pass over chunks carrying
 //                       dH = dL/dS (fp32, hi/lo products like 2.): for each chunk, stores dH at
@@ -40,8 +41,9 @@
 //                       dM = -(dB_V U^T + dB_K W^T), then dv, dbeta, the rest of dk and dg, and
 //                       dalpha = reverse-cumsum(dg) / alpha.
 //   1r./7r.             reference versions of 1. and 7. (per-column triangular solves on CUDA
-//                       cores, slower; the first GPU-validated version), kept selectable for
-//                       tests (hy_cuda_gdn_set_test_options) and HY_GDN_REFERENCE_WY=1.
+//                       cores; the first GPU-validated version). 1r. is the default forward
+//                       (faster than 1. on an H200), 7. the default backward (see wy_mode);
+//                       tests and HY_GDN_REFERENCE_WY=1 / HY_GDN_FAST_WY=1 select either kind.
 // Tensor cores: mma.sync.m16n8k16 bf16 x bf16 -> fp32 with ldmatrix operand loads, everywhere a
 // matrix product appears; the triangular solves and all decay factors are fp32 on CUDA cores.
 //
@@ -344,22 +346,26 @@ __device__ __forceinline__ void chunk_coords(const Args &a, int c, int bh, int &
 }
 
 // ================================================================ 1. chunk-local WY factors
-// A = (I + M)^-1 for M (64 x 64 fp32, strictly lower, row-major stride 64) into sA (fp32, stride
-// 64, strict upper part 0), by blocks of 16: the diagonal blocks by forward substitution (one
-// thread per column), then the blocks below by block diagonals,
+// A = (I + M)^-1 for M = diag(rb) KG (KG 64 x 64 fp32, strictly lower, row-major stride 64; rb
+// the row scales, beta) into sA (fp32, stride 64, strict upper part 0), by blocks of 16: the
+// diagonal blocks by forward substitution (one thread per column), then the blocks below by
+// block diagonals,
 //   A_ab = -A_aa sum_{l = b}^{a - 1} M_al A_lb        (a > b; uses blocks of smaller distance).
-// sX: 768 floats of scratch. Needs >= 64 threads; ends with __syncthreads().
-__device__ void invert_unit_lower64(const float *sM, float *sA, float *sX) {
+// M is never stored: each row's sum over KG is scaled by its rb once, which saves the 16 KB a
+// stored M took (the backward kernel needs KG itself, and two 64 x 64 fp32 tiles would keep it
+// at one block an SM). sX: 768 floats of scratch. Needs >= 64 threads; ends with
+// __syncthreads().
+__device__ void invert_unit_lower64(const float *sKG, const float *rb, float *sA, float *sX) {
     const int tid = threadIdx.x, nthr = blockDim.x;
     if (tid < CH) {
         const int o = (tid >> 4) * 16, c = tid & 15;
         float x[16];
 #pragma unroll
         for (int r = 0; r < 16; r++) {
-            float s = r == c ? 1.f : 0.f;  // rows above c stay 0: their x_j are all 0
+            float s = 0.f;  // rows above c stay 0: their x_j are all 0
 #pragma unroll
-            for (int j = 0; j < r; j++) s -= sM[(o + r) * CH + o + j] * x[j];
-            x[r] = s;
+            for (int j = 0; j < r; j++) s += sKG[(o + r) * CH + o + j] * x[j];
+            x[r] = (r == c ? 1.f : 0.f) - rb[o + r] * s;
         }
 #pragma unroll
         for (int r = 0; r < 16; r++) sA[(o + r) * CH + o + c] = x[r];
@@ -373,8 +379,8 @@ __device__ void invert_unit_lower64(const float *sM, float *sA, float *sX) {
             const int b = idx >> 8, r = (idx >> 4) & 15, c = idx & 15, a = b + d;
             float s = 0.f;
             for (int l = b * 16; l < a * 16; l++)
-                s += sM[(a * 16 + r) * CH + l] * sA[l * CH + b * 16 + c];
-            sX[idx] = s;
+                s += sKG[(a * 16 + r) * CH + l] * sA[l * CH + b * 16 + c];
+            sX[idx] = rb[a * 16 + r] * s;
         }
         __syncthreads();
         for (int idx = tid; idx < n; idx += nthr) {
@@ -393,30 +399,56 @@ __device__ void invert_unit_lower64(const float *sM, float *sA, float *sX) {
 __device__ __forceinline__ int sq_m0(int warp) { return 16 * (warp & 3); }
 __device__ __forceinline__ int sq_n0(int warp) { return 32 * (warp >> 2); }
 
+// D = 64: 71.5 KB, three blocks an SM (one pair of hi/lo tiles serves W, then U; M is not
+// stored, see invert_unit_lower64).
 template <int D>
 struct WySmem {
     static constexpr int LD = D + 8;
-    static constexpr size_t K = 0, V = K + CH * LD * 2, M = V + CH * LD * 2, A = M + CH * CH * 4,
-                            X = A + CH * CH * 4, AW_HI = X + 768 * 4, AW_LO = AW_HI + CH * LDL * 2,
-                            AU_HI = AW_LO + CH * LDL * 2, AU_LO = AU_HI + CH * LDL * 2,
-                            G = AU_LO + CH * LDL * 2, B = G + CH * 4, TOTAL = B + CH * 4;
+    static constexpr size_t K = 0, V = K + CH * LD * 2, KG = V + CH * LD * 2,
+                            A = KG + CH * CH * 4, X = A + CH * CH * 4, A_HI = X + 768 * 4,
+                            A_LO = A_HI + CH * LDL * 2, G = A_LO + CH * LDL * 2, B = G + CH * 4,
+                            TOTAL = B + CH * 4;
+    static_assert(D != 64 || TOTAL <= 75 * 1024, "three blocks an SM at D = 64");
 };
 
-// g, then M = strict_lower(diag(beta) K K^T * G) (tensor cores), A = (I + M)^-1 (fp32), and
+// ((A diag(scale)) K) for the (64, D) bf16 tile sK, with the fp32 left factor split into bf16 hi
+// + lo in sAhi/sAlo (K is exact in bf16): fp32-accurate. 8 warps, each 16 rows x D/2 columns;
+// f(i, col, x0, x1) gets each accumulator pair. Starts and ends with __syncthreads() around its
+// use of sAhi/sAlo, so two calls can share them.
+template <int D, class Scale, class F>
+__device__ __forceinline__ void a_scaled_times(const float *sA, Scale scale, bf16 *sAhi,
+                                               bf16 *sAlo, const bf16 *sK, F f) {
+    constexpr int LD = D + 8, NT = D / 16;
+    const int tid = threadIdx.x, warp = tid >> 5;
+    __syncthreads();  // sAhi/sAlo free, sA complete
+    for (int idx = tid; idx < CH * CH / 2; idx += 256) {
+        const int i = idx / (CH / 2), j = (idx % (CH / 2)) * 2;
+        st_split2(sAhi + i * LDL + j, sAlo + i * LDL + j, sA[i * CH + j] * scale(j),
+                  sA[i * CH + j + 1] * scale(j + 1));
+    }
+    __syncthreads();
+    const int m0 = 16 * (warp & 3), n0 = (warp >> 2) * (D / 2);
+    float acc[1][NT][4] = {};
+    mma_tile<1, NT, CH, false, true>(acc, sAhi, LDL, m0, sK, LD, n0);
+    mma_tile<1, NT, CH, false, true>(acc, sAlo, LDL, m0, sK, LD, n0);
+    for_acc(acc, m0, n0, [&](int i, int k, int, float &x0, float &x1) { f(i, k, x0, x1); });
+    __syncthreads();
+}
+
+// g, then KG = strict_lower(K K^T * G) (tensor cores), A = (I + diag(beta) KG)^-1 (fp32), and
 // W = (A diag(beta gamma)) K, U = (A diag(beta)) V on tensor cores with the fp32 left factor
 // split into bf16 hi + lo (K and V are exact in bf16): W and U are fp32-accurate.
 // Stores g (fp32), W as a bf16 hi/lo pair, U (fp32).
 template <int D>
-__global__ void __launch_bounds__(256) wy_kernel(Args a) {
+__global__ void __launch_bounds__(256, D == 64 ? 3 : 2) wy_kernel(Args a) {
     using Sm = WySmem<D>;
     static_assert(Sm::TOTAL <= 227 * 1024, "shared memory per block");
-    constexpr int LD = Sm::LD, NT = D / 16;
+    constexpr int LD = Sm::LD;
     extern __shared__ __align__(16) unsigned char smem[];
     bf16 *sK = (bf16 *)(smem + Sm::K), *sV = (bf16 *)(smem + Sm::V);
-    float *sM = (float *)(smem + Sm::M), *sA = (float *)(smem + Sm::A);
+    float *sKG = (float *)(smem + Sm::KG), *sA = (float *)(smem + Sm::A);
     float *sX = (float *)(smem + Sm::X);
-    bf16 *sAWhi = (bf16 *)(smem + Sm::AW_HI), *sAWlo = (bf16 *)(smem + Sm::AW_LO);
-    bf16 *sAUhi = (bf16 *)(smem + Sm::AU_HI), *sAUlo = (bf16 *)(smem + Sm::AU_LO);
+    bf16 *sAhi = (bf16 *)(smem + Sm::A_HI), *sAlo = (bf16 *)(smem + Sm::A_LO);
     float *sg = (float *)(smem + Sm::G), *sb = (float *)(smem + Sm::B);
     const int tid = threadIdx.x, warp = tid >> 5;
     int L;
@@ -433,39 +465,21 @@ __global__ void __launch_bounds__(256) wy_kernel(Args a) {
         float acc[1][4][4] = {};
         mma_tile<1, 4, D, false, false>(acc, sK, LD, m0, sK, LD, n0);
         for_acc(acc, m0, n0, [&](int i, int j, int, float &x0, float &x1) {
-            sM[i * CH + j] = j < i ? sb[i] * x0 * expf(sg[i] - sg[j]) : 0.f;
-            sM[i * CH + j + 1] = j + 1 < i ? sb[i] * x1 * expf(sg[i] - sg[j + 1]) : 0.f;
+            sKG[i * CH + j] = j < i ? x0 * expf(sg[i] - sg[j]) : 0.f;
+            sKG[i * CH + j + 1] = j + 1 < i ? x1 * expf(sg[i] - sg[j + 1]) : 0.f;
         });
     }
     __syncthreads();
-    invert_unit_lower64(sM, sA, sX);
-    for (int idx = tid; idx < CH * CH / 2; idx += 256) {
-        const int i = idx / (CH / 2), j = (idx % (CH / 2)) * 2;
-        const float a0 = sA[i * CH + j], a1 = sA[i * CH + j + 1];
-        const float b0 = sb[j], b1 = sb[j + 1];
-        const float bg0 = b0 * expf(sg[j]), bg1 = b1 * expf(sg[j + 1]);
-        st_split2(sAWhi + i * LDL + j, sAWlo + i * LDL + j, a0 * bg0, a1 * bg1);
-        st_split2(sAUhi + i * LDL + j, sAUlo + i * LDL + j, a0 * b0, a1 * b1);
-    }
-    __syncthreads();
-    const int m0 = 16 * (warp & 3), n0 = (warp >> 2) * (D / 2);
+    invert_unit_lower64(sKG, sb, sA, sX);
     const size_t r0 = ci * CH;
-    {
-        float acc[1][NT][4] = {};
-        mma_tile<1, NT, CH, false, true>(acc, sAWhi, LDL, m0, sK, LD, n0);
-        mma_tile<1, NT, CH, false, true>(acc, sAWlo, LDL, m0, sK, LD, n0);
-        for_acc(acc, m0, n0, [&](int i, int k, int, float &x0, float &x1) {
+    a_scaled_times<D>(
+        sA, [&](int j) { return sb[j] * expf(sg[j]); }, sAhi, sAlo, sK,
+        [&](int i, int k, float x0, float x1) {
             st_split2(a.Whi + (r0 + i) * D + k, a.Wlo + (r0 + i) * D + k, x0, x1);
         });
-    }
-    {
-        float acc[1][NT][4] = {};
-        mma_tile<1, NT, CH, false, true>(acc, sAUhi, LDL, m0, sV, LD, n0);
-        mma_tile<1, NT, CH, false, true>(acc, sAUlo, LDL, m0, sV, LD, n0);
-        for_acc(acc, m0, n0, [&](int i, int v, int, float &x0, float &x1) {
-            st_f2(a.U + (r0 + i) * D + v, x0, x1);
-        });
-    }
+    a_scaled_times<D>(
+        sA, [&](int j) { return sb[j]; }, sAhi, sAlo, sV,
+        [&](int i, int v, float x0, float x1) { st_f2(a.U + (r0 + i) * D + v, x0, x1); });
     if (tid < CH) a.G[r0 + tid] = sg[tid];
 }
 
@@ -887,17 +901,20 @@ struct WyBwdSmem {
     static constexpr int LD = D + 8;
     static constexpr size_t K = 0, V = K + CH * LD * 2, U = V + CH * LD * 2, W = U + CH * LD * 2,
                             X1 = W + CH * LD * 2, X2 = X1 + CH * LD * 2, KG = X2 + CH * LD * 2,
-                            M = KG + CH * CH * 4, A = M + CH * CH * 4, X = A + CH * CH * 4,
-                            A_HI = X + 768 * 4, A_LO = A_HI + CH * LDL * 2,
-                            SMALL = A_LO + CH * LDL * 2, TOTAL = SMALL + 6 * CH * 4;
+                            A = KG + CH * CH * 4, X = A + CH * CH * 4, A_HI = X + 768 * 4,
+                            A_LO = A_HI + CH * LDL * 2, SMALL = A_LO + CH * LDL * 2,
+                            TOTAL = SMALL + 6 * CH * 4;
+    static_assert(D != 64 || TOTAL <= 112 * 1024, "two blocks an SM at D = 64");
 };
 
 // Recomputes M and A = (I + M)^-1 as wy_kernel does, then on tensor cores
 // dB_V = A^T dN, dB_K = A^T dW (A split hi + lo; dN, dW rounded to bf16), and from them dv,
 // dbeta, dg and dk (with the partial dk and dg of dqk_kernel), dM = -(dB_V U^T + dB_K W^T),
 // E = dM * beta G, dk += E K + E^T K, and dalpha.
+// D = 64: 108.5 KB of shared memory and at most 128 registers, two blocks an SM (M is not
+// stored, see invert_unit_lower64, and E takes A's tile once A is split).
 template <int D>
-__global__ void __launch_bounds__(256) wy_bwd_kernel(Args a) {
+__global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     using Sm = WyBwdSmem<D>;
     static_assert(Sm::TOTAL <= 227 * 1024, "shared memory per block");
     constexpr int LD = Sm::LD, NT = D / 16;
@@ -905,9 +922,9 @@ __global__ void __launch_bounds__(256) wy_bwd_kernel(Args a) {
     bf16 *sK = (bf16 *)(smem + Sm::K), *sV = (bf16 *)(smem + Sm::V);
     bf16 *sU = (bf16 *)(smem + Sm::U), *sW = (bf16 *)(smem + Sm::W);
     bf16 *sX1 = (bf16 *)(smem + Sm::X1), *sX2 = (bf16 *)(smem + Sm::X2);  // dN, dW -> dB_V, dB_K
-    float *sKG = (float *)(smem + Sm::KG), *sM = (float *)(smem + Sm::M);
-    bf16 *sE = (bf16 *)(smem + Sm::M);  // E replaces M once A is known
+    float *sKG = (float *)(smem + Sm::KG);
     float *sA = (float *)(smem + Sm::A), *sX = (float *)(smem + Sm::X);
+    bf16 *sE = (bf16 *)(smem + Sm::A);  // E replaces A once A is split into hi + lo
     bf16 *sAhi = (bf16 *)(smem + Sm::A_HI), *sAlo = (bf16 *)(smem + Sm::A_LO);
     float *small = (float *)(smem + Sm::SMALL);
     float *sg = small, *sb = small + CH, *sal = small + 2 * CH, *sdg = small + 3 * CH,
@@ -948,20 +965,16 @@ __global__ void __launch_bounds__(256) wy_bwd_kernel(Args a) {
     cp_wait_all();
     __syncthreads();
     const int qm0 = sq_m0(warp), qn0 = sq_n0(warp);
-    {  // KG = strict_lower(K K^T * G);  M = diag(beta) KG
+    {  // KG = strict_lower(K K^T * G)  (M = diag(beta) KG)
         float acc[1][4][4] = {};
         mma_tile<1, 4, D, false, false>(acc, sK, LD, qm0, sK, LD, qn0);
         for_acc(acc, qm0, qn0, [&](int i, int j, int, float &x0, float &x1) {
-            const float k0 = j < i ? x0 * expf(sg[i] - sg[j]) : 0.f;
-            const float k1 = j + 1 < i ? x1 * expf(sg[i] - sg[j + 1]) : 0.f;
-            sKG[i * CH + j] = k0;
-            sKG[i * CH + j + 1] = k1;
-            sM[i * CH + j] = sb[i] * k0;
-            sM[i * CH + j + 1] = sb[i] * k1;
+            sKG[i * CH + j] = j < i ? x0 * expf(sg[i] - sg[j]) : 0.f;
+            sKG[i * CH + j + 1] = j + 1 < i ? x1 * expf(sg[i] - sg[j + 1]) : 0.f;
         });
     }
     __syncthreads();
-    invert_unit_lower64(sM, sA, sX);
+    invert_unit_lower64(sKG, sb, sA, sX);
     for (int idx = tid; idx < CH * CH / 2; idx += 256) {
         const int i = idx / (CH / 2), j = (idx % (CH / 2)) * 2;
         st_split2(sAhi + i * LDL + j, sAlo + i * LDL + j, sA[i * CH + j], sA[i * CH + j + 1]);
@@ -1082,10 +1095,11 @@ __global__ void __launch_bounds__(256) wy_bwd_kernel(Args a) {
 
 // ================================================================ 1r./7r. reference WY kernels
 // The first, GPU-validated versions of kernels 1 and 7: the triangular solves run per column in
-// fp32 on CUDA cores (one thread per column, 2D threads), which costs ~516k FMAs per chunk and
-// makes them 3-5x slower than the tensor-core versions above. Selected by
-// hy_cuda_gdn_set_test_options(., 1) or HY_GDN_REFERENCE_WY=1 in the environment; the tests run
-// both, so a failure of the fast path alone points at wy_kernel / wy_bwd_kernel.
+// fp32 on CUDA cores (one thread per column, 2D threads), ~516k FMAs per chunk. Measured on an
+// H200, the forward one is nevertheless faster than wy_kernel (whose 16 x 16 block inversion
+// leaves most threads idle) and is the default forward; the backward one is slower than
+// wy_bwd_kernel (see wy_mode). hy_cuda_gdn_set_test_options(., 1) or HY_GDN_REFERENCE_WY=1
+// selects both; the tests run every kind, so a failure of one kind alone points at its kernels.
 template <int D>
 __global__ void __launch_bounds__(2 * D) wy_ref_kernel(Args a) {
     constexpr int LD = D + 8, NTHR = 2 * D, NW = NTHR / 32;
@@ -1415,8 +1429,12 @@ __global__ void __launch_bounds__(256) step_kernel(int rows, int D, const bf16 *
 }
 
 // ================================================================ host side
+// The workspace in two parts: the forward's results that a backward reads (g, W, U, the chunk
+// start states, N: hy_cuda_gdn_saved_bytes), then what only the backward writes (offsets from
+// the second part's start).
 struct WsLayout {
-    size_t G, Whi, Wlo, U, Sc, N, dN, dHc, dW, dG, total;
+    size_t G, Whi, Wlo, U, Sc, N, saved;  // forward part
+    size_t dN, dHc, dW, dG, bwd;          // backward part
 };
 
 WsLayout ws_layout(int B, int T, int H, int D) {
@@ -1434,11 +1452,13 @@ WsLayout ws_layout(int B, int T, int H, int D) {
     w.U = take(R * D * 4);
     w.Sc = take(nch * D * D * 2);
     w.N = take(R * D * 2);
+    w.saved = off;
+    off = 0;
     w.dN = take(R * D * 4);
     w.dHc = take(nch * D * D * 2);
     w.dW = take(R * D * 4);
     w.dG = take(R * 4);
-    w.total = off;
+    w.bwd = off;
     return w;
 }
 
@@ -1461,21 +1481,29 @@ void check_ptr(const char *fn, const char *name, const void *p, unsigned align, 
 }
 
 // Test hooks (hy_cuda_gdn_set_test_options): forced rows of the state per block in the
-// sequential passes (0: automatic) and the reference WY kernels (see use_wy_ref for the
-// environment's say).
-int g_force_bv = 0, g_wy_ref = -1;
+// sequential passes (0: automatic) and the choice of WY kernels (wy_mode).
+int g_force_bv = 0;
 
-// The tensor-core WY kernels have not yet run on a GPU, the reference ones
-// have (and passed): until the fast ones pass the tests on a GPU, the
-// reference kernels are the default and HY_GDN_FAST_WY=1 opts into the fast
-// ones (HY_GDN_REFERENCE_WY=1 still forces the reference).
-bool use_wy_ref() {
-    if (g_wy_ref < 0) {
+// Which WY kernels run: WY_DEFAULT the faster of each direction as measured on an H200 (the
+// reference wy_ref_kernel forward: 0.275 against 0.345 ms for the whole forward at (8, 2048, 12,
+// 64), 0.79 against 0.84 ms at (8, 2048, 16, 128); the tensor-core wy_bwd_kernel backward: the
+// backward 0.75 against 0.90 ms and 2.09 against 2.22 ms there), WY_TENSOR_CORE or WY_REFERENCE
+// both directions. Both forward kernels write the same factors, so either backward reads
+// either's. HY_GDN_FAST_WY=1 / HY_GDN_REFERENCE_WY=1 in the environment pick one kind for both.
+enum WyMode { WY_UNSET = -2, WY_DEFAULT = -1, WY_TENSOR_CORE = 0, WY_REFERENCE = 1 };
+int g_wy_mode = WY_UNSET;
+
+WyMode wy_mode() {
+    if (g_wy_mode == WY_UNSET) {
         const char *fast = getenv("HY_GDN_FAST_WY"), *ref = getenv("HY_GDN_REFERENCE_WY");
-        g_wy_ref = (ref && ref[0] == '1') || !(fast && fast[0] == '1');
+        g_wy_mode = (ref && ref[0] == '1')     ? WY_REFERENCE
+                    : (fast && fast[0] == '1') ? WY_TENSOR_CORE
+                                               : WY_DEFAULT;
     }
-    return g_wy_ref == 1;
+    return (WyMode)g_wy_mode;
 }
+bool wy_ref_forward() { return wy_mode() != WY_TENSOR_CORE; }
+bool wy_ref_backward() { return wy_mode() == WY_REFERENCE; }
 
 int num_sms() {
     static int n = 0;
@@ -1505,24 +1533,27 @@ void launch(Kern kernel, dim3 grid, int threads, size_t smem, cudaStream_t st, c
     CUDA_CHECK(cudaGetLastError());
 }
 
-Args make_args(int B, int T, int H, int D, void *workspace) {
+// saved: the forward part of the workspace; bwd_ws: the backward part (NULL in forward).
+Args make_args(int B, int T, int H, int D, void *saved, void *bwd_ws) {
     Args a = {};
     a.B = B;
     a.T = T;
     a.H = H;
     a.NC = (T + CH - 1) / CH;
     const WsLayout w = ws_layout(B, T, H, D);
-    char *ws = (char *)workspace;
-    a.G = (float *)(ws + w.G);
-    a.Whi = (bf16 *)(ws + w.Whi);
-    a.Wlo = (bf16 *)(ws + w.Wlo);
-    a.U = (float *)(ws + w.U);
-    a.Sc = (bf16 *)(ws + w.Sc);
-    a.N = (bf16 *)(ws + w.N);
-    a.dN = (float *)(ws + w.dN);
-    a.dHc = (bf16 *)(ws + w.dHc);
-    a.dW = (float *)(ws + w.dW);
-    a.dG = (float *)(ws + w.dG);
+    char *fs = (char *)saved, *bs = (char *)bwd_ws;
+    a.G = (float *)(fs + w.G);
+    a.Whi = (bf16 *)(fs + w.Whi);
+    a.Wlo = (bf16 *)(fs + w.Wlo);
+    a.U = (float *)(fs + w.U);
+    a.Sc = (bf16 *)(fs + w.Sc);
+    a.N = (bf16 *)(fs + w.N);
+    if (bs) {
+        a.dN = (float *)(bs + w.dN);
+        a.dHc = (bf16 *)(bs + w.dHc);
+        a.dW = (float *)(bs + w.dW);
+        a.dG = (float *)(bs + w.dG);
+    }
     return a;
 }
 
@@ -1530,7 +1561,7 @@ Args make_args(int B, int T, int H, int D, void *workspace) {
 template <int D>
 void run_wy_and_states(const Args &a, cudaStream_t st) {
     const dim3 chunks(a.NC, a.B * a.H);
-    if (use_wy_ref())
+    if (wy_ref_forward())
         launch(wy_ref_kernel<D>, chunks, 2 * D, 0, st, a);
     else
         launch(wy_kernel<D>, chunks, 256, WySmem<D>::TOTAL, st, a);
@@ -1550,9 +1581,10 @@ void run_fwd(const Args &a, cudaStream_t st) {
     launch(out_kernel<D, false>, dim3(a.NC, a.B * a.H), 256, OutSmem<D, false>::TOTAL, st, a);
 }
 
+// recompute: kernels 1 and 2 first; else the forward's results are in the saved workspace.
 template <int D>
-void run_bwd(const Args &a, cudaStream_t st) {
-    run_wy_and_states<D>(a, st);
+void run_bwd(const Args &a, bool recompute, cudaStream_t st) {
+    if (recompute) run_wy_and_states<D>(a, st);
     const dim3 chunks(a.NC, a.B * a.H);
     launch(out_kernel<D, true>, chunks, 256, OutSmem<D, true>::TOTAL, st, a);
     // BV = 64 needs more shared memory than an SM has at D = 128.
@@ -1566,7 +1598,7 @@ void run_bwd(const Args &a, cudaStream_t st) {
     else
         launch(state_bwd_kernel<D, maxbv>, g, 256, BwdStateSmem<D, maxbv>::TOTAL, st, a);
     launch(dqk_kernel<D>, chunks, 256, DqkSmem<D>::TOTAL, st, a);
-    if (use_wy_ref())
+    if (wy_ref_backward())
         launch(wy_bwd_ref_kernel<D>, chunks, 2 * D, WyBwdRefSmem<D>::TOTAL, st, a);
     else
         launch(wy_bwd_kernel<D>, chunks, 256, WyBwdSmem<D>::TOTAL, st, a);
@@ -1577,7 +1609,13 @@ void run_bwd(const Args &a, cudaStream_t st) {
 // ---------------------------------------------------------------- entry points
 extern "C" size_t hy_cuda_gdn_workspace_bytes(int B, int T, int H, int D, int chunk) {
     check_dims("hy_cuda_gdn_workspace_bytes", B, T, H, D, chunk);
-    return ws_layout(B, T, H, D).total;
+    const WsLayout w = ws_layout(B, T, H, D);
+    return w.saved + w.bwd;
+}
+
+extern "C" size_t hy_cuda_gdn_saved_bytes(int B, int T, int H, int D, int chunk) {
+    check_dims("hy_cuda_gdn_saved_bytes", B, T, H, D, chunk);
+    return ws_layout(B, T, H, D).saved;
 }
 
 extern "C" void hy_cuda_gdn_fwd(int B, int T, int H, int D, int chunk, const void *q, const void *k,
@@ -1595,7 +1633,7 @@ extern "C" void hy_cuda_gdn_fwd(int B, int T, int H, int D, int chunk, const voi
     check_ptr(fn, "o", o, 16, true);
     check_ptr(fn, "S_out", S_out, 8, false);
     check_ptr(fn, "workspace", workspace, 256, true);
-    Args a = make_args(B, T, H, D, workspace);
+    Args a = make_args(B, T, H, D, workspace, nullptr);
     a.q = (const bf16 *)q;
     a.k = (const bf16 *)k;
     a.v = (const bf16 *)v;
@@ -1611,12 +1649,14 @@ extern "C" void hy_cuda_gdn_fwd(int B, int T, int H, int D, int chunk, const voi
         run_fwd<128>(a, st);
 }
 
-extern "C" void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const void *q, const void *k,
-                                const void *v, const float *alpha, const float *beta,
-                                const float *S0, const void *d_o, const float *dS_out, float *dq,
-                                float *dk, float *dv, float *dalpha, float *dbeta, float *dS0,
-                                void *workspace, void *stream) {
-    const char *fn = "hy_cuda_gdn_bwd";
+namespace {
+// Both backward entry points: saved is the forward part of the workspace (written here first
+// when recompute), bwd_ws the backward part.
+void gdn_bwd(const char *fn, int B, int T, int H, int D, int chunk, const void *q, const void *k,
+             const void *v, const float *alpha, const float *beta, const float *S0,
+             const void *d_o, const float *dS_out, float *dq, float *dk, float *dv,
+             float *dalpha, float *dbeta, float *dS0, const void *saved, void *bwd_ws,
+             bool recompute, void *stream) {
     check_dims(fn, B, T, H, D, chunk);
     check_ptr(fn, "q", q, 16, true);
     check_ptr(fn, "k", k, 16, true);
@@ -1632,8 +1672,10 @@ extern "C" void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const voi
     check_ptr(fn, "dalpha", dalpha, 4, true);
     check_ptr(fn, "dbeta", dbeta, 4, true);
     check_ptr(fn, "dS0", dS0, 8, false);
-    check_ptr(fn, "workspace", workspace, 256, true);
-    Args a = make_args(B, T, H, D, workspace);
+    check_ptr(fn, recompute ? "workspace" : "saved", saved, 256, true);
+    check_ptr(fn, "workspace", bwd_ws, 256, true);
+    // The saved part is only read when !recompute (Args has no const pointers).
+    Args a = make_args(B, T, H, D, const_cast<void *>(saved), bwd_ws);
     a.q = (const bf16 *)q;
     a.k = (const bf16 *)k;
     a.v = (const bf16 *)v;
@@ -1650,16 +1692,43 @@ extern "C" void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const voi
     a.dS0 = dS0;
     cudaStream_t st = (cudaStream_t)stream;
     if (D == 64)
-        run_bwd<64>(a, st);
+        run_bwd<64>(a, recompute, st);
     else
-        run_bwd<128>(a, st);
+        run_bwd<128>(a, recompute, st);
+}
+}  // namespace
+
+extern "C" void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const void *q, const void *k,
+                                const void *v, const float *alpha, const float *beta,
+                                const float *S0, const void *d_o, const float *dS_out, float *dq,
+                                float *dk, float *dv, float *dalpha, float *dbeta, float *dS0,
+                                void *workspace, void *stream) {
+    const char *fn = "hy_cuda_gdn_bwd";
+    check_dims(fn, B, T, H, D, chunk);
+    check_ptr(fn, "workspace", workspace, 256, true);
+    char *bwd_ws = (char *)workspace + ws_layout(B, T, H, D).saved;
+    gdn_bwd(fn, B, T, H, D, chunk, q, k, v, alpha, beta, S0, d_o, dS_out, dq, dk, dv, dalpha,
+            dbeta, dS0, workspace, bwd_ws, true, stream);
+}
+
+extern "C" void hy_cuda_gdn_bwd_saved(int B, int T, int H, int D, int chunk, const void *q,
+                                      const void *k, const void *v, const float *alpha,
+                                      const float *beta, const float *S0, const void *d_o,
+                                      const float *dS_out, float *dq, float *dk, float *dv,
+                                      float *dalpha, float *dbeta, float *dS0, const void *saved,
+                                      void *workspace, void *stream) {
+    gdn_bwd("hy_cuda_gdn_bwd_saved", B, T, H, D, chunk, q, k, v, alpha, beta, S0, d_o, dS_out,
+            dq, dk, dv, dalpha, dbeta, dS0, saved, workspace, false, stream);
 }
 
 extern "C" void hy_cuda_gdn_set_test_options(int bv, int wy_reference) {
     HY_REQUIRE(bv == 0 || bv == 16 || bv == 32 || bv == 64,
                "hy_cuda_gdn_set_test_options: bv must be 0, 16, 32 or 64, got %d", bv);
+    HY_REQUIRE(wy_reference >= -1 && wy_reference <= 1,
+               "hy_cuda_gdn_set_test_options: wy_reference must be -1, 0 or 1, got %d",
+               wy_reference);
     g_force_bv = bv;
-    g_wy_ref = wy_reference ? 1 : 0;
+    g_wy_mode = wy_reference;
 }
 
 extern "C" void hy_cuda_gdn_step(int B, int H, int D, const void *q, const void *k, const void *v,
@@ -1687,17 +1756,24 @@ extern "C" void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, cons
                                  const float *S0, void *o, float *S_out, const void *d_o,
                                  const float *dS_out, float *dq, float *dk, float *dv,
                                  float *dalpha, float *dbeta, float *dS0, void *workspace,
-                                 int warmup, int iters, double *fwd_ms, double *fwd_bwd_ms) {
+                                 int warmup, int iters, double *fwd_ms, double *fwd_bwd_ms,
+                                 double *fwd_bwd_recompute_ms) {
     HY_REQUIRE(iters >= 1 && warmup >= 0, "hy_cuda_gdn_time: iters must be >= 1");
     cudaEvent_t e0, e1;
     CUDA_CHECK(cudaEventCreate(&e0));
     CUDA_CHECK(cudaEventCreate(&e1));
-    for (int pass = 0; pass < 2; pass++) {
+    double *out[3] = {fwd_ms, fwd_bwd_ms, fwd_bwd_recompute_ms};
+    char *bwd_ws = (char *)workspace + hy_cuda_gdn_saved_bytes(B, T, H, D, CH);
+    for (int pass = 0; pass < 3; pass++) {
+        if (!out[pass]) continue;
         std::vector<float> ms;
         for (int it = 0; it < warmup + iters; it++) {
             CUDA_CHECK(cudaEventRecord(e0, 0));
             hy_cuda_gdn_fwd(B, T, H, D, CH, q, k, v, alpha, beta, S0, o, S_out, workspace, NULL);
             if (pass == 1)
+                hy_cuda_gdn_bwd_saved(B, T, H, D, CH, q, k, v, alpha, beta, S0, d_o, dS_out, dq,
+                                      dk, dv, dalpha, dbeta, dS0, workspace, bwd_ws, NULL);
+            if (pass == 2)
                 hy_cuda_gdn_bwd(B, T, H, D, CH, q, k, v, alpha, beta, S0, d_o, dS_out, dq, dk, dv,
                                 dalpha, dbeta, dS0, workspace, NULL);
             CUDA_CHECK(cudaEventRecord(e1, 0));
@@ -1709,7 +1785,7 @@ extern "C" void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, cons
         std::sort(ms.begin(), ms.end());
         const double med = ms.size() % 2 ? ms[ms.size() / 2]
                                          : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
-        *(pass == 0 ? fwd_ms : fwd_bwd_ms) = med;
+        *out[pass] = med;
     }
     CUDA_CHECK(cudaEventDestroy(e0));
     CUDA_CHECK(cudaEventDestroy(e1));

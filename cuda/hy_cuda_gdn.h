@@ -20,9 +20,13 @@
 // hy_cuda_gdn_step accepts any D >= 1.
 //
 // The workspace (device memory, no allocation happens inside these calls) holds the chunk-local
-// WY factors, the chunk start states (bf16) and, in backward, their gradients; one buffer of
-// hy_cuda_gdn_workspace_bytes() serves both forward and backward. Backward does not need the
-// forward's workspace contents: it recomputes what it needs from its inputs.
+// WY factors, the chunk start states and new values (bf16) and, in backward, their gradients;
+// one buffer of hy_cuda_gdn_workspace_bytes() serves both forward and backward. Its first
+// hy_cuda_gdn_saved_bytes() are what the forward computes and the backward reads: the forward
+// needs only that part. hy_cuda_gdn_bwd recomputes it from its inputs (memory-lean: nothing
+// kept between the calls); hy_cuda_gdn_bwd_saved reads it from a forward's workspace instead,
+// which skips the recomputation (about a quarter of the backward's time) at the cost of keeping
+// those bytes from forward to backward (at D = 128 about 1.75 times the bytes of q, k, v and o).
 #ifndef HY_CUDA_GDN_H
 #define HY_CUDA_GDN_H
 
@@ -45,6 +49,19 @@ void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const void *q, const
                      const void *v, const float *alpha, const float *beta, const float *S0,
                      const void *d_o, const float *dS_out, float *dq, float *dk, float *dv,
                      float *dalpha, float *dbeta, float *dS0, void *workspace, void *stream);
+
+// The first part of the workspace: the forward's results that a backward reads.
+size_t hy_cuda_gdn_saved_bytes(int B, int T, int H, int D, int chunk);
+
+// hy_cuda_gdn_bwd without its recomputation: `saved` holds the first hy_cuda_gdn_saved_bytes()
+// of the workspace of a hy_cuda_gdn_fwd on the same q, k, v, alpha, beta and S0 (unchanged since;
+// read only), `workspace` the other hy_cuda_gdn_workspace_bytes() - hy_cuda_gdn_saved_bytes()
+// bytes (both 256-byte aligned). The same kernels as hy_cuda_gdn_bwd after its recomputation.
+void hy_cuda_gdn_bwd_saved(int B, int T, int H, int D, int chunk, const void *q, const void *k,
+                           const void *v, const float *alpha, const float *beta, const float *S0,
+                           const void *d_o, const float *dS_out, float *dq, float *dk, float *dv,
+                           float *dalpha, float *dbeta, float *dS0, const void *saved,
+                           void *workspace, void *stream);
 
 // One decoding token: q, k, v (B, H, D) bf16, alpha, beta (B, H) fp32, S (B, H, D, D) fp32
 // updated in place, o (B, H, D) bf16 written.
@@ -96,21 +113,25 @@ void hy_cuda_gdn_gates_bwd(int rows, int H, const void *ab, const float *dalpha,
 
 // Test hooks (tests and hydra-bench only; not thread-safe, process-wide). bv: rows of the state
 // per thread block in the two sequential passes, 16, 32 or 64 (the backward caps it at 32 for
-// D = 128), or 0 for the automatic choice from B * H and the SM count. wy_reference = 1: use the
-// reference WY kernels (per-column triangular solves on CUDA cores; slower, the first version
-// validated on an H100) instead of the tensor-core ones. When this is never called, the
-// reference kernels are the default until the tensor-core ones have passed on a GPU;
-// HY_GDN_FAST_WY=1 in the environment selects the tensor-core ones.
+// D = 128), or 0 for the automatic choice from B * H and the SM count. wy_reference: which
+// kernels compute the chunk-local WY factors and their gradients: 1 the reference ones
+// (per-column triangular solves on CUDA cores, the first version validated on an H100), 0 the
+// tensor-core ones, -1 the default (the faster of each direction on an H200: the reference
+// forward and the tensor-core backward). Without a call, HY_GDN_REFERENCE_WY=1 or
+// HY_GDN_FAST_WY=1 in the environment picks one kind for both directions.
 void hy_cuda_gdn_set_test_options(int bv, int wy_reference);
 
 // Timing helper for tests and hydra-bench: median milliseconds over `iters` runs (after `warmup`
-// runs) of the forward alone and of forward + backward, measured with CUDA events on the default
-// stream. Arguments as above; dS_out, S0, S_out and dS0 may be NULL.
+// runs) of the forward alone, of forward + hy_cuda_gdn_bwd_saved and of forward + hy_cuda_gdn_bwd
+// (which recomputes), measured with CUDA events on the default stream. Arguments as above;
+// dS_out, S0, S_out and dS0 may be NULL, and so may fwd_bwd_ms and fwd_bwd_recompute_ms (not
+// timed then).
 void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, const void *k, const void *v,
                       const float *alpha, const float *beta, const float *S0, void *o,
                       float *S_out, const void *d_o, const float *dS_out, float *dq, float *dk,
                       float *dv, float *dalpha, float *dbeta, float *dS0, void *workspace,
-                      int warmup, int iters, double *fwd_ms, double *fwd_bwd_ms);
+                      int warmup, int iters, double *fwd_ms, double *fwd_bwd_ms,
+                      double *fwd_bwd_recompute_ms);
 
 #ifdef __cplusplus
 }

@@ -198,6 +198,12 @@ void hy_cuda_gdn_bwd(int B, int T, int H, int D, int chunk, const void *q, const
                      const void *v, const float *alpha, const float *beta, const float *S0,
                      const void *d_o, const float *dS_out, float *dq, float *dk, float *dv,
                      float *dalpha, float *dbeta, float *dS0, void *workspace, void *stream) { NO_CUDA(); }
+size_t hy_cuda_gdn_saved_bytes(int B, int T, int H, int D, int chunk) { NO_CUDA(); return 0; }
+void hy_cuda_gdn_bwd_saved(int B, int T, int H, int D, int chunk, const void *q, const void *k,
+                           const void *v, const float *alpha, const float *beta, const float *S0,
+                           const void *d_o, const float *dS_out, float *dq, float *dk, float *dv,
+                           float *dalpha, float *dbeta, float *dS0, const void *saved,
+                           void *workspace, void *stream) { NO_CUDA(); }
 void hy_cuda_gdn_step(int B, int H, int D, const void *q, const void *k, const void *v,
                       const float *alpha, const float *beta, float *S, void *o, void *stream) { NO_CUDA(); }
 void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, const void *qkv,
@@ -222,7 +228,8 @@ void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, const void *k, 
                       const float *alpha, const float *beta, const float *S0, void *o,
                       float *S_out, const void *d_o, const float *dS_out, float *dq, float *dk,
                       float *dv, float *dalpha, float *dbeta, float *dS0, void *workspace,
-                      int warmup, int iters, double *fwd_ms, double *fwd_bwd_ms) { NO_CUDA(); }
+                      int warmup, int iters, double *fwd_ms, double *fwd_bwd_ms,
+                      double *fwd_bwd_recompute_ms) { NO_CUDA(); }
 
 // ---------------------------------------------------------------- hy_cuda_gemv.h: decoding projections
 void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out, int n_out,

@@ -12,6 +12,7 @@
 typedef struct {
     int B, T, H, D;
     hy_tensor *S0;  // copy of the initial state (B, H, D, D) f32, or NULL
+    void *saved;    // the forward's WY factors, chunk states and new values (activation arena)
 } gdn_cuda_ctx;
 
 static float *f32_scratch(hy_tape *t, size_t n) {
@@ -24,8 +25,9 @@ static void acc_into(hy_tape *t, hy_tensor *x, const float *src, size_t n) {
     if (g) hy_cuda_acc_f32(n, src, hy_f32(g), NULL);
 }
 
-// Backward recomputes the WY factors and chunk states from the inputs (the
-// kernel needs nothing of the forward's workspace); only S0 was saved.
+// Backward reads the WY factors, chunk states and new values that the
+// forward kept in the activation arena (hy_cuda_gdn_bwd_saved: the kernels
+// skip their recomputation, about a quarter of the backward), and S0's copy.
 static void gdn_backward_cuda(hy_tape *t, hy_node *n) {
     gdn_cuda_ctx *c = (gdn_cuda_ctx *)n->ctx;
     int B = c->B, T = c->T, H = c->H, D = c->D;
@@ -43,11 +45,12 @@ static void gdn_backward_cuda(hy_tape *t, hy_node *n) {
     float *dq = f32_scratch(t, nx), *dk = f32_scratch(t, nx), *dv = f32_scratch(t, nx);
     float *da = f32_scratch(t, ng), *db = f32_scratch(t, ng);
     float *dS0 = n->in[5] ? f32_scratch(t, ns) : NULL;
-    size_t wsb = hy_cuda_gdn_workspace_bytes(B, T, H, D, 64);
+    size_t wsb = hy_cuda_gdn_workspace_bytes(B, T, H, D, 64) -
+                 hy_cuda_gdn_saved_bytes(B, T, H, D, 64);
     void *ws = hy_arena_alloc_aligned(t->scratch, wsb, 256);
-    hy_cuda_gdn_bwd(B, T, H, D, 64, n->in[0]->data, n->in[1]->data, n->in[2]->data,
-                    hy_f32(n->in[3]), hy_f32(n->in[4]), c->S0 ? hy_f32(c->S0) : NULL, d_o,
-                    gs ? hy_f32(gs) : NULL, dq, dk, dv, da, db, dS0, ws, NULL);
+    hy_cuda_gdn_bwd_saved(B, T, H, D, 64, n->in[0]->data, n->in[1]->data, n->in[2]->data,
+                          hy_f32(n->in[3]), hy_f32(n->in[4]), c->S0 ? hy_f32(c->S0) : NULL, d_o,
+                          gs ? hy_f32(gs) : NULL, dq, dk, dv, da, db, dS0, c->saved, ws, NULL);
     acc_into(t, n->in[0], dq, nx);
     acc_into(t, n->in[1], dk, nx);
     acc_into(t, n->in[2], dv, nx);
@@ -96,9 +99,12 @@ hy_tensor *hy_gdn_cuda(hy_tape *t, hy_tensor *q, hy_tensor *k, hy_tensor *v, hy_
             hy_cuda_memcpy_d2d(c->S0->data, S0->data, hy_nbytes(S0));
         }
     }
+    // The forward needs only the workspace's saved part: kept for the backward when recorded,
+    // scratch otherwise.
     hy_arena_mark_t mark = hy_arena_mark(t->scratch);
-    size_t wsb = hy_cuda_gdn_workspace_bytes(B, T, H, D, 64);
-    void *ws = hy_arena_alloc_aligned(t->scratch, wsb, 256);
+    size_t wsb = hy_cuda_gdn_saved_bytes(B, T, H, D, 64);
+    void *ws = hy_arena_alloc_aligned(c ? t->acts : t->scratch, wsb, 256);
+    if (c) c->saved = ws;
     hy_cuda_gdn_fwd(B, T, H, D, 64, q->data, k->data, v->data, hy_f32(alpha), hy_f32(beta),
                     S0 ? hy_f32(S0) : NULL, o->data, Sf ? hy_f32(Sf) : NULL, ws, NULL);
     hy_arena_reset_to(t->scratch, mark);

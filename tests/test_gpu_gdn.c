@@ -265,16 +265,18 @@ typedef struct {
     int all_configs;  // also run every kernel configuration below, not only the automatic one
 } gcase;
 
-// Kernel configurations (hy_cuda_gdn_set_test_options): the automatic one, each block size of the
-// sequential passes (the automatic choice depends on B * H and the GPU, and these small problems
-// would otherwise only see 16), and the reference WY kernels. When only "wy-ref" passes, the
-// tensor-core wy_kernel / wy_bwd_kernel are wrong; when only one "bv" fails, the state passes.
+// Kernel configurations (hy_cuda_gdn_set_test_options): the automatic one (the default WY
+// kernels: the reference forward, the tensor-core backward), each block size of the sequential
+// passes with the tensor-core WY kernels in both directions (the automatic choice depends on
+// B * H and the GPU, and these small problems would otherwise only see 16), and the reference
+// WY kernels in both. When only "wy-ref" passes, the tensor-core wy_kernel / wy_bwd_kernel are
+// wrong; when only one "bv" fails, the state passes.
 typedef struct {
     int bv, wy_ref;
     const char *name;
 } gconfig;
 static const gconfig configs[] = {
-    {0, 0, "auto"}, {16, 0, "bv16"}, {32, 0, "bv32"}, {64, 0, "bv64"}, {0, 1, "wy-ref"}};
+    {0, -1, "auto"}, {16, 0, "bv16"}, {32, 0, "bv32"}, {64, 0, "bv64"}, {0, 1, "wy-ref"}};
 enum { N_CONFIGS = sizeof configs / sizeof configs[0] };
 
 // T in {1, 63, 64, 65, 200, 1000} x S0 or not x D in {64, 128}, plus strong decay and losses
@@ -330,7 +332,7 @@ HY_TEST(gpu_gdn_fwd_vs_cpu, "gpu") {
         free_dev_inputs(&d);
         free_problem(&p);
     }
-    hy_cuda_gdn_set_test_options(0, 0);
+    hy_cuda_gdn_set_test_options(0, -1);
     printf("  %d runs; worst relative error: o %.2e, S_out %.2e\n", runs, worst_o, worst_s);
 }
 
@@ -366,10 +368,99 @@ HY_TEST(gpu_gdn_bwd_vs_cpu, "gpu") {
         free_dev_inputs(&d);
         free_problem(&p);
     }
-    hy_cuda_gdn_set_test_options(0, 0);
+    hy_cuda_gdn_set_test_options(0, -1);
     printf("  %d runs; worst relative error:", runs);
     for (int g = 0; g < N_IN; g++) printf(" d%s %.2e", in_names[g], worst[g]);
     printf("\n");
+}
+
+// Backward from the forward's saved results (hy_cuda_gdn_bwd_saved, the training path): the
+// forward gets exactly hy_cuda_gdn_saved_bytes() of poisoned workspace and the backward its own
+// poisoned rest, so a kernel that reads what no kernel wrote fails. Every gradient against the
+// CPU (the tolerances above) and against the recomputing backward: the same kernels on the same
+// values, equal up to the order of the WY backward's shared-memory atomic sums. That difference
+// is judged against the CPU gradient's scale (1e-5), not the recomputing run's own: where the
+// true gradient is 0 (dalpha at T = 1 without S0) the GPU gives rounding residue that differs
+// between runs, and the ratio of two residues says nothing (the difference is then absolute).
+static double max_diff_over_scale(const float *a, const float *b, const float *ref, long n) {
+    double diff = 0, scale = 0;
+    for (long i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (d > diff || d != d) diff = d;
+        if (fabs((double)ref[i]) > scale) scale = fabs((double)ref[i]);
+    }
+    return diff / (scale > 0 ? scale : 1);
+}
+
+static result gpu_bwd_saved(const problem *p, const dev_inputs *d) {
+    size_t sb = hy_cuda_gdn_saved_bytes(p->B, p->T, p->H, p->D, 64);
+    size_t wsb = hy_cuda_gdn_workspace_bytes(p->B, p->T, p->H, p->D, 64);
+    HY_ASSERT(sb > 0 && sb < wsb, "saved bytes %zu of a workspace of %zu", sb, wsb);
+    void *saved = dev_poison(sb), *ws = dev_poison(wsb - sb), *o = dev_poison(n_tok(p) * 2);
+    hy_cuda_gdn_fwd(p->B, p->T, p->H, p->D, 64, d->q, d->k, d->v, d->alpha, d->beta, d->S0, o,
+                    NULL, saved, NULL);
+    float *g[N_IN];
+    size_t n[N_IN] = {n_tok(p), n_tok(p), n_tok(p), n_a(p), n_a(p), n_s(p)};
+    for (int i = 0; i < N_IN; i++)
+        g[i] = (i == G_S0 && !p->S0) ? NULL : (float *)dev_poison(n[i] * 4);
+    hy_cuda_gdn_bwd_saved(p->B, p->T, p->H, p->D, 64, d->q, d->k, d->v, d->alpha, d->beta, d->S0,
+                          d->dO, d->dS, g[G_Q], g[G_K], g[G_V], g[G_ALPHA], g[G_BETA], g[G_S0],
+                          saved, ws, NULL);
+    hy_cuda_synchronize();
+    result r;
+    memset(&r, 0, sizeof r);
+    for (int i = 0; i < N_IN; i++) {
+        r.g[i] = g[i] ? host_f32(g[i], n[i]) : NULL;
+        if (g[i]) hy_cuda_free(g[i]);
+    }
+    hy_cuda_free(saved);
+    hy_cuda_free(ws);
+    hy_cuda_free(o);
+    return r;
+}
+
+HY_TEST(gpu_gdn_bwd_saved_vs_cpu, "gpu") {
+    need_gpu();
+    gcase cases[40];
+    int n = make_cases(cases), runs = 0;
+    double worst[N_IN] = {0}, worst_same = 0;
+    for (int i = 0; i < n; i++) {
+        const gcase *c = &cases[i];
+        problem p = make_problem(2000 + i, 2, c->T, 3, c->D, c->alpha_lo, c->with_s0, c->with_ds);
+        result ref = cpu_run(&p, 1, 0);
+        dev_inputs d = upload(&p);
+        size_t nel[N_IN] = {n_tok(&p), n_tok(&p), n_tok(&p), n_a(&p), n_a(&p), n_s(&p)};
+        for (int cf = 0; cf < (c->all_configs ? N_CONFIGS : 1); cf++) {
+            hy_cuda_gdn_set_test_options(configs[cf].bv, configs[cf].wy_ref);
+            result got = gpu_bwd_saved(&p, &d), rec = gpu_bwd(&p, &d);
+            printf("  bwd saved %-6s T=%4d D=%3d S0=%d dS=%d:", configs[cf].name, c->T, c->D,
+                   c->with_s0, c->with_ds);
+            for (int g = 0; g < N_IN; g++) {
+                if (!ref.g[g]) continue;
+                double e = hy_max_rel_err_f(got.g[g], ref.g[g], (long)nel[g]);
+                double es = max_diff_over_scale(got.g[g], rec.g[g], ref.g[g], (long)nel[g]);
+                printf(" d%s %.2e (%.1e)", in_names[g], e, es);
+                HY_ASSERT(e <= 2e-2, "bwd saved %s T=%d D=%d: d%s relative error %.3g > 2e-2",
+                          configs[cf].name, c->T, c->D, in_names[g], e);
+                HY_ASSERT(es <= 1e-5,
+                          "bwd saved %s T=%d D=%d: d%s differs from the recomputing backward by "
+                          "%.3g > 1e-5", configs[cf].name, c->T, c->D, in_names[g], es);
+                if (e > worst[g] || e != e) worst[g] = e;
+                if (es > worst_same || es != es) worst_same = es;
+            }
+            printf("\n");
+            result_free(&got);
+            result_free(&rec);
+            runs++;
+        }
+        result_free(&ref);
+        free_dev_inputs(&d);
+        free_problem(&p);
+    }
+    hy_cuda_gdn_set_test_options(0, -1);
+    printf("  %d runs; worst relative error:", runs);
+    for (int g = 0; g < N_IN; g++) printf(" d%s %.2e", in_names[g], worst[g]);
+    printf("; against the recomputing backward %.2e\n", worst_same);
 }
 
 HY_TEST(gpu_gdn_step_vs_cpu, "gpu") {
@@ -442,6 +533,11 @@ HY_TEST(gpu_gdn_bad_args, "gpu") {
     HY_EXPECT_ERROR(hy_cuda_gdn_fwd(1, 10, 2, 64, 64, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
                                     NULL, NULL, NULL),
                     HY_EXIT_USAGE, "must not be NULL");
+    HY_EXPECT_ERROR(hy_cuda_gdn_saved_bytes(1, 10, 2, 64, 32), HY_EXIT_USAGE, "chunk");
+    HY_EXPECT_ERROR(hy_cuda_gdn_bwd_saved(1, 10, 2, 96, 64, NULL, NULL, NULL, NULL, NULL, NULL,
+                                          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                                          NULL, NULL),
+                    HY_EXIT_USAGE, "head dim");
 }
 
 // ---------------------------------------------------------------- timing (asserts nothing)
@@ -485,11 +581,11 @@ HY_TEST(gpu_gdn_bench, "gpu") {
         void *ws = hy_cuda_malloc(wsb);
         double fwd = 0, fb = 0;
         hy_cuda_gdn_time(B, T, H, D, q, k, v, alpha, beta, NULL, o, S, dO, dS, dq, dk, dv, da, db,
-                         NULL, ws, 3, 20, &fwd, &fb);
+                         NULL, ws, 3, 20, &fwd, &fb, NULL);
         printf("  (B, T, H, D) = (%d, %d, %d, %d)%s: fwd %.3f ms, fwd+bwd %.3f ms (median of 20; "
                "workspace %.0f MiB)\n",
                B, T, H, D, s == 3 ? " reference WY" : "", fwd, fb, wsb / 1048576.0);
-        if (s == 3) hy_cuda_gdn_set_test_options(0, 0);
+        if (s == 3) hy_cuda_gdn_set_test_options(0, -1);
         void *all[] = {q, k, v, dO, alpha, beta, o, S, dS, dq, dk, dv, da, db, ws};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) hy_cuda_free(all[i]);
         free(ha);

@@ -23,6 +23,7 @@
 #include "batch.h"
 #include "checkpoint.h"
 #include "launch.h"
+#include "plan.h"
 #include "train_gpu.h"
 #include "train_log.h"
 
@@ -243,23 +244,6 @@ static void check_multi_gpu(const run *r, int ranks, int local) {
                (long long)accum * ranks);
 }
 
-// Activations and their gradients per step, planned from the shapes: per
-// token and layer, the outputs the ops keep (about 24 vectors of
-// max(d_model, inner) values plus 4 of the MLP width) and the logits, at
-// `elem` bytes a value (the CPU's are fp32; the GPU's activations are bf16
-// but their gradients fp32).
-static size_t plan_activations(const hy_run_config *c, size_t elem) {
-    const hy_model_config *m = &c->model;
-    size_t width = (size_t)(m->d_model > m->n_heads * m->head_dim ? m->d_model : m->n_heads * m->head_dim);
-    size_t block = 24 * width + 4 * (size_t)m->mlp_hidden;  // one block's activations a token
-    // train.recompute: one block at a time, plus every block's kept input
-    // and output.
-    size_t blocks = c->train.recompute ? block + 2 * width * m->n_layers : block * m->n_layers;
-    size_t per_tok = blocks + 3 * (size_t)m->vocab_size;
-    size_t tokens = (size_t)c->train.batch_size * c->train.seq_len;
-    return per_tok * tokens * elem * 5 / 4 + ((size_t)64 << 20);
-}
-
 // Accuracy on the GPU needs the logits, which the fused head + loss never
 // materialises: a second forward writes them (bf16), the GPU takes each
 // position's argmax and the host counts hits. The second forward doubles a
@@ -281,8 +265,8 @@ static void plan_gpu_accuracy(run *r) {
 static void build_gpu(run *r) {
     hy_run_config *c = &r->cfg;
     hy_cuda_blas_init();
-    hy_arena_init(&r->acts, "acts", HY_CUDA, plan_activations(c, 2));
-    hy_arena_init(&r->scratch, "scratch", HY_CUDA, plan_activations(c, sizeof(float)));
+    hy_arena_init(&r->acts, "acts", HY_CUDA, hy_plan_activations(c, 2) + hy_plan_gdn_saved(c));
+    hy_arena_init(&r->scratch, "scratch", HY_CUDA, hy_plan_activations(c, sizeof(float)));
     hy_arena_init(&r->stage, "stage", HY_CPU, hy_optim_scratch_bytes(&c->optim, &r->model.params));
     hy_params_alloc(&r->model.params, &r->params, &r->grads);
     hy_model_init_weights(&r->model, (uint64_t)c->train.seed);
@@ -309,7 +293,7 @@ static void build(run *r) {
     if (r->device == HY_CUDA) {
         build_gpu(r);
     } else {
-        size_t abytes = plan_activations(c, sizeof(float));
+        size_t abytes = hy_plan_activations(c, sizeof(float));
         hy_arena_init(&r->acts, "acts", HY_CPU, abytes);
         hy_arena_init(&r->scratch, "scratch", HY_CPU,
                       abytes + hy_optim_scratch_bytes(&c->optim, &r->model.params));
