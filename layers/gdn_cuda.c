@@ -19,44 +19,44 @@ static float *f32_scratch(hy_tape *t, size_t n) {
     return (float *)hy_arena_alloc(t->scratch, n * sizeof(float));
 }
 
-// dst (if wanted) += src: the kernels write their gradients; the tape accumulates.
-static void acc_into(hy_tape *t, hy_tensor *x, const float *src, size_t n) {
-    hy_tensor *g = hy_grad_acc(t, x);
-    if (g) hy_cuda_acc_f32(n, src, hy_f32(g), NULL);
-}
-
 // Backward reads the WY factors, chunk states and new values that the
 // forward kept in the activation arena (hy_cuda_gdn_bwd_saved: the kernels
 // skip their recomputation, about a quarter of the backward), and S0's copy.
+// The kernels write (never accumulate) each gradient: straight into the
+// input's gradient buffer when this is its first contribution (hy_grad_out),
+// else into scratch and then added (saves a zero fill and an accumulation
+// pass over each of dq, dk, dv: ~0.15 ms a layer at (8, 2048, 12, 64)).
 static void gdn_backward_cuda(hy_tape *t, hy_node *n) {
     gdn_cuda_ctx *c = (gdn_cuda_ctx *)n->ctx;
     int B = c->B, T = c->T, H = c->H, D = c->D;
     size_t nx = (size_t)B * T * H * D, ng = (size_t)B * T * H, ns = (size_t)B * H * D * D;
+    size_t nel[6] = {nx, nx, nx, ng, ng, ns};
     hy_tensor *go = hy_grad(t, n->out[0]), *gs = n->n_out > 1 ? hy_grad(t, n->out[1]) : NULL;
     // Take every gradient buffer before the mark: they outlive this call.
+    hy_tensor *g[6] = {NULL};
+    int fresh[6] = {0};
     for (int i = 0; i < 6; i++)
-        if (n->in[i]) hy_grad_acc(t, n->in[i]);
+        if (n->in[i]) g[i] = hy_grad_out(t, n->in[i], &fresh[i]);
     hy_arena_mark_t mark = hy_arena_mark(t->scratch);
     void *d_o = hy_arena_alloc(t->scratch, nx * 2);  // (B, T, H, D) bf16
     if (go)
         hy_cuda_f32_to_bf16(hy_f32(go), d_o, nx, NULL);
     else
         hy_cuda_memset(d_o, 0, nx * 2);
-    float *dq = f32_scratch(t, nx), *dk = f32_scratch(t, nx), *dv = f32_scratch(t, nx);
-    float *da = f32_scratch(t, ng), *db = f32_scratch(t, ng);
-    float *dS0 = n->in[5] ? f32_scratch(t, ns) : NULL;
+    float *dst[6] = {NULL};  // dq, dk, dv, dalpha, dbeta, dS0: where the kernels write
+    for (int i = 0; i < 6; i++) {
+        if (i == 5 && !n->in[5]) continue;  // no S0: no dS0
+        dst[i] = g[i] && fresh[i] ? hy_f32(g[i]) : f32_scratch(t, nel[i]);
+    }
     size_t wsb = hy_cuda_gdn_workspace_bytes(B, T, H, D, 64) -
                  hy_cuda_gdn_saved_bytes(B, T, H, D, 64);
     void *ws = hy_arena_alloc_aligned(t->scratch, wsb, 256);
     hy_cuda_gdn_bwd_saved(B, T, H, D, 64, n->in[0]->data, n->in[1]->data, n->in[2]->data,
                           hy_f32(n->in[3]), hy_f32(n->in[4]), c->S0 ? hy_f32(c->S0) : NULL, d_o,
-                          gs ? hy_f32(gs) : NULL, dq, dk, dv, da, db, dS0, c->saved, ws, NULL);
-    acc_into(t, n->in[0], dq, nx);
-    acc_into(t, n->in[1], dk, nx);
-    acc_into(t, n->in[2], dv, nx);
-    acc_into(t, n->in[3], da, ng);
-    acc_into(t, n->in[4], db, ng);
-    if (dS0) acc_into(t, n->in[5], dS0, ns);
+                          gs ? hy_f32(gs) : NULL, dst[0], dst[1], dst[2], dst[3], dst[4], dst[5],
+                          c->saved, ws, NULL);
+    for (int i = 0; i < 6; i++)
+        if (g[i] && !fresh[i]) hy_cuda_acc_f32(nel[i], dst[i], hy_f32(g[i]), NULL);
     hy_arena_reset_to(t->scratch, mark);
 }
 
