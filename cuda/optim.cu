@@ -423,8 +423,9 @@ extern "C" void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads
 // Batched: the plan groups the Muon matrices by shape (plan_muon_batches),
 // and each batch of B matrices (rows, cols) runs as one sequence of
 // launches: momentum + norm partials, denominators, scale, then per
-// Newton-Schulz step 3 strided-batched GEMMs and 3 (2 on the last step)
-// operand copies, then apply: 3 + 6 ns_steps (ns_steps = 5: 33) launches per
+// Newton-Schulz step 3 strided-batched GEMMs, a bf16 copy of A and the bf16
+// operand copy of X (none on the last step; exact mode: 3 fp32 operand
+// copies), then apply: 3 + 5 ns_steps (ns_steps = 5: 28) launches per
 // batch instead of per matrix. Block row blockIdx.y is the matrix; its
 // buffers sit at stride sx (X, Xc) or sa (A, Ac) in the scratch, its
 // parameters at mats[blockIdx.y].offset in the flat buffers. Every
@@ -589,23 +590,35 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
     k_muon_scale<<<elem_grid(N, nmat), THREADS, 0, s>>>(X, Xc, N, sx, denom, fp32);
     LAUNCH_CHECK();
     for (int it = 0; it < c->ns_steps; it++) {
-        // A (n, n) = X X^T (wide, X (n, m)) or X^T X (tall, X stored (m, n)).
-        if (!tall)
-            ns_gemm(fp32, 0, 1, n, n, mdim, 1.0f, Xc, cols, sx, Xc, cols, sx, 0.0f, A, n, sa,
-                    nmat, st);
-        else
-            ns_gemm(fp32, 1, 0, n, n, mdim, 1.0f, Xc, cols, sx, Xc, cols, sx, 0.0f, A, n, sa,
-                    nmat, st);
-        operand_copy(A, Ac, NN, sa, nmat, fp32, s);
-        // B = b A + c A A, in place over A (fp32, the inputs are the copy Ac).
-        ns_gemm(fp32, 0, 0, n, n, n, NS_C, Ac, n, sa, Ac, n, sa, NS_B, A, n, sa, nmat, st);
-        operand_copy(A, Ac, NN, sa, nmat, fp32, s);
+        // A (n, n) = X X^T (wide, X (n, m)) or X^T X (tall, X stored (m, n)); then
+        // B = b A + c A A. The operand of the last product is Bop.
+        const void *Bop;
+        if (fp32) {  // exact mode: A and B in fp32 (B in place over A), operand copies
+            ns_gemm(1, !tall ? 0 : 1, !tall ? 1 : 0, n, n, mdim, 1.0f, Xc, cols, sx, Xc, cols, sx,
+                    0.0f, A, n, sa, nmat, st);
+            operand_copy(A, Ac, NN, sa, nmat, 1, s);
+            ns_gemm(1, 0, 0, n, n, n, NS_C, Ac, n, sa, Ac, n, sa, NS_B, A, n, sa, nmat, st);
+            operand_copy(A, Ac, NN, sa, nmat, 1, s);
+            Bop = Ac;
+        } else {
+            // A straight to bf16 (the GEMM rounds its fp32 sums as the copy did); B in bf16 too,
+            // in the A buffer's space, its b A term from a bf16 copy of A (a GEMM's C may not
+            // alias its operands). No fp32 A or B: 14 bytes an element of (n, n) fewer.
+            uint16_t *Bc = (uint16_t *)A;
+            hy_cuda_gemm_strided_batched(!tall ? 0 : 1, !tall ? 1 : 0, n, n, mdim, 1.0f, Xc, cols,
+                                         (long long)sx, Xc, cols, (long long)sx, 0.0f, Ac, 0, n,
+                                         (long long)sa, nmat, st);
+            CUDA_CHECK(cudaMemcpyAsync(Bc, Ac, (size_t)nmat * sa * 2, cudaMemcpyDeviceToDevice, s));
+            hy_cuda_gemm_strided_batched(0, 0, n, n, n, NS_C, Ac, n, (long long)sa, Ac, n,
+                                         (long long)sa, NS_B, Bc, 0, n, (long long)sa, nmat, st);
+            Bop = Bc;
+        }
         // X = a X + B X (wide) or a X + X B^T (tall: the transpose of the wide form).
         if (!tall)
-            ns_gemm(fp32, 0, 0, n, mdim, n, 1.0f, Ac, n, sa, Xc, cols, sx, NS_A, X, cols, sx,
+            ns_gemm(fp32, 0, 0, n, mdim, n, 1.0f, Bop, n, sa, Xc, cols, sx, NS_A, X, cols, sx,
                     nmat, st);
         else
-            ns_gemm(fp32, 0, 1, mdim, n, n, 1.0f, Xc, cols, sx, Ac, n, sa, NS_A, X, cols, sx,
+            ns_gemm(fp32, 0, 1, mdim, n, n, 1.0f, Xc, cols, sx, Bop, n, sa, NS_A, X, cols, sx,
                     nmat, st);
         if (it + 1 < c->ns_steps) operand_copy(X, Xc, N, sx, nmat, fp32, s);  // last: unused
     }
