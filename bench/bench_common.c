@@ -43,7 +43,7 @@ static const usage_line USAGE[] = {
             "                            [--vocab V] [--steps N] [--threads N] [--json FILE]"},
     {"ceilings", "[--reps 20] [--json FILE]"},
     {"gdn", "[--B 8] [--T 2048] [--H 16] [--D 128] [--bwd] [--iters 50] [--warmup 5]\n"
-            "                            [--wy default|ref|fast] [--json FILE]"},
+            "                            [--wy default|ref|fast] [--bv 0|16|32|64] [--json FILE]"},
     {"swa", "[--B 8] [--T 2048] [--H 12] [--D 64] [--W 512] [--bwd] [--iters 50] [--warmup 5]\n"
             "                            [--json FILE]"},
     {"train", "--config C [--B b] [--T t] [--steps 20] [--warmup 3] [--set k=v ...]\n"

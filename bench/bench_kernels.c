@@ -149,17 +149,26 @@ int bench_gdn(int argc, char **argv) {
                {"--H", OPT_INT, 16, 1, NULL},     {"--D", OPT_INT, 128, 1, NULL},
                {"--bwd", OPT_FLAG, 0, 0, NULL},   {"--iters", OPT_INT, 50, 1, NULL},
                {"--warmup", OPT_INT, 5, 0, NULL}, {"--wy", OPT_STR, 0, 0, "default"},
-               {"--json", OPT_STR, 0, 0, NULL},   OPT_END};
+               {"--bv", OPT_INT, 0, 0, NULL},     {"--json", OPT_STR, 0, 0, NULL},
+               OPT_END};
     parse_opts("gdn", o, argc, argv);
     require_wy("gdn", o);
     int B = (int)opt_int(o, "--B"), T = (int)opt_int(o, "--T"), H = (int)opt_int(o, "--H");
     int D = (int)opt_int(o, "--D"), bwd = (int)opt_int(o, "--bwd");
     int iters = (int)opt_int(o, "--iters"), warmup = (int)opt_int(o, "--warmup");
     require_head_dim("gdn", D);
+    int bv = (int)opt_int(o, "--bv");
+    HY_REQUIRE(bv == 0 || bv == 16 || bv == 32 || bv == 64,
+               "hydra-bench gdn: --bv expects 0 (automatic), 16, 32 or 64, got %d", bv);
     HY_REQUIRE((long)B * H <= 65535, "hydra-bench gdn: B * H must be <= 65535, got %ld", (long)B * H);
     require_gpu("gdn");
     bench_header("gdn", 1, opt_str(o, "--json"));
     apply_wy(opt_str(o, "--wy"));
+    if (bv) {  // rows of the state per block in the sequential passes (a test hook)
+        const char *wy = opt_str(o, "--wy");
+        hy_cuda_gdn_set_test_options(bv, !strcmp(wy, "ref") ? 1 : !strcmp(wy, "fast") ? 0 : -1);
+        fig_num("bv", "rows of the state per block (forced)", bv, "%.0f", "");
+    }
     ceilings c = ceilings_figures(20);
     double fwd, fb, fbr;
     gdn_time(B, T, H, D, warmup, iters, &fwd, &fb, bwd ? &fbr : NULL);

@@ -4,7 +4,7 @@
 //                        [--seq T] [--vocab V] [--steps N] [--threads N] [--json FILE]
 //   hydra-bench ceilings [--reps 20] [--json FILE]
 //   hydra-bench gdn      [--B 8] [--T 2048] [--H 16] [--D 128] [--bwd] [--iters 50] [--warmup 5]
-//                        [--wy default|ref|fast] [--json FILE]
+//                        [--wy default|ref|fast] [--bv 0|16|32|64] [--json FILE]
 //   hydra-bench swa      [--B 8] [--T 2048] [--H 12] [--D 64] [--W 512] [--bwd] [--iters 50]
 //                        [--warmup 5] [--json FILE]
 //   hydra-bench train    --config C [--B b] [--T t] [--steps 20] [--warmup 3] [--set k=v ...]
