@@ -13,6 +13,7 @@
 # Parity: the widest N for --parity-steps steps against one GPU with
 # grad_accum N (the same batches); the largest relative loss difference
 # over the logged steps. 0 --parity-steps skips it.
+# Every run's warmup and decay are scaled to its steps (a tenth and a fifth).
 # Writes OUT/scaling.md (the tables and the commands) and prints it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,8 +53,11 @@ run() {  # run NAME GPUS STEPS [ARGS...]
   shift 3
   local extra=()
   [ "$n" -gt 1 ] && extra=(--gpus "$n")
-  echo "$build/hydra-train $cfg ${common[*]} --set train.steps=$s ${extra[*]} $* --out $out/$name" >>"$out/commands.txt"
-  "$build/hydra-train" "$cfg" "${common[@]}" --set train.steps="$s" "${extra[@]}" "$@" \
+  # The config's learning-rate schedule is for its full run: scaled to these steps
+  # (warmup a tenth, decay a fifth), the same for every run of a comparison.
+  local sched=(--set optim.warmup_steps=$((s / 10)) --set optim.decay_steps=$((s / 5)))
+  echo "$build/hydra-train $cfg ${common[*]} --set train.steps=$s ${sched[*]} ${extra[*]} $* --out $out/$name" >>"$out/commands.txt"
+  "$build/hydra-train" "$cfg" "${common[@]}" --set train.steps="$s" "${sched[@]}" "${extra[@]}" "$@" \
     --out "$out/$name" >"$out/$name.log" 2>&1 || { echo "run $name failed: see $out/$name.log" >&2; tail -5 "$out/$name.log" >&2; exit 1; }
 }
 
