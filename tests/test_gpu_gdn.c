@@ -237,16 +237,34 @@ static result gpu_fwd(const problem *p, const dev_inputs *d, int want_state) {
     return r;
 }
 
-// Backward on the GPU for the loss of cpu_run: every gradient (dS0 when S0 is set).
-static result gpu_bwd(const problem *p, const dev_inputs *d) {
+// Backward on the GPU for the loss of cpu_run: every gradient (dS0 when S0 is set). saved = 0:
+// hy_cuda_gdn_bwd, which recomputes the forward's chunk results in its own workspace; saved = 1:
+// hy_cuda_gdn_fwd into exactly hy_cuda_gdn_saved_bytes() of workspace, then
+// hy_cuda_gdn_bwd_saved reading it with the rest of the workspace as its own (the training
+// path). Every workspace starts poisoned, so a kernel that reads what no kernel wrote fails.
+static result gpu_bwd(const problem *p, const dev_inputs *d, int saved) {
     size_t wsb = hy_cuda_gdn_workspace_bytes(p->B, p->T, p->H, p->D, 64);
-    void *ws = dev_poison(wsb);
+    size_t sb = saved ? hy_cuda_gdn_saved_bytes(p->B, p->T, p->H, p->D, 64) : 0;
+    HY_ASSERT(sb < wsb, "saved bytes %zu of a workspace of %zu", sb, wsb);
+    void *ws = dev_poison(wsb - sb), *sv = saved ? dev_poison(sb) : NULL;
+    if (saved) {
+        void *o = dev_poison(n_tok(p) * 2);
+        hy_cuda_gdn_fwd(p->B, p->T, p->H, p->D, 64, d->q, d->k, d->v, d->alpha, d->beta, d->S0,
+                        o, NULL, sv, NULL);
+        hy_cuda_free(o);
+    }
     float *g[N_IN];
     size_t n[N_IN] = {n_tok(p), n_tok(p), n_tok(p), n_a(p), n_a(p), n_s(p)};
     for (int i = 0; i < N_IN; i++)
         g[i] = (i == G_S0 && !p->S0) ? NULL : (float *)dev_poison(n[i] * 4);
-    hy_cuda_gdn_bwd(p->B, p->T, p->H, p->D, 64, d->q, d->k, d->v, d->alpha, d->beta, d->S0, d->dO,
-                    d->dS, g[G_Q], g[G_K], g[G_V], g[G_ALPHA], g[G_BETA], g[G_S0], ws, NULL);
+    if (saved)
+        hy_cuda_gdn_bwd_saved(p->B, p->T, p->H, p->D, 64, d->q, d->k, d->v, d->alpha, d->beta,
+                              d->S0, d->dO, d->dS, g[G_Q], g[G_K], g[G_V], g[G_ALPHA], g[G_BETA],
+                              g[G_S0], sv, ws, NULL);
+    else
+        hy_cuda_gdn_bwd(p->B, p->T, p->H, p->D, 64, d->q, d->k, d->v, d->alpha, d->beta, d->S0,
+                        d->dO, d->dS, g[G_Q], g[G_K], g[G_V], g[G_ALPHA], g[G_BETA], g[G_S0], ws,
+                        NULL);
     hy_cuda_synchronize();
     result r;
     memset(&r, 0, sizeof r);
@@ -255,7 +273,23 @@ static result gpu_bwd(const problem *p, const dev_inputs *d) {
         if (g[i]) hy_cuda_free(g[i]);
     }
     hy_cuda_free(ws);
+    if (sv) hy_cuda_free(sv);
     return r;
+}
+
+// max |a - b| over the largest |ref|: the two GPU backwards' difference judged against the
+// CPU gradient's scale. They run the same kernels on the same values and differ only by the
+// order of the WY backward's shared-memory atomic sums; where the true gradient is 0 (dalpha at
+// T = 1 without S0) that is rounding residue differing between runs, whose ratio to the other
+// run's residue would say nothing (the difference is then absolute).
+static double max_diff_over_scale(const float *a, const float *b, const float *ref, long n) {
+    double diff = 0, scale = 0;
+    for (long i = 0; i < n; i++) {
+        double e = fabs((double)a[i] - (double)b[i]);
+        if (e > diff || e != e) diff = e;
+        if (fabs((double)ref[i]) > scale) scale = fabs((double)ref[i]);
+    }
+    return diff / (scale > 0 ? scale : 1);
 }
 
 // ---------------------------------------------------------------- cases
@@ -336,90 +370,9 @@ HY_TEST(gpu_gdn_fwd_vs_cpu, "gpu") {
     printf("  %d runs; worst relative error: o %.2e, S_out %.2e\n", runs, worst_o, worst_s);
 }
 
+// Both backward entry points against the CPU (2e-2), and the saved one against the
+// recomputing one (1e-5 of the CPU gradient's scale, see max_diff_over_scale).
 HY_TEST(gpu_gdn_bwd_vs_cpu, "gpu") {
-    need_gpu();
-    gcase cases[40];
-    int n = make_cases(cases), runs = 0;
-    double worst[N_IN] = {0};
-    for (int i = 0; i < n; i++) {
-        const gcase *c = &cases[i];
-        problem p = make_problem(2000 + i, 2, c->T, 3, c->D, c->alpha_lo, c->with_s0, c->with_ds);
-        result ref = cpu_run(&p, 1, 0);
-        dev_inputs d = upload(&p);
-        size_t nel[N_IN] = {n_tok(&p), n_tok(&p), n_tok(&p), n_a(&p), n_a(&p), n_s(&p)};
-        for (int cf = 0; cf < (c->all_configs ? N_CONFIGS : 1); cf++) {
-            hy_cuda_gdn_set_test_options(configs[cf].bv, configs[cf].wy_ref);
-            result got = gpu_bwd(&p, &d);
-            printf("  bwd %-6s T=%4d D=%3d S0=%d dS=%d alpha>=%.1f:", configs[cf].name, c->T,
-                   c->D, c->with_s0, c->with_ds, c->alpha_lo);
-            for (int g = 0; g < N_IN; g++) {
-                if (!ref.g[g]) continue;
-                double e = hy_max_rel_err_f(got.g[g], ref.g[g], (long)nel[g]);
-                printf(" d%s %.2e", in_names[g], e);
-                HY_ASSERT(e <= 2e-2, "bwd %s T=%d D=%d S0=%d dS=%d: d%s relative error %.3g > 2e-2",
-                          configs[cf].name, c->T, c->D, c->with_s0, c->with_ds, in_names[g], e);
-                if (e > worst[g] || e != e) worst[g] = e;
-            }
-            printf("\n");
-            result_free(&got);
-            runs++;
-        }
-        result_free(&ref);
-        free_dev_inputs(&d);
-        free_problem(&p);
-    }
-    hy_cuda_gdn_set_test_options(0, -1);
-    printf("  %d runs; worst relative error:", runs);
-    for (int g = 0; g < N_IN; g++) printf(" d%s %.2e", in_names[g], worst[g]);
-    printf("\n");
-}
-
-// Backward from the forward's saved results (hy_cuda_gdn_bwd_saved, the training path): the
-// forward gets exactly hy_cuda_gdn_saved_bytes() of poisoned workspace and the backward its own
-// poisoned rest, so a kernel that reads what no kernel wrote fails. Every gradient against the
-// CPU (the tolerances above) and against the recomputing backward: the same kernels on the same
-// values, equal up to the order of the WY backward's shared-memory atomic sums. That difference
-// is judged against the CPU gradient's scale (1e-5), not the recomputing run's own: where the
-// true gradient is 0 (dalpha at T = 1 without S0) the GPU gives rounding residue that differs
-// between runs, and the ratio of two residues says nothing (the difference is then absolute).
-static double max_diff_over_scale(const float *a, const float *b, const float *ref, long n) {
-    double diff = 0, scale = 0;
-    for (long i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (d > diff || d != d) diff = d;
-        if (fabs((double)ref[i]) > scale) scale = fabs((double)ref[i]);
-    }
-    return diff / (scale > 0 ? scale : 1);
-}
-
-static result gpu_bwd_saved(const problem *p, const dev_inputs *d) {
-    size_t sb = hy_cuda_gdn_saved_bytes(p->B, p->T, p->H, p->D, 64);
-    size_t wsb = hy_cuda_gdn_workspace_bytes(p->B, p->T, p->H, p->D, 64);
-    HY_ASSERT(sb > 0 && sb < wsb, "saved bytes %zu of a workspace of %zu", sb, wsb);
-    void *saved = dev_poison(sb), *ws = dev_poison(wsb - sb), *o = dev_poison(n_tok(p) * 2);
-    hy_cuda_gdn_fwd(p->B, p->T, p->H, p->D, 64, d->q, d->k, d->v, d->alpha, d->beta, d->S0, o,
-                    NULL, saved, NULL);
-    float *g[N_IN];
-    size_t n[N_IN] = {n_tok(p), n_tok(p), n_tok(p), n_a(p), n_a(p), n_s(p)};
-    for (int i = 0; i < N_IN; i++)
-        g[i] = (i == G_S0 && !p->S0) ? NULL : (float *)dev_poison(n[i] * 4);
-    hy_cuda_gdn_bwd_saved(p->B, p->T, p->H, p->D, 64, d->q, d->k, d->v, d->alpha, d->beta, d->S0,
-                          d->dO, d->dS, g[G_Q], g[G_K], g[G_V], g[G_ALPHA], g[G_BETA], g[G_S0],
-                          saved, ws, NULL);
-    hy_cuda_synchronize();
-    result r;
-    memset(&r, 0, sizeof r);
-    for (int i = 0; i < N_IN; i++) {
-        r.g[i] = g[i] ? host_f32(g[i], n[i]) : NULL;
-        if (g[i]) hy_cuda_free(g[i]);
-    }
-    hy_cuda_free(saved);
-    hy_cuda_free(ws);
-    hy_cuda_free(o);
-    return r;
-}
-
-HY_TEST(gpu_gdn_bwd_saved_vs_cpu, "gpu") {
     need_gpu();
     gcase cases[40];
     int n = make_cases(cases), runs = 0;
@@ -432,25 +385,33 @@ HY_TEST(gpu_gdn_bwd_saved_vs_cpu, "gpu") {
         size_t nel[N_IN] = {n_tok(&p), n_tok(&p), n_tok(&p), n_a(&p), n_a(&p), n_s(&p)};
         for (int cf = 0; cf < (c->all_configs ? N_CONFIGS : 1); cf++) {
             hy_cuda_gdn_set_test_options(configs[cf].bv, configs[cf].wy_ref);
-            result got = gpu_bwd_saved(&p, &d), rec = gpu_bwd(&p, &d);
-            printf("  bwd saved %-6s T=%4d D=%3d S0=%d dS=%d:", configs[cf].name, c->T, c->D,
-                   c->with_s0, c->with_ds);
-            for (int g = 0; g < N_IN; g++) {
-                if (!ref.g[g]) continue;
-                double e = hy_max_rel_err_f(got.g[g], ref.g[g], (long)nel[g]);
-                double es = max_diff_over_scale(got.g[g], rec.g[g], ref.g[g], (long)nel[g]);
-                printf(" d%s %.2e (%.1e)", in_names[g], e, es);
-                HY_ASSERT(e <= 2e-2, "bwd saved %s T=%d D=%d: d%s relative error %.3g > 2e-2",
-                          configs[cf].name, c->T, c->D, in_names[g], e);
-                HY_ASSERT(es <= 1e-5,
-                          "bwd saved %s T=%d D=%d: d%s differs from the recomputing backward by "
-                          "%.3g > 1e-5", configs[cf].name, c->T, c->D, in_names[g], es);
-                if (e > worst[g] || e != e) worst[g] = e;
-                if (es > worst_same || es != es) worst_same = es;
+            result got[2] = {gpu_bwd(&p, &d, 0), gpu_bwd(&p, &d, 1)};
+            for (int sv = 0; sv < 2; sv++) {
+                const char *how = sv ? "saved" : "recomputing";
+                printf("  bwd %-11s %-6s T=%4d D=%3d S0=%d dS=%d alpha>=%.1f:", how,
+                       configs[cf].name, c->T, c->D, c->with_s0, c->with_ds, c->alpha_lo);
+                for (int g = 0; g < N_IN; g++) {
+                    if (!ref.g[g]) continue;
+                    double e = hy_max_rel_err_f(got[sv].g[g], ref.g[g], (long)nel[g]);
+                    printf(" d%s %.2e", in_names[g], e);
+                    HY_ASSERT(e <= 2e-2,
+                              "bwd %s %s T=%d D=%d S0=%d dS=%d: d%s relative error %.3g > 2e-2",
+                              how, configs[cf].name, c->T, c->D, c->with_s0, c->with_ds,
+                              in_names[g], e);
+                    if (e > worst[g] || e != e) worst[g] = e;
+                    if (!sv) continue;
+                    double es = max_diff_over_scale(got[1].g[g], got[0].g[g], ref.g[g],
+                                                    (long)nel[g]);
+                    HY_ASSERT(es <= 1e-5,
+                              "bwd %s T=%d D=%d: d%s of the saved backward differs from the "
+                              "recomputing one by %.3g > 1e-5",
+                              configs[cf].name, c->T, c->D, in_names[g], es);
+                    if (es > worst_same || es != es) worst_same = es;
+                }
+                printf("\n");
             }
-            printf("\n");
-            result_free(&got);
-            result_free(&rec);
+            result_free(&got[0]);
+            result_free(&got[1]);
             runs++;
         }
         result_free(&ref);
@@ -458,9 +419,9 @@ HY_TEST(gpu_gdn_bwd_saved_vs_cpu, "gpu") {
         free_problem(&p);
     }
     hy_cuda_gdn_set_test_options(0, -1);
-    printf("  %d runs; worst relative error:", runs);
+    printf("  %d runs of both; worst relative error:", runs);
     for (int g = 0; g < N_IN; g++) printf(" d%s %.2e", in_names[g], worst[g]);
-    printf("; against the recomputing backward %.2e\n", worst_same);
+    printf("; saved against recomputing %.2e\n", worst_same);
 }
 
 HY_TEST(gpu_gdn_step_vs_cpu, "gpu") {
