@@ -25,7 +25,8 @@ static float *f32_scratch(hy_tape *t, size_t n) {
 // The kernels write (never accumulate) each gradient: straight into the
 // input's gradient buffer when this is its first contribution (hy_grad_out),
 // else into scratch and then added (saves a zero fill and an accumulation
-// pass over each of dq, dk, dv: ~0.15 ms a layer at (8, 2048, 12, 64)).
+// pass over each of dq, dk, dv; measured on an H200, the 115M model's nine
+// GDN backwards 8.76 -> 8.66 ms a step).
 static void gdn_backward_cuda(hy_tape *t, hy_node *n) {
     gdn_cuda_ctx *c = (gdn_cuda_ctx *)n->ctx;
     int B = c->B, T = c->T, H = c->H, D = c->D;
