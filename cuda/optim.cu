@@ -510,13 +510,15 @@ __global__ void k_operand_copy(const float *__restrict__ x, void *__restrict__ x
 // expressions (which the one-matrix code computed on the host). step_lr =
 // lr sqrt(max(1, rows / cols)) in double, as muon.c, with lr read from
 // device memory (a recorded step replays with each step's lr).
+// X is fp32 (exact mode) or bf16 (x_bf16: the Newton-Schulz result of the bf16 mode).
 __global__ void k_muon_apply(const dev_muon_mat *__restrict__ mats, float *__restrict__ values,
-                             const float *__restrict__ X, size_t N, size_t sx,
+                             const void *__restrict__ X, int x_bf16, size_t N, size_t sx,
                              const float *__restrict__ lr_dev, double aspect_sqrt, float muon_wd) {
     const float step_lr = (float)((double)lr_dev[0] * aspect_sqrt);
     dev_muon_mat mt = mats[blockIdx.y];
     float *p = values + mt.offset;
-    const float *x = X + blockIdx.y * sx;
+    const float *xf = (const float *)X + blockIdx.y * sx;
+    const uint16_t *xh = (const uint16_t *)X + blockIdx.y * sx;
     float wd = __fmul_rn(muon_wd, mt.wd_mult);
     int has_wd = wd != 0.0f;
     float decay = __fsub_rn(1.0f, __fmul_rn(step_lr, wd));
@@ -524,7 +526,8 @@ __global__ void k_muon_apply(const dev_muon_mat *__restrict__ mats, float *__res
          j += (size_t)gridDim.x * blockDim.x) {
         float v = p[j];
         if (has_wd) v = __fmul_rn(v, decay);
-        p[j] = __fsub_rn(v, __fmul_rn(step_lr, x[j]));
+        const float xj = x_bf16 ? __uint_as_float((uint32_t)xh[j] << 16) : xf[j];
+        p[j] = __fsub_rn(v, __fmul_rn(step_lr, xj));
     }
 }
 
@@ -576,6 +579,7 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
     size_t xb = align256((size_t)nmat * sx * 4), ab = align256((size_t)nmat * sa * 4);
     float *X = (float *)scratch;                                // nmat x (rows, cols) f32
     void *Xc = scratch + xb;                                    // nmat x operand copy
+    void *Xn = X;  // bf16 mode: the second bf16 X buffer (see the loop)
     float *A = (float *)(scratch + 2 * xb);                     // nmat x (n, n) f32
     void *Ac = scratch + 2 * xb + ab;                           // nmat x operand copy
     double *partial = (double *)(scratch + 2 * xb + 2 * ab);  // nmat x nb
@@ -614,20 +618,38 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
             Bop = Bc;
         }
         // X = a X + B X (wide) or a X + X B^T (tall: the transpose of the wide form).
-        if (!tall)
-            ns_gemm(fp32, 0, 0, n, mdim, n, 1.0f, Bop, n, sa, Xc, cols, sx, NS_A, X, cols, sx,
-                    nmat, st);
-        else
-            ns_gemm(fp32, 0, 1, mdim, n, n, 1.0f, Xc, cols, sx, Bop, n, sa, NS_A, X, cols, sx,
-                    nmat, st);
-        if (it + 1 < c->ns_steps) operand_copy(X, Xc, N, sx, nmat, fp32, s);  // last: unused
+        if (fp32) {  // into the fp32 X, then its operand copy
+            if (!tall)
+                ns_gemm(1, 0, 0, n, mdim, n, 1.0f, Bop, n, sa, Xc, cols, sx, NS_A, X, cols, sx,
+                        nmat, st);
+            else
+                ns_gemm(1, 0, 1, mdim, n, n, 1.0f, Xc, cols, sx, Bop, n, sa, NS_A, X, cols, sx,
+                        nmat, st);
+            if (it + 1 < c->ns_steps) operand_copy(X, Xc, N, sx, nmat, 1, s);  // last: unused
+        } else {
+            // In bf16 as the reference Muon: the new X goes to a second bf16 buffer (in the fp32
+            // X's space, unused in this mode after the scale) that starts as a copy of X for the
+            // a X term, and the two buffers swap.
+            CUDA_CHECK(cudaMemcpyAsync(Xn, Xc, (size_t)nmat * sx * 2, cudaMemcpyDeviceToDevice, s));
+            if (!tall)
+                hy_cuda_gemm_strided_batched(0, 0, n, mdim, n, 1.0f, Bop, n, (long long)sa, Xc,
+                                             cols, (long long)sx, NS_A, Xn, 0, cols,
+                                             (long long)sx, nmat, st);
+            else
+                hy_cuda_gemm_strided_batched(0, 1, mdim, n, n, 1.0f, Xc, cols, (long long)sx, Bop,
+                                             n, (long long)sa, NS_A, Xn, 0, cols, (long long)sx,
+                                             nmat, st);
+            void *t = Xc;
+            Xc = Xn;
+            Xn = t;
+        }
     }
     // muon.c: step_lr = lr sqrt(max(1, rows / cols)) (one shape: one step_lr);
     // decay = 1 - step_lr wd per matrix, in the kernel.
     double aspect = (double)rows / (double)cols;
-    k_muon_apply<<<elem_grid(N, nmat), THREADS, 0, s>>>(mats, values, X, N, sx, lr_dev,
-                                                         sqrt(aspect > 1.0 ? aspect : 1.0),
-                                                         c->muon_weight_decay);
+    k_muon_apply<<<elem_grid(N, nmat), THREADS, 0, s>>>(
+        mats, values, fp32 ? (const void *)X : (const void *)Xc, !fp32, N, sx, lr_dev,
+        sqrt(aspect > 1.0 ? aspect : 1.0), c->muon_weight_decay);
     LAUNCH_CHECK();
 }
 
