@@ -191,17 +191,17 @@ void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, i
 // ns_steps of A = X X^T, B = b A + c A A, X = a X + B X with (a, b, c) =
 // (3.4445, -4.7750, 2.0315) on the wide orientation (a tall matrix uses
 // A = X^T X and X = a X + X B^T, no transposes), every product a bf16 GEMM
-// with fp32 accumulation. X, A and B are KEPT IN FP32 between the products
-// (the a X and b A terms use the fp32 values); only the GEMM operands are
-// rounded to bf16. Then p *= 1 - step_lr wd; p -= step_lr X with
-// step_lr = lr sqrt(max(1, rows / cols)), lr = c->muon_lr * lr_mult.
-// Precision: bf16 operands make Newton-Schulz differ from the fp32 CPU
-// reference by about 2% (Frobenius, relative; measured 1.9-2.0e-2 on
-// matrices of 64 and more rows and columns, up to 5e-2 on a 24 x 4 one),
-// single elements by up to ~7% of the largest: the quintic amplifies
-// rounding (see gpu_muon_vs_cpu in tests/test_gpu_blas.c). That is the
-// accepted cost of running it on tensor cores (the usual Muon runs it in
-// bf16 throughout). hy_cuda_optim_plan_set_ns_fp32(p, 1) runs the same
+// with fp32 accumulation whose result (a X and b A terms included, from
+// the bf16 values) is rounded once to bf16: X, A and B are bf16 between the
+// products, as in the reference Muon. Then p *= 1 - step_lr wd;
+// p -= step_lr X with step_lr = lr sqrt(max(1, rows / cols)),
+// lr = c->muon_lr * lr_mult.
+// Precision: bf16 Newton-Schulz differs from the fp32 CPU reference by
+// 1-2% (Frobenius, relative; measured 1.3-1.5e-2 on matrices of 64 and
+// more rows and columns), single elements by a few % of the largest: the
+// quintic amplifies rounding (see gpu_muon_vs_cpu in
+// tests/test_gpu_blas.c). That is the accepted cost of running it on
+// tensor cores. hy_cuda_optim_plan_set_ns_fp32(p, 1) runs the same
 // algorithm on plain fp32 GEMMs instead: it matches muon.c to ~1e-6 (tests,
 // golden comparisons) at several times the cost.
 // Batching: hy_cuda_optim_plan_create() groups the Muon ranges by (rows,

@@ -137,7 +137,8 @@ static const size_t MUON_BATCH_X_BYTES = (size_t)256 << 20;
 
 // Newton-Schulz buffers of a batch of B matrices (rows, cols), n = min,
 // m = max, in this order: X f32 (B sx), its GEMM operand copy Xc (B sx),
-// A f32 (B sa), its copy Ac (B sa), with sx = n m and sa = n n rounded up
+// A f32 (B sa), its copy Ac (B sa) (the bf16 mode keeps X, A and B in
+// bf16 in these spaces), with sx = n m and sa = n n rounded up
 // to 128 elements; then the norm partials (B muon_blocks(n m) doubles) and
 // the denominators (B floats). The copies are bf16, or fp32 in exact mode:
 // sized for fp32 (exact mode may be switched on after the scratch exists).
@@ -423,9 +424,9 @@ extern "C" void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads
 // Batched: the plan groups the Muon matrices by shape (plan_muon_batches),
 // and each batch of B matrices (rows, cols) runs as one sequence of
 // launches: momentum + norm partials, denominators, scale, then per
-// Newton-Schulz step 3 strided-batched GEMMs, a bf16 copy of A and the bf16
-// operand copy of X (none on the last step; exact mode: 3 fp32 operand
-// copies), then apply: 3 + 5 ns_steps (ns_steps = 5: 28) launches per
+// Newton-Schulz step 3 strided-batched GEMMs and bf16 copies of A and X
+// (for the b A and a X terms; exact mode: fp32 X, A, B and 3 operand
+// copies, 2 on the last step), then apply: 3 + 5 ns_steps (28) launches per
 // batch instead of per matrix. Block row blockIdx.y is the matrix; its
 // buffers sit at stride sx (X, Xc) or sa (A, Ac) in the scratch, its
 // parameters at mats[blockIdx.y].offset in the flat buffers. Every
