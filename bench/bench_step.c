@@ -203,8 +203,8 @@ static void qkv_bwd(void *p) {
     int C = 3 * a->H * a->D;
     hy_cuda_gdn_qkv_du(a->B, a->T, a->H, a->D, a->K, 1, 1e-12f, a->x, a->w, a->b, NULL, a->dq,
                        a->dk, a->dv, a->du, a->work, NULL);
-    hy_cuda_short_conv_bwd(a->B, a->T, C, a->K, a->du, a->x, a->w, NULL, a->dx, a->dw, a->db,
-                           a->scratch, a->sb, NULL);
+    hy_cuda_short_conv_bwd(a->B, a->T, C, a->K, a->du, a->x, a->w, NULL, a->dx, 1, a->dw, a->db,
+                           a->scratch, a->sb, NULL);  // dx written, as the tape's fresh buffer
 }
 
 // GDN's input stage (layers/gdn_qkv.c): forward, and backward = du + the short conv's backward.

@@ -151,9 +151,11 @@ size_t hy_cuda_short_conv_bwd_scratch_bytes(int B, int T, int C, int K);
 //   dw (C, K) fp32    += sum_{b,t} dy[b,t,c] x[b, t-(K-1)+j, c] (cache included)
 //   db (C) fp32       += sum_{b,t} dy[b,t,c]
 // dx, dw or db may be NULL; scratch is needed only when dw or db is wanted.
+// set_dx: dx = the sum instead of += (its old contents are not read: a fresh
+// gradient buffer needs no zeroing).
 void hy_cuda_short_conv_bwd(int B, int T, int C, int K, const float *dy, const void *x,
-                            const float *w, const void *cache, float *dx, float *dw, float *db,
-                            void *scratch, size_t scratch_bytes, void *stream);
+                            const float *w, const void *cache, float *dx, int set_dx, float *dw,
+                            float *db, void *scratch, size_t scratch_bytes, void *stream);
 
 // ---------------------------------------------------------------- rope
 // Rotary embedding, split-half form, on x (B, T, H, D) bf16, D even, D <= 512:

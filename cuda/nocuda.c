@@ -92,8 +92,8 @@ void hy_cuda_short_conv_fwd(int B, int T, int C, int K, const void *x, const flo
                             const float *bias, const void *cache, void *y, void *stream) { NO_CUDA(); }
 size_t hy_cuda_short_conv_bwd_scratch_bytes(int B, int T, int C, int K) { NO_CUDA(); return 0; }
 void hy_cuda_short_conv_bwd(int B, int T, int C, int K, const float *dy, const void *x,
-                            const float *w, const void *cache, float *dx, float *dw, float *db,
-                            void *scratch, size_t scratch_bytes, void *stream) { NO_CUDA(); }
+                            const float *w, const void *cache, float *dx, int set_dx, float *dw,
+                            float *db, void *scratch, size_t scratch_bytes, void *stream) { NO_CUDA(); }
 void hy_cuda_rope_fwd(int B, int T, int H, int D, int64_t pos0, float base, const void *x,
                       void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_rope_fwd_dev(int B, int T, int H, int D, const long long *pos0_dev, float base,

@@ -1,4 +1,4 @@
-// ops_device.cuh: what the kernels of ops.cu and short_conv.cu share: launch
+// ops_device.cuh: what the kernels of ops.cu, short_conv.cu and gdn_qkv.cu share: launch
 // sizes, alignment tests, bf16 and vector loads on the device, warp sums,
 // row walks, and the deterministic column sums of parameter gradients.
 // Internal to cuda/ (an anonymous namespace: each .cu file its own copy).
@@ -196,6 +196,31 @@ struct RowWalk {
         if (j >= per) {
             j -= per;
             r++;
+        }
+    }
+};
+
+// Cursor over the groups (b, i) of a (B, per) grid along y (i fastest): a
+// thread row (threadIdx.y) of a 2-D block takes every (gridDim.y blockDim.y)-th
+// group; uniform over a warp when blockDim.x is 32 (short_conv.cu, gdn_qkv.cu).
+struct ConvWalk {
+    int64_t p, b, P, db;
+    int i, di, per;
+    __device__ __forceinline__ explicit ConvWalk(int per_) : per(per_) {
+        p = (int64_t)blockIdx.y * blockDim.y + threadIdx.y;
+        P = (int64_t)gridDim.y * blockDim.y;
+        b = p / per;
+        i = (int)(p - b * per);
+        db = P / per;
+        di = (int)(P - db * per);
+    }
+    __device__ __forceinline__ void next() {
+        p += P;
+        b += db;
+        i += di;
+        if (i >= per) {
+            i -= per;
+            b++;
         }
     }
 };

@@ -33,29 +33,6 @@ constexpr int kConvU = 4;                // rows a group
 constexpr int kConvTargetBlocks = 2048;  // backward grid: several waves of 132 SMs
 constexpr int kConvMaxParts = 1024;
 
-// Cursor over the groups (b, i) of a (B, per) grid along y (i fastest).
-struct ConvWalk {
-    int64_t p, b, P, db;
-    int i, di, per;
-    __device__ __forceinline__ explicit ConvWalk(int per_) : per(per_) {
-        p = (int64_t)blockIdx.y * blockDim.y + threadIdx.y;
-        P = (int64_t)gridDim.y * blockDim.y;
-        b = p / per;
-        i = (int)(p - b * per);
-        db = P / per;
-        di = (int)(P - db * per);
-    }
-    __device__ __forceinline__ void next() {
-        p += P;
-        b += db;
-        i += di;
-        if (i >= per) {
-            i -= per;
-            b++;
-        }
-    }
-};
-
 // x at (b, s, c0 + k) for s in [-(K-1), T): the input, the bf16 cache or 0.
 template <int VEC>
 __device__ __forceinline__ void conv_tap(const uint16_t *x, const uint16_t *cache, int64_t b,
@@ -128,6 +105,8 @@ __global__ void __launch_bounds__(kConvLanes *kConvRows, 2)
 //   db       += dy[b,s]    (tap j = K-1)
 // With the cache and dw wanted, each sequence starts `pre` = K-1 rows early
 // (s < 0: x from the cache, no dx). dx NULL: no dx; partial NULL: no dw/db.
+// set_dx: dx = instead of += (every row and channel is written; a fresh
+// gradient buffer needs no zeroing and is not read).
 // A thread sums dw/db over its rows in order; the block adds its 8 thread
 // rows in order (shared memory) into partial[blockIdx.y, :] = [dw (C, K) |
 // db (C)], and colsum_kernel adds the partials in order: the order depends
@@ -138,7 +117,7 @@ __global__ void __launch_bounds__(kConvLanes *kConvRows, 2)
 // again (10.5 MB, 2.5 us) and colsum's launch. dx alone: 453 MB -> 0.108 ms.
 template <int VEC, int KM, bool EXACT>
 __global__ void __launch_bounds__(kConvLanes *kConvRows, 2)
-    conv_bwd_kernel(int B, int T, int C, int K_, int pre, const float *__restrict__ dy,
+    conv_bwd_kernel(int B, int T, int C, int K_, int pre, int set_dx, const float *__restrict__ dy,
                     const uint16_t *__restrict__ x, const float *__restrict__ w,
                     const uint16_t *__restrict__ cache, float *__restrict__ dx,
                     float *__restrict__ partial) {
@@ -187,8 +166,14 @@ __global__ void __launch_bounds__(kConvLanes *kConvRows, 2)
             }
             if (want_dx) {
 #pragma unroll
-                for (int u = 0; u < kConvU; u++)
-                    if (s0 + u >= 0 && s0 + u < T) ld_f<VEC>(dx + (row0 + s0 + u) * C + c0, o[u]);
+                for (int u = 0; u < kConvU; u++) {
+                    if (set_dx || s0 + u < 0 || s0 + u >= T) {
+#pragma unroll
+                        for (int k = 0; k < VEC; k++) o[u][k] = 0.0f;
+                    } else {
+                        ld_f<VEC>(dx + (row0 + s0 + u) * C + c0, o[u]);
+                    }
+                }
                 float wr[KM][VEC];
 #pragma unroll
                 for (int j = 0; j < KM; j++)
@@ -335,7 +320,7 @@ extern "C" size_t hy_cuda_short_conv_bwd_scratch_bytes(int B, int T, int C, int 
 struct ConvBwdLaunch {
     dim3 grid, block;
     cudaStream_t s;
-    int B, T, C, K, pre;
+    int B, T, C, K, pre, set_dx;
     const float *dy;
     const uint16_t *x;
     const float *w;
@@ -343,15 +328,15 @@ struct ConvBwdLaunch {
     float *dx, *partial;
     template <int VEC, int KM, bool EXACT>
     void go() const {
-        conv_bwd_kernel<VEC, KM, EXACT><<<grid, block, 0, s>>>(B, T, C, K, pre, dy, x, w, cache,
-                                                               dx, partial);
+        conv_bwd_kernel<VEC, KM, EXACT><<<grid, block, 0, s>>>(B, T, C, K, pre, set_dx, dy, x, w,
+                                                               cache, dx, partial);
     }
 };
 
 extern "C" void hy_cuda_short_conv_bwd(int B, int T, int C, int K, const float *dy,
                                        const void *x, const float *w, const void *cache,
-                                       float *dx, float *dw, float *db, void *scratch,
-                                       size_t scratch_bytes, void *stream) {
+                                       float *dx, int set_dx, float *dw, float *db,
+                                       void *scratch, size_t scratch_bytes, void *stream) {
     conv_check("cuda short_conv_bwd", B, T, C, K);
     int64_t BT = (int64_t)B * T;
     const bool wb = dw || db;
@@ -369,7 +354,7 @@ extern "C" void hy_cuda_short_conv_bwd(int B, int T, int C, int K, const float *
     const int vec = K <= 4 && C % 4 == 0 && aligned16(dy) && aligned16(dx) && aligned8(x) ? 4 : 1;
     const int cb = (C + kConvLanes * vec - 1) / (kConvLanes * vec);
     ConvBwdLaunch L{dim3((unsigned)cb, (unsigned)parts), dim3(kConvLanes, kConvRows), s, B, T, C,
-                    K, pre, dy, xi, w, ci, dx, partial};
+                    K, pre, set_dx, dy, xi, w, ci, dx, partial};
     if (vec == 4)
         conv_dispatch<4>(K, L);
     else

@@ -28,7 +28,8 @@ static void qkv_backward_cuda(hy_tape *t, hy_node *n) {
     hy_tensor *gv = hy_grad(t, n->out[2]);
     if (!gq && !gk && !gv) return;
     hy_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-    hy_tensor *dx = hy_grad_acc(t, x), *dw = hy_grad_acc(t, w);
+    int fresh = 0;  // a fresh dx is written, not zeroed and added to
+    hy_tensor *dx = hy_grad_out(t, x, &fresh), *dw = hy_grad_acc(t, w);
     hy_tensor *db = b ? hy_grad_acc(t, b) : NULL;
     if (!dx && !dw && !db) return;
     int B = c->B, T = c->T, C = 3 * c->H * c->D, K = c->K;
@@ -42,7 +43,8 @@ static void qkv_backward_cuda(hy_tape *t, hy_node *n) {
     size_t bytes = (dw || db) ? hy_cuda_short_conv_bwd_scratch_bytes(B, T, C, K) : 0;
     void *scratch = bytes ? hy_arena_alloc(t->scratch, bytes) : NULL;
     hy_cuda_short_conv_bwd(B, T, C, K, du, x->data, hy_f32(w), cache, dx ? hy_f32(dx) : NULL,
-                           dw ? hy_f32(dw) : NULL, db ? hy_f32(db) : NULL, scratch, bytes, NULL);
+                           fresh, dw ? hy_f32(dw) : NULL, db ? hy_f32(db) : NULL, scratch, bytes,
+                           NULL);
     hy_arena_reset_to(t->scratch, mark);  // stream order keeps du valid for the kernels
 }
 

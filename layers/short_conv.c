@@ -105,14 +105,16 @@ static int64_t check_weight(const hy_tensor *x, const hy_tensor *w) {
     return w->shape[w->ndim - 1];
 }
 
-// GPU backward: dx (B, T, C), dw (C, K), db (C) f32 accumulate from dy
+// GPU backward: dx (B, T, C) (written when its buffer is fresh), dw (C, K),
+// db (C) f32 accumulate from dy
 // (B, T, C) f32, the bf16 input x and the saved bf16 cache copy (or NULL).
 // The dw/db partial sums go to scratch allocated after the gradients.
 static void conv_backward_cuda(hy_tape *t, hy_node *n) {
     conv_ctx *c = (conv_ctx *)n->ctx;
     hy_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
     const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (B, T, C) f32
-    hy_tensor *dx = hy_grad_acc(t, x), *dw = hy_grad_acc(t, w);
+    int fresh = 0;  // a fresh dx is written, not zeroed and added to
+    hy_tensor *dx = hy_grad_out(t, x, &fresh), *dw = hy_grad_acc(t, w);
     hy_tensor *db = b ? hy_grad_acc(t, b) : NULL;
     int B = (int)c->B, T = (int)c->T, C = (int)c->C, K = (int)c->K;
     if ((int64_t)B * T == 0 || C == 0) return;
@@ -120,8 +122,8 @@ static void conv_backward_cuda(hy_tape *t, hy_node *n) {
     size_t bytes = (dw || db) ? hy_cuda_short_conv_bwd_scratch_bytes(B, T, C, K) : 0;
     void *scratch = bytes ? hy_arena_alloc(t->scratch, bytes) : NULL;
     hy_cuda_short_conv_bwd(B, T, C, K, dy, x->data, hy_f32(w), c->cache ? c->cache->data : NULL,
-                           dx ? hy_f32(dx) : NULL, dw ? hy_f32(dw) : NULL, db ? hy_f32(db) : NULL,
-                           scratch, bytes, NULL);
+                           dx ? hy_f32(dx) : NULL, fresh, dw ? hy_f32(dw) : NULL,
+                           db ? hy_f32(db) : NULL, scratch, bytes, NULL);
     hy_arena_reset_to(t->scratch, mark);  // stream order keeps the kernel's scratch valid
 }
 

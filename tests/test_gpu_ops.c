@@ -558,6 +558,7 @@ typedef struct {
     float *y;                 // forward
     float *gx, *gw, *gb;      // dx, dw, db together (db only with a bias)
     float *gw2, *gb2, *gx2;   // dw, db again with dx not wanted; dx alone
+    float *gx3;               // dx alone, written (set_dx) into a poisoned buffer
 } conv_res;
 
 static void conv_gpu(int B, int T, int C, int K, const float *x, const float *w,
@@ -575,20 +576,23 @@ static void conv_gpu(int B, int T, int C, int K, const float *x, const float *w,
     float *d_gb = up_f32(pre_b, C, pad);
     size_t sb = hy_cuda_short_conv_bwd_scratch_bytes(B, T, C, K);
     void *scratch = dbuf(sb);
-    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx, d_gw, bias ? d_gb : NULL,
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx, 0, d_gw, bias ? d_gb : NULL,
                            scratch, sb, NULL);
     o->gx = down_f32(d_gx, n);
     o->gw = down_f32(d_gw, nw);
     o->gb = down_f32(d_gb, C);
 
     float *d_gw2 = up_f32(pre_w, nw, pad), *d_gb2 = up_f32(pre_b, C, pad);
-    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, NULL, d_gw2, bias ? d_gb2 : NULL,
-                           scratch, sb, NULL);
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, NULL, 0, d_gw2,
+                           bias ? d_gb2 : NULL, scratch, sb, NULL);
     o->gw2 = down_f32(d_gw2, nw);
     o->gb2 = down_f32(d_gb2, C);
     float *d_gx2 = up_f32(pre_x, n, pad);
-    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx2, NULL, NULL, NULL, 0, NULL);
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx2, 0, NULL, NULL, NULL, 0, NULL);
     o->gx2 = down_f32(d_gx2, n);
+    float *d_gx3 = out_f32(n, pad);  // poisoned: set_dx must write every element
+    hy_cuda_short_conv_bwd(B, T, C, K, d_dy, d_x, d_w, d_cache, d_gx3, 1, NULL, NULL, NULL, 0, NULL);
+    o->gx3 = down_f32(d_gx3, n);
 }
 
 static void check_conv(hy_rng *r, int B, int T, int C, int K, int with_cache, int with_bias) {
@@ -631,6 +635,12 @@ static void check_conv(hy_rng *r, int B, int T, int C, int K, int with_cache, in
     expect_bits(cfg, "dw rerun", a.gw2, a.gw, nw * 4);
     if (with_bias) expect_bits(cfg, "db rerun", a.gb2, a.gb, (size_t)C * 4);
     expect_bits(cfg, "dx alone", a.gx2, a.gx, n * 4);
+    // Written instead of added: pre + the written sum is the accumulated dx
+    // to the bit (the kernel's one rounding of pre + sum).
+    for (size_t i = 0; i < n; i++) a.gx3[i] += pre_x[i];
+    expect_bits(cfg, "dx set", a.gx3, a.gx, n * 4);
+    for (size_t i = 0; i < n; i++) m.gx3[i] += pre_x[i];
+    expect_bits(cfg, "dx set scalar", m.gx3, a.gx, n * 4);
     // The scalar kernels (misaligned pointers) give the vector kernels' bits:
     // same arithmetic per element, same order of the dw/db sums.
     expect_bits(cfg, "y scalar", m.y, a.y, n * 4);
@@ -928,8 +938,8 @@ static void run_bench_op(void *p) {
     switch (o->op) {
     case 0:  // short_conv_bwd: dy a, x b, w d -> dx c, dw, db
         hy_cuda_short_conv_bwd(o->B, o->T, o->C, o->K, (const float *)o->a, o->b,
-                               (const float *)o->d, NULL, (float *)o->c, o->dw, o->db, o->scratch,
-                               o->sb, NULL);
+                               (const float *)o->d, NULL, (float *)o->c, 0, o->dw, o->db,
+                               o->scratch, o->sb, NULL);
         break;
     case 1:  // short_conv_fwd: x b, w and bias d -> y c
         hy_cuda_short_conv_fwd(o->B, o->T, o->C, o->K, o->b, (const float *)o->d,

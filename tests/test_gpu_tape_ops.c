@@ -509,12 +509,18 @@ static hy_tensor *f_gdn_qkv(hy_tape *t, hy_tensor **in, const void *arg) {
 
 HY_TEST(gpu_tape_gdn_qkv, "gpu") {
     // Odd sizes (H 3, D 5: the scalar path), the 16-byte path (D 64), a
-    // cache, no bias, K 1 and K 7, and x as a window of a larger tensor.
+    // cache, no bias, K 1 and K 7, and x as a window of a larger tensor. The
+    // streaming kernels take D 16, 64 and 128 (K <= 4, heads on 2, 8 or 16
+    // lanes forward and 4, 16 or 32 backward, aligned rows), the
+    // shared-memory ones the rest: D 5, K 7, D 48 (6 lanes: not a power of
+    // two) and the window. Then every case again with the shared-memory
+    // kernels forced (HY_GDN_QKV_SHARED=1).
     static const qkv_arg q0 = {3, 5, 1, 2, -1, 0}, k0 = {3, 5, 1, 2, -1, 1},
                          v0 = {3, 5, 1, 2, -1, 2}, all0 = {3, 5, 1, 2, -1, 3},
                          q64 = {2, 64, 1, 2, 3, 0}, k64 = {2, 64, 1, 2, 3, 1},
                          all64 = {2, 64, 1, 2, 3, 3}, plain64 = {2, 64, 0, -1, 2, 3},
-                         k1 = {1, 16, 1, 2, -1, 3};
+                         k1 = {1, 16, 1, 2, -1, 3}, all128 = {1, 128, 1, 2, 3, 3},
+                         all48 = {3, 48, 1, 2, -1, 3};
     static const op_case cases[] = {
         {"gdn_qkv (2, 37, 45) H 3 D 5 K 4 -> q", f_gdn_qkv, &q0, 3,
          {{"qkv", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0},
@@ -564,8 +570,22 @@ HY_TEST(gpu_tape_gdn_qkv, "gpu") {
           {"w", PARAM, 1, 3, {48, 1, 1}, 0, 0.5f, 0},
           {"b", PARAM, 1, 1, {48}, 0, 0.5f, 0}},
          HY_BF16, 0, 0},
+        {"gdn_qkv (3, 23, 384) D 128 K 3 cache -> q+k+v", f_gdn_qkv, &all128, 4,
+         {{"qkv", ACT, 1, 3, {3, 23, 384}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {384, 1, 3}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {384}, 0, 0.5f, 0},
+          {"cache", ACT, 0, 3, {3, 384, 2}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 19, 432) H 3 D 48 -> q+k+v", f_gdn_qkv, &all48, 3,
+         {{"qkv", ACT, 1, 3, {2, 19, 432}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {432, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {432}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
     };
     check_cases(cases, N_CASES(cases), 2100);
+    setenv("HY_GDN_QKV_SHARED", "1", 1);
+    check_cases(cases, N_CASES(cases), 2100);
+    unsetenv("HY_GDN_QKV_SHARED");
 }
 
 // ================================================================ gdn_gates, silu_gate
