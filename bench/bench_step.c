@@ -188,7 +188,7 @@ static void time_rmsnorm(int rows, int D, int reps, double *fwd, double *bwd) {
 typedef struct {
     int B, T, H, D, K;
     void *x, *q, *k, *v, *work, *scratch;
-    float *w, *b, *dq, *dk, *dv, *du, *dx, *dw, *db;
+    float *w, *b, *dq, *dk, *dv, *dx, *dw, *db;
     size_t sb;
 } qkv_arg;
 
@@ -200,14 +200,12 @@ static void qkv_fwd(void *p) {
 
 static void qkv_bwd(void *p) {
     qkv_arg *a = (qkv_arg *)p;
-    int C = 3 * a->H * a->D;
-    hy_cuda_gdn_qkv_du(a->B, a->T, a->H, a->D, a->K, 1, 1e-12f, a->x, a->w, a->b, NULL, a->dq,
-                       a->dk, a->dv, a->du, a->work, NULL);
-    hy_cuda_short_conv_bwd(a->B, a->T, C, a->K, a->du, a->x, a->w, NULL, a->dx, 1, a->dw, a->db,
-                           a->scratch, a->sb, NULL);  // dx written, as the tape's fresh buffer
+    hy_cuda_gdn_qkv_bwd(a->B, a->T, a->H, a->D, a->K, 1, 1e-12f, a->x, a->w, a->b, NULL, a->dq,
+                        a->dk, a->dv, a->dx, 1, a->dw, a->db, a->scratch, a->sb,
+                        NULL);  // dx written, as the tape's fresh buffer
 }
 
-// GDN's input stage (layers/gdn_qkv.c): forward, and backward = du + the short conv's backward.
+// GDN's input stage (layers/gdn_qkv.c): forward and backward as the tape runs them.
 static void time_gdn_qkv(int B, int T, int H, int D, int K, int reps, double *fwd, double *bwd) {
     size_t n = (size_t)B * T * H * D, C = (size_t)3 * H * D;
     qkv_arg a;
@@ -220,14 +218,13 @@ static void time_gdn_qkv(int B, int T, int H, int D, int K, int reps, double *fw
     a.work = hy_cuda_malloc(hy_cuda_gdn_qkv_work_bytes(H, D, K));
     a.dq = dev_f32(n, -1e-3f, 1e-3f, 64), a.dk = dev_f32(n, -1e-3f, 1e-3f, 65);
     a.dv = dev_f32(n, -1e-3f, 1e-3f, 66);
-    a.du = (float *)hy_cuda_malloc(3 * n * 4);
     a.dx = dev_zeros(3 * n), a.dw = dev_zeros(C * K), a.db = dev_zeros(C);
-    a.sb = hy_cuda_short_conv_bwd_scratch_bytes(B, T, (int)C, K);
+    a.sb = hy_cuda_gdn_qkv_bwd_scratch_bytes(B, T, H, D, K);
     a.scratch = hy_cuda_malloc(a.sb ? a.sb : 256);
     *fwd = hy_cuda_time_ms(qkv_fwd, &a, 3, reps);
     *bwd = hy_cuda_time_ms(qkv_bwd, &a, 3, reps);
-    void *all[] = {a.x, a.w, a.b, a.q, a.k, a.v, a.work, a.dq, a.dk, a.dv, a.du, a.dx, a.dw,
-                   a.db, a.scratch};
+    void *all[] = {a.x, a.w, a.b, a.q, a.k, a.v, a.work, a.dq, a.dk, a.dv, a.dx, a.dw, a.db,
+                   a.scratch};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) hy_cuda_free(all[i]);
 }
 

@@ -7,11 +7,14 @@
 // the whole 3I-wide gradient). Forward here: the conv of a row's 3I
 // channels, SiLU, the heads' norms and the split into q, k, v in one pass
 // (x read once, q, k, v written once; 4 bytes a channel and row). Backward:
-// the conv output u is recomputed from x, and one pass turns dq, dk, dv
-// into du = d loss / d u (f32); the short conv's backward kernel
-// (short_conv.cu) then gives dx, dw and db from du. Everything between x
-// and the outputs stays f32 (the unfused path rounds u and silu(u) to bf16).
+// the conv output u is recomputed from x, and du = d loss / d u (f32) from
+// dq, dk, dv; then dx, dw and db as the short conv's backward. For the
+// common shapes (the streaming kernels below) both are one pass and du stays
+// in registers; otherwise one kernel writes du and short_conv.cu's backward
+// reads it. Everything between x and the outputs stays f32 (the unfused path
+// rounds u and silu(u) to bf16).
 //
+// The shared-memory kernels (any shape whose row fits in shared memory).
 // Layout of a block's work: R consecutive rows (b, t) of the B T rows at a
 // time, R chosen so that an (R, C) f32 array (C = 3I) takes at most 28 KB of
 // shared memory (R = 3 at C = 2304; the forward holds one, the backward two:
@@ -26,6 +29,7 @@
 #include <type_traits>
 
 #include "hy_cuda_gdn.h"
+#include "hy_cuda_ops.h"
 #include "ops_device.cuh"
 
 namespace {
@@ -265,22 +269,30 @@ __global__ void __launch_bounds__(kQkvThreads)
 
 // ---------------------------------------------------------------- streaming kernels
 // The common shapes (K <= 4; a head's D channels on a power of two of lanes,
-// D / VEC <= 32; 16-byte aligned rows) without shared memory or barriers, in
-// the layout of short_conv.cu's kernels: blocks of (32, 8) threads, lane tx
-// owns VEC channels c0 = (blockIdx.x 32 + tx) VEC of every row, and a thread
-// row takes groups of kQkvU = 4 consecutive rows of one sequence (ConvWalk,
-// uniform over a warp). All of a group's loads are issued before its
-// arithmetic (the K - 1 taps shared with the neighbouring group hit L1/L2),
-// and a head's sums over its D channels are shuffles among its D / VEC
-// lanes, which sit side by side in the warp because heads start on multiples
-// of D. The kernels above keep the other shapes: they hold R rows of all 3I
-// channels in shared memory and pass barriers between phases, with 288 units
-// a row for 256 threads at 3I = 2304 (the second pass runs 32 threads).
-// VEC = 4 channels a lane both ways, three blocks an SM (80 registers, a few
-// spilled): measured on an H200 at (8, 2048, 3 x 768), forward 0.138 ms
-// against 0.147 with 8 channels and two blocks (128 registers), backward
-// (with the short conv's) 0.349 against 0.396 ms with two blocks.
-constexpr int kQkvLanes = 32, kQkvRowsY = 8, kQkvU = 4, kQkvVec = 4;
+// D / VEC <= 32; 16-byte aligned rows) without shared memory for the rows,
+// in the layout of short_conv.cu's kernels: blocks of (32, 8) threads, lane
+// tx owns VEC channels c0 = (blockIdx.x 32 + tx) VEC of every row, and a
+// thread row walks a run of kQkvRun consecutive rows of one sequence
+// (ConvWalk over the runs, uniform over a warp), kQkvP rows at a time: the
+// P rows' loads are issued together, then the rows are computed in order
+// with the conv's last K - 1 input rows (and, backward, the last K - 1 rows
+// of du) carried in registers from row to row, so that each row is loaded
+// once. A head's sums over its D channels are shuffles among its D / VEC
+// lanes, which sit side by side in the warp because heads start on
+// multiples of D. The kernels above keep the other shapes; they hold R rows
+// of all 3I channels in shared memory with barriers between phases, and
+// 3I = 2304 gives 288 units a row for 256 threads.
+//
+// Measured on an H200 at (8, 2048, 3 x 768) (hydra-bench step's "GDN input"
+// piece, a layer): forward 0.103 ms, backward 0.279 ms (dx written); the
+// shared-memory kernels take 0.198 and 0.484 ms (du, then the short conv's
+// backward), and took 0.517 ms backward adding into a zeroed dx. Still 2.9x
+// and 3.1x the bytes' time at 4.2 TB/s: latency-bound at two or three blocks
+// an SM (80 and 128 registers a thread).
+// Rows loaded together: kQkvP = 4 forward, kQkvPB = 2 backward (its window
+// of du and dw/db sums take registers: backward 0.275 ms with 2, 0.297 ms
+// with 4, at 128 registers a thread).
+constexpr int kQkvLanes = 32, kQkvRowsY = 8, kQkvVec = 4, kQkvP = 4, kQkvPB = 2, kQkvRun = 32;
 
 template <int VEC, int KM>
 struct QkvLane {
@@ -303,133 +315,235 @@ struct QkvLane {
 #pragma unroll
         for (int k = 0; k < VEC; k++) bs[k] = on && bias ? bias[c0 + k] : 0.0f;
     }
-    // The x rows s0 - (K-1) .. s0 + kQkvU - 1 of sequence b (zero past T or
-    // off): row s0 + u's tap j is xs[u + j].
-    __device__ __forceinline__ void load_taps(const QkvShape &p, const uint16_t *x,
-                                              const uint16_t *cache, int b, int s0,
-                                              float (&xs)[kQkvU + KM - 1][VEC]) const {
+    // x at (b, t) (the cache before 0), zero at t >= T or off.
+    __device__ __forceinline__ void tap(const QkvShape &p, const uint16_t *x, const uint16_t *cache,
+                                        int b, int t, float (&f)[VEC]) const {
+        if (on && t < p.T) {
+            qkv_tap<VEC>(p, x, cache, b, t, c0, f);
+        } else {
 #pragma unroll
-        for (int i = 0; i < kQkvU + KM - 1; i++) {
-            const int t = s0 - (KM - 1) + i;
-            if (on && t < p.T) {
-                qkv_tap<VEC>(p, x, cache, b, t, c0, xs[i]);
-            } else {
-#pragma unroll
-                for (int k = 0; k < VEC; k++) xs[i][k] = 0.0f;
-            }
+            for (int k = 0; k < VEC; k++) f[k] = 0.0f;
         }
     }
-    // u = bias + sum_j w[j] x[s - (K-1) + j], taps in order (as the CPU op).
-    __device__ __forceinline__ void conv(const float (&xs)[kQkvU + KM - 1][VEC], int u,
-                                         float (&y)[VEC]) const {
+    // u = bias + sum_j w[j] x[t - (K-1) + j] with xw[j] = x[t - (K-1) + j],
+    // taps in order (as the CPU op).
+    __device__ __forceinline__ void conv(const float (&xw)[KM][VEC], float (&u)[VEC]) const {
 #pragma unroll
-        for (int k = 0; k < VEC; k++) y[k] = bs[k];
+        for (int k = 0; k < VEC; k++) u[k] = bs[k];
 #pragma unroll
         for (int j = 0; j < KM; j++)
 #pragma unroll
-            for (int k = 0; k < VEC; k++) y[k] += wr[j][k] * xs[u + j][k];
+            for (int k = 0; k < VEC; k++) u[k] += wr[j][k] * xw[j][k];
     }
 };
+
+// a[0 .. N-2] = a[1 .. N-1], a[N-1] = v.
+template <int N, int VEC>
+__device__ __forceinline__ void shift_in(float (&a)[N][VEC], const float (&v)[VEC]) {
+#pragma unroll
+    for (int j = 0; j + 1 < N; j++)
+#pragma unroll
+        for (int k = 0; k < VEC; k++) a[j][k] = a[j + 1][k];
+#pragma unroll
+    for (int k = 0; k < VEC; k++) a[N - 1][k] = v[k];
+}
 
 // Forward (as gdn_qkv_fwd_kernel). Bytes a (b, t, c): x 2 + q/k/v 2 = 4;
 // (8, 2048, 2304): 151 MB -> 0.036 ms at 4.2 TB/s.
 template <int VEC, int KM>
 __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 3)
-    gdn_qkv_fwd_stream_kernel(QkvShape p, const uint16_t *__restrict__ x,
-                              const float *__restrict__ w, const float *__restrict__ bias,
-                              const uint16_t *__restrict__ cache, uint16_t *__restrict__ q,
-                              uint16_t *__restrict__ k, uint16_t *__restrict__ v) {
+    gdn_qkv_fwd_run_kernel(QkvShape p, const uint16_t *__restrict__ x,
+                           const float *__restrict__ w, const float *__restrict__ bias,
+                           const uint16_t *__restrict__ cache, uint16_t *__restrict__ q,
+                           uint16_t *__restrict__ k, uint16_t *__restrict__ v) {
     const QkvLane<VEC, KM> L(p, w, bias);
     uint16_t *out = L.which == 0 ? q : L.which == 1 ? k : v;
-    const int per = (p.T + kQkvU - 1) / kQkvU;
-    const int64_t groups = (int64_t)p.B * per;
-    for (ConvWalk g(per); g.p < groups; g.next()) {
-        const int s0 = g.i * kQkvU;
-        float xs[kQkvU + KM - 1][VEC];
-        L.load_taps(p, x, cache, (int)g.b, s0, xs);
+    const int per = (p.T + kQkvRun - 1) / kQkvRun;
+    const int64_t runs = (int64_t)p.B * per;
+    for (ConvWalk r(per); r.p < runs; r.next()) {
+        const int b = (int)r.b, s0 = r.i * kQkvRun, s1 = min(s0 + kQkvRun, p.T);
+        // x rows t - (K-1) .. t once row t is shifted in; before the run's
+        // first row, slots 1 .. KM-1 hold rows s0 - (K-1) .. s0 - 1.
+        float xw[KM][VEC];
 #pragma unroll
-        for (int u = 0; u < kQkvU; u++) {
-            if (s0 + u >= p.T) break;  // uniform over the warp
-            float y[VEC];
-            L.conv(xs, u, y);
-            float ss = 0.0f;
+        for (int j = 0; j < KM; j++) L.tap(p, x, cache, b, j > 0 ? s0 - KM + j : p.T, xw[j]);
+        for (int t0 = s0; t0 < s1; t0 += kQkvP) {
+            float xn[kQkvP][VEC];
 #pragma unroll
-            for (int e = 0; e < VEC; e++) {
-                y[e] *= sigm_fast(y[e]);
-                ss += y[e] * y[e];
-            }
-            if (p.norm_qk) {
-                ss = group_sum(ss, L.G);
-                if (L.nrm) {
-                    const float sc = 1.0f / fmaxf(sqrtf(ss), p.eps);
+            for (int i = 0; i < kQkvP; i++) L.tap(p, x, cache, b, t0 + i < s1 ? t0 + i : p.T, xn[i]);
 #pragma unroll
-                    for (int e = 0; e < VEC; e++) y[e] *= sc;
+            for (int i = 0; i < kQkvP; i++) {
+                if (t0 + i >= s1) break;  // uniform over the warp
+                shift_in(xw, xn[i]);
+                float y[VEC];
+                L.conv(xw, y);
+                float ss = 0.0f;
+#pragma unroll
+                for (int e = 0; e < VEC; e++) {
+                    y[e] *= sigm_fast(y[e]);
+                    ss += y[e] * y[e];
                 }
+                if (p.norm_qk) {
+                    ss = group_sum(ss, L.G);
+                    if (L.nrm) {
+                        const float sc = 1.0f / fmaxf(sqrtf(ss), p.eps);
+#pragma unroll
+                        for (int e = 0; e < VEC; e++) y[e] *= sc;
+                    }
+                }
+                if (L.on) st_bf<VEC>(out + ((int64_t)b * p.T + t0 + i) * p.I + L.off, y);
             }
-            if (L.on) st_bf<VEC>(out + (g.b * p.T + s0 + u) * p.I + L.off, y);
         }
     }
 }
 
-// Backward to the conv output (as gdn_qkv_du_kernel). Bytes a (b, t, c):
-// x 2 + dq/dk/dv 4 + du 4 = 10; (8, 2048, 2304): 377 MB -> 0.09 ms.
+// Backward, the conv output's gradient and the short conv's backward in one
+// pass (du never goes to memory). For a normalised head with n = ||s||,
+// s = silu(u): ds = g / n - s (s . g) / n^3 (n >= eps) or g / eps (below,
+// where the clamp passes no gradient to n); du = ds silu'(u). Then, as
+// short_conv.cu's backward:
+//   dx[s]  (=|+=) sum_j w[j] du[s + K-1-j]      (j = 0 .. K-1 in order)
+//   dw[j]  += du[t] x[t - (K-1) + j]           (the cache before position 0)
+//   db     += du[t]
+// A run [s0, s1) owns the dx, dw and db terms of its rows; its dx rows need
+// du up to s1 + K - 2, so the run computes K - 1 rows of du past its end
+// (zero past T) that only its dx uses. A thread sums dw and db over its rows
+// in order; the block adds its 8 thread rows in order into partial[
+// blockIdx.y] = [dw (C, K) | db (C)], colsum_kernel the partials in order:
+// the order depends on the sizes alone. Bytes a (b, t, c): x 2 + dq/dk/dv 4
+// + dx 4 = 10 (set_dx; 14 adding): (8, 2048, 2304): 377 MB -> 0.09 ms.
 template <int VEC, int KM>
-__global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 3)
-    gdn_qkv_du_stream_kernel(QkvShape p, const uint16_t *__restrict__ x,
-                             const float *__restrict__ w, const float *__restrict__ bias,
-                             const uint16_t *__restrict__ cache, const float *__restrict__ dq,
-                             const float *__restrict__ dk, const float *__restrict__ dv,
-                             float *__restrict__ du) {
+__global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
+    gdn_qkv_bwd_run_kernel(QkvShape p, int set_dx, const uint16_t *__restrict__ x,
+                           const float *__restrict__ w, const float *__restrict__ bias,
+                           const uint16_t *__restrict__ cache, const float *__restrict__ dq,
+                           const float *__restrict__ dk, const float *__restrict__ dv,
+                           float *__restrict__ dx, float *__restrict__ partial) {
     const QkvLane<VEC, KM> L(p, w, bias);
     const float *gp = L.which == 0 ? dq : L.which == 1 ? dk : dv;
-    const int per = (p.T + kQkvU - 1) / kQkvU;
-    const int64_t groups = (int64_t)p.B * per;
-    for (ConvWalk g(per); g.p < groups; g.next()) {
-        const int s0 = g.i * kQkvU;
-        const int64_t row0 = g.b * p.T + s0;
-        float xs[kQkvU + KM - 1][VEC], gs[kQkvU][VEC];
-        L.load_taps(p, x, cache, (int)g.b, s0, xs);
+    float acc[KM + 1][VEC];  // acc[j]: dw tap j; acc[KM]: db
 #pragma unroll
-        for (int u = 0; u < kQkvU; u++) {
-            if (L.on && gp && s0 + u < p.T) {
-                ld_f<VEC>(gp + (row0 + u) * p.I + L.off, gs[u]);
-            } else {
+    for (int j = 0; j <= KM; j++)
 #pragma unroll
-                for (int e = 0; e < VEC; e++) gs[u][e] = 0.0f;
-            }
+        for (int k = 0; k < VEC; k++) acc[j][k] = 0.0f;
+    const int per = (p.T + kQkvRun - 1) / kQkvRun;
+    const int64_t runs = (int64_t)p.B * per;
+    for (ConvWalk r(per); r.p < runs; r.next()) {
+        const int b = (int)r.b, s0 = r.i * kQkvRun, s1 = min(s0 + kQkvRun, p.T);
+        const int e1 = s1 + KM - 1;  // rows t of du walked: [s0, e1); those >= T are zero
+        const int64_t rowb = (int64_t)b * p.T;
+        // x and du at rows t - (K-1) .. t once row t is shifted in (as the
+        // forward's window); du before s0 is never read by this run's dx.
+        float xw[KM][VEC], duw[KM][VEC];
+#pragma unroll
+        for (int j = 0; j < KM; j++) {
+            if (j > 0) L.tap(p, x, cache, b, s0 - KM + j, xw[j]);
+#pragma unroll
+            for (int k = 0; k < VEC; k++) duw[j][k] = 0.0f;
         }
+        for (int t0 = s0; t0 < e1; t0 += kQkvPB) {
+            float xn[kQkvPB][VEC], gn[kQkvPB][VEC];
 #pragma unroll
-        for (int u = 0; u < kQkvU; u++) {
-            if (s0 + u >= p.T) break;  // uniform over the warp
-            float uu[VEC], sg[VEC];
-            L.conv(xs, u, uu);
-            float ss = 0.0f, dot = 0.0f;
+            for (int i = 0; i < kQkvPB; i++) {
+                const int t = t0 + i;
+                L.tap(p, x, cache, b, t < e1 ? t : p.T, xn[i]);
+                if (L.on && gp && t < e1 && t < p.T) {
+                    ld_f<VEC>(gp + (rowb + t) * p.I + L.off, gn[i]);
+                } else {
 #pragma unroll
-            for (int e = 0; e < VEC; e++) {
-                sg[e] = sigm_fast(uu[e]);
-                const float sv = uu[e] * sg[e];
-                ss += sv * sv;
-                dot += sv * gs[u][e];
-            }
-            float nv = 1.0f, kc = 0.0f;
-            if (p.norm_qk) {
-                ss = group_sum(ss, L.G);
-                dot = group_sum(dot, L.G);
-                if (L.nrm) {
-                    const float n = sqrtf(ss);
-                    const bool clamped = n < p.eps;
-                    nv = 1.0f / (clamped ? p.eps : n);
-                    kc = clamped ? 0.0f : dot / (n * n * n);
+                    for (int e = 0; e < VEC; e++) gn[i][e] = 0.0f;
                 }
             }
-            float d[VEC];
 #pragma unroll
-            for (int e = 0; e < VEC; e++) {
-                const float ds = gs[u][e] * nv - uu[e] * sg[e] * kc;
-                d[e] = ds * sg[e] * (1.0f + uu[e] * (1.0f - sg[e]));
+            for (int i = 0; i < kQkvPB; i++) {
+                const int t = t0 + i;
+                if (t >= e1) break;  // uniform over the warp
+                shift_in(xw, xn[i]);
+                float d[VEC];
+                if (t < p.T) {  // uniform
+                    float uu[VEC], sg[VEC];
+                    L.conv(xw, uu);
+                    float ss = 0.0f, dot = 0.0f;
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) {
+                        sg[e] = sigm_fast(uu[e]);
+                        const float sv = uu[e] * sg[e];
+                        ss += sv * sv;
+                        dot += sv * gn[i][e];
+                    }
+                    float nv = 1.0f, kc = 0.0f;
+                    if (p.norm_qk) {
+                        ss = group_sum(ss, L.G);
+                        dot = group_sum(dot, L.G);
+                        if (L.nrm) {
+                            const float n = sqrtf(ss);
+                            const bool clamped = n < p.eps;
+                            nv = 1.0f / (clamped ? p.eps : n);
+                            kc = clamped ? 0.0f : dot / (n * n * n);
+                        }
+                    }
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) {
+                        const float ds = gn[i][e] * nv - uu[e] * sg[e] * kc;
+                        d[e] = ds * sg[e] * (1.0f + uu[e] * (1.0f - sg[e]));
+                    }
+                } else {
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) d[e] = 0.0f;
+                }
+                shift_in(duw, d);
+                if (partial && t < s1) {  // the run's own rows: dw, db
+#pragma unroll
+                    for (int j = 0; j < KM; j++)
+#pragma unroll
+                        for (int e = 0; e < VEC; e++) acc[j][e] += d[e] * xw[j][e];
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) acc[KM][e] += d[e];
+                }
+                const int s = t - (KM - 1);  // dx row: du[s .. t] known
+                if (dx && L.on && s >= s0) {
+                    float o[VEC];
+                    if (set_dx) {
+#pragma unroll
+                        for (int e = 0; e < VEC; e++) o[e] = 0.0f;
+                    } else {
+                        ld_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
+                    }
+                    float a[VEC];
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) a[e] = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < KM; j++)  // du[s + K-1-j] = duw[KM-1-j]
+#pragma unroll
+                        for (int e = 0; e < VEC; e++) a[e] += duw[KM - 1 - j][e] * L.wr[j][e];
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) o[e] += a[e];
+                    st_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
+                }
             }
-            if (L.on) st_f<VEC>(du + (row0 + u) * p.C + L.c0, d);
         }
+    }
+    if (!partial) return;  // uniform over the grid
+    constexpr int kW = kQkvLanes * VEC;  // channels a block
+    __shared__ float sm[kQkvRowsY][(KM + 1) * kW];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+#pragma unroll
+    for (int j = 0; j <= KM; j++)
+#pragma unroll
+        for (int e = 0; e < VEC; e++) sm[ty][j * kW + tx * VEC + e] = acc[j][e];
+    __syncthreads();
+    const int64_t ncols = (int64_t)p.C * KM + p.C;
+    float *outp = partial + (int64_t)blockIdx.y * ncols;
+    for (int e = ty * kQkvLanes + tx; e < (KM + 1) * kW; e += kQkvLanes * kQkvRowsY) {
+        const int j = e / kW, c = blockIdx.x * kW + (e - j * kW);
+        if (c >= p.C) continue;
+        float t = 0.0f;
+#pragma unroll
+        for (int r = 0; r < kQkvRowsY; r++) t += sm[r][e];
+        if (j < KM)
+            outp[(int64_t)c * KM + j] = t;
+        else
+            outp[(int64_t)p.C * KM + c] = t;
     }
 }
 
@@ -555,15 +669,16 @@ bool qkv_stream_ok(const QkvShape &p, std::initializer_list<const void *> ptrs) 
     return ok;
 }
 
-// Column blocks of 32 lanes, and row blocks for about four waves at two
-// blocks an SM (as short_conv.cu's forward), at most one thread row a group.
+// Column blocks of 32 lanes; row blocks: one thread row a run, at most
+// kQkvMaxParts row blocks (the backward's dw/db partials; a thread row
+// then walks several runs). A function of the sizes alone (the partials'
+// size and the order of their sums).
+constexpr int kQkvMaxParts = 512;
 dim3 qkv_stream_grid(const QkvShape &p) {
     const int64_t cb = (p.C / kQkvVec + kQkvLanes - 1) / kQkvLanes;
-    int64_t rb = ((int64_t)sm_count() * 8 + cb - 1) / cb;
-    const int64_t groups = (int64_t)p.B * ((p.T + kQkvU - 1) / kQkvU);
-    const int64_t need = (groups + kQkvRowsY - 1) / kQkvRowsY;
-    if (rb > need) rb = need;
-    if (rb > 65535) rb = 65535;
+    const int64_t runs = (int64_t)p.B * ((p.T + kQkvRun - 1) / kQkvRun);
+    int64_t rb = (runs + kQkvRowsY - 1) / kQkvRowsY;
+    if (rb > kQkvMaxParts) rb = kQkvMaxParts;
     if (rb < 1) rb = 1;
     return dim3((unsigned)cb, (unsigned)rb);
 }
@@ -601,7 +716,7 @@ extern "C" void hy_cuda_gdn_qkv_fwd(int B, int T, int H, int D, int K, int norm_
     if (qkv_stream_ok(p, {qkv, q, k, v})) {
         const dim3 grid = qkv_stream_grid(p), block(kQkvLanes, kQkvRowsY);
         with_taps(K, [&](auto kc) {
-            gdn_qkv_fwd_stream_kernel<kQkvVec, decltype(kc)::value>
+            gdn_qkv_fwd_run_kernel<kQkvVec, decltype(kc)::value>
                 <<<grid, block, 0, s>>>(p, xc, w, bias, cc, qo, ko, vo);
         });
         LAUNCH_CHECK();
@@ -625,15 +740,6 @@ extern "C" void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_q
     HY_REQUIRE(aligned16(work), "gdn_qkv_du: the workspace must be 16-byte aligned");
     cudaStream_t s = as_stream(stream);
     const uint16_t *xc = (const uint16_t *)qkv, *cc = K > 1 ? (const uint16_t *)cache : nullptr;
-    if (qkv_stream_ok(p, {qkv, dq, dk, dv, du})) {
-        const dim3 grid = qkv_stream_grid(p), block(kQkvLanes, kQkvRowsY);
-        with_taps(K, [&](auto kc) {
-            gdn_qkv_du_stream_kernel<kQkvVec, decltype(kc)::value>
-                <<<grid, block, 0, s>>>(p, xc, w, bias, cc, dq, dk, dv, du);
-        });
-        LAUNCH_CHECK();
-        return;
-    }
     const float *wt = qkv_wt(p, w, work, s);
     size_t smem = qkv_smem(p, 2);
     auto kern =
@@ -664,4 +770,57 @@ extern "C" void hy_cuda_gdn_gates_bwd(int rows, int H, const void *ab, const flo
     gdn_gates_bwd_kernel<<<stream_blocks(n), kThreads, 0, as_stream(stream)>>>(
         rows, H, (const uint16_t *)ab, dalpha, dbeta, dab, overwrite);
     LAUNCH_CHECK();
+}
+
+// The fused backward's dw/db partials, or the fallback's du, transposed
+// weights and short-conv partials: the larger, so that the size depends on
+// the sizes alone (not on the pointers' alignment nor HY_GDN_QKV_SHARED).
+extern "C" size_t hy_cuda_gdn_qkv_bwd_scratch_bytes(int B, int T, int H, int D, int K) {
+    QkvShape p = qkv_shape("gdn_qkv_bwd", B, T, H, D, K, 0, 0.0f);
+    const int64_t BT = (int64_t)B * T;
+    if (BT == 0) return 0;
+    const size_t ncols = (size_t)p.C * K + p.C;
+    const size_t fused = (size_t)qkv_stream_grid(p).y * ncols * sizeof(float);
+    const size_t du = ((size_t)BT * p.C * sizeof(float) + 255) / 256 * 256;
+    const size_t fallback = du + hy_cuda_gdn_qkv_work_bytes(H, D, K) +
+                            hy_cuda_short_conv_bwd_scratch_bytes(B, T, p.C, K);
+    return fused > fallback ? fused : fallback;
+}
+
+extern "C" void hy_cuda_gdn_qkv_bwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
+                                    const void *qkv, const float *w, const float *bias,
+                                    const void *cache, const float *dq, const float *dk,
+                                    const float *dv, float *dx, int set_dx, float *dw, float *db,
+                                    void *scratch, size_t scratch_bytes, void *stream) {
+    QkvShape p = qkv_shape("gdn_qkv_bwd", B, T, H, D, K, norm_qk, eps);
+    if ((int64_t)B * T == 0 || (!dx && !dw && !db)) return;
+    HY_REQUIRE(qkv && w, "gdn_qkv_bwd: a NULL pointer (qkv or w)");
+    check_scratch("gdn_qkv_bwd", scratch, scratch_bytes,
+                  hy_cuda_gdn_qkv_bwd_scratch_bytes(B, T, H, D, K));
+    HY_REQUIRE(aligned16(scratch), "gdn_qkv_bwd: the scratch must be 16-byte aligned");
+    cudaStream_t s = as_stream(stream);
+    const uint16_t *xc = (const uint16_t *)qkv, *cc = K > 1 ? (const uint16_t *)cache : nullptr;
+    const bool wb = dw || db;
+    if (qkv_stream_ok(p, {qkv, dq, dk, dv, dx})) {
+        const dim3 grid = qkv_stream_grid(p), block(kQkvLanes, kQkvRowsY);
+        float *partial = wb ? (float *)scratch : nullptr;
+        with_taps(K, [&](auto kc) {
+            gdn_qkv_bwd_run_kernel<kQkvVec, decltype(kc)::value>
+                <<<grid, block, 0, s>>>(p, set_dx, xc, w, bias, cc, dq, dk, dv, dx, partial);
+        });
+        LAUNCH_CHECK();
+        if (wb) launch_colsum((int)grid.y, (int64_t)p.C * K + p.C, partial, (int64_t)p.C * K, dw, db, s);
+        return;
+    }
+    // du, then the short conv's backward.
+    const int64_t BT = (int64_t)B * T;
+    const size_t du_bytes = ((size_t)BT * p.C * sizeof(float) + 255) / 256 * 256;
+    const size_t work_bytes = hy_cuda_gdn_qkv_work_bytes(H, D, K);
+    float *du = (float *)scratch;
+    char *work = (char *)scratch + du_bytes;
+    hy_cuda_gdn_qkv_du(B, T, H, D, K, norm_qk, eps, qkv, w, bias, cache, dq, dk, dv, du, work,
+                       stream);
+    const size_t cb = hy_cuda_short_conv_bwd_scratch_bytes(B, T, p.C, K);
+    hy_cuda_short_conv_bwd(B, T, p.C, K, du, qkv, w, cache, dx, set_dx, dw, db,
+                           wb ? work + work_bytes : nullptr, wb ? cb : 0, stream);
 }

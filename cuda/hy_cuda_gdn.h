@@ -88,15 +88,28 @@ void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, const void *qkv
 //   q, k, v (B, T, H D) bf16 = s[:, :, 0:I], s[:, :, I:2I], s[:, :, 2I:3I]   (I = H D),
 // q and k divided per head (D channels) by max(||.||, eps) when norm_qk. 1 <= K <= 16; a row
 // (two f32 copies of its 3 H D channels, in the backward) must fit in a block's 227 KB of
-// shared memory (3 H D up to ~24000). The backward is two kernels: hy_cuda_gdn_qkv_du writes
-// du (B, T, 3 H D) fp32 = d loss / d u from dq, dk, dv (B, T, H D) fp32 (each may be NULL:
-// zero), recomputing u from qkv; hy_cuda_short_conv_bwd with dy = du then gives d qkv, dw and
-// db. `work`: device memory of hy_cuda_gdn_qkv_work_bytes(), 16-byte aligned (the weights
-// transposed), free again once the call's kernels have run (stream order).
+// shared memory (3 H D up to ~24000). `work`: device memory of hy_cuda_gdn_qkv_work_bytes(),
+// 16-byte aligned (the weights transposed), free again once the call's kernels have run
+// (stream order).
+//
+// Backward: hy_cuda_gdn_qkv_bwd gives from dq, dk, dv (B, T, H D) fp32 (each may be NULL:
+// zero), recomputing u from qkv, with du = d loss / d u (B, T, 3 H D):
+//   dx = d qkv (B, T, 3 H D) fp32, written (set_dx) or added to; dw (3 H D, K) and db (3 H D)
+//   fp32 added to; each of dx, dw, db may be NULL;
+// as hy_cuda_short_conv_bwd with dy = du would (the cache gets no gradient). K <= 4 with D / 4
+// a power of two up to 32 and 16-byte aligned rows: one pass, du never in memory; other shapes:
+// hy_cuda_gdn_qkv_du writes du, then hy_cuda_short_conv_bwd. `scratch`: device memory of
+// hy_cuda_gdn_qkv_bwd_scratch_bytes(), 16-byte aligned (the larger of the two ways' needs).
 size_t hy_cuda_gdn_qkv_work_bytes(int H, int D, int K);
 void hy_cuda_gdn_qkv_fwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
                          const void *qkv, const float *w, const float *bias, const void *cache,
                          void *q, void *k, void *v, void *work, void *stream);
+size_t hy_cuda_gdn_qkv_bwd_scratch_bytes(int B, int T, int H, int D, int K);
+void hy_cuda_gdn_qkv_bwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
+                         const void *qkv, const float *w, const float *bias, const void *cache,
+                         const float *dq, const float *dk, const float *dv, float *dx, int set_dx,
+                         float *dw, float *db, void *scratch, size_t scratch_bytes, void *stream);
+// du (B, T, 3 H D) fp32 alone (the shared-memory kernel; `work` as the forward's).
 void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_qk, float eps,
                         const void *qkv, const float *w, const float *bias, const void *cache,
                         const float *dq, const float *dk, const float *dv, float *du, void *work,

@@ -1,9 +1,9 @@
 // gdn_qkv.c: GDN's input stage, from the qkv projection to the heads' q, k, v,
 // and the gates alpha, beta from the gate projection.
 // CPU: the ops in turn (short_conv, silu, three slices, two l2norms): the
-// reference. GPU: one op (hy_cuda_gdn_qkv_fwd / _du and the short conv's
-// backward kernel): one pass forward, two backward, no bf16 rounding in
-// between and no 3I-wide f32 gradient assembled from slices (gdn_qkv.cu).
+// reference. GPU: one op (hy_cuda_gdn_qkv_fwd / _bwd): one pass each way
+// for the common shapes, no bf16 rounding in between and no 3I-wide f32
+// gradient assembled from slices (gdn_qkv.cu).
 #include <limits.h>
 #include <string.h>
 
@@ -20,8 +20,9 @@ typedef struct {
     hy_tensor *cache;  // (B, 3 H D, K-1) bf16 saved copy (decoding shifts the cache), or NULL
 } qkv_ctx;
 
-// d qkv, dw, db accumulate from dq, dk, dv: du (B, T, 3 H D) f32 in scratch,
-// then the short conv's backward.
+// d qkv (written when its buffer is fresh), dw, db (accumulated) from dq,
+// dk, dv: hy_cuda_gdn_qkv_bwd (one pass, or du in scratch and the short
+// conv's backward for the shapes the one pass does not take).
 static void qkv_backward_cuda(hy_tape *t, hy_node *n) {
     qkv_ctx *c = (qkv_ctx *)n->ctx;
     hy_tensor *gq = hy_grad(t, n->out[0]), *gk = hy_grad(t, n->out[1]);
@@ -32,20 +33,16 @@ static void qkv_backward_cuda(hy_tape *t, hy_node *n) {
     hy_tensor *dx = hy_grad_out(t, x, &fresh), *dw = hy_grad_acc(t, w);
     hy_tensor *db = b ? hy_grad_acc(t, b) : NULL;
     if (!dx && !dw && !db) return;
-    int B = c->B, T = c->T, C = 3 * c->H * c->D, K = c->K;
+    int B = c->B, T = c->T, K = c->K;
     const void *cache = c->cache ? c->cache->data : NULL;
     hy_arena_mark_t mark = hy_arena_mark(t->scratch);
-    float *du = (float *)hy_arena_alloc(t->scratch, (size_t)B * T * C * sizeof(float));
-    void *work = hy_arena_alloc(t->scratch, hy_cuda_gdn_qkv_work_bytes(c->H, c->D, K));
-    hy_cuda_gdn_qkv_du(B, T, c->H, c->D, K, c->norm_qk, c->eps, x->data, hy_f32(w),
-                       b ? hy_f32(b) : NULL, cache, gq ? hy_f32(gq) : NULL,
-                       gk ? hy_f32(gk) : NULL, gv ? hy_f32(gv) : NULL, du, work, NULL);
-    size_t bytes = (dw || db) ? hy_cuda_short_conv_bwd_scratch_bytes(B, T, C, K) : 0;
-    void *scratch = bytes ? hy_arena_alloc(t->scratch, bytes) : NULL;
-    hy_cuda_short_conv_bwd(B, T, C, K, du, x->data, hy_f32(w), cache, dx ? hy_f32(dx) : NULL,
-                           fresh, dw ? hy_f32(dw) : NULL, db ? hy_f32(db) : NULL, scratch, bytes,
-                           NULL);
-    hy_arena_reset_to(t->scratch, mark);  // stream order keeps du valid for the kernels
+    size_t bytes = hy_cuda_gdn_qkv_bwd_scratch_bytes(B, T, c->H, c->D, K);
+    void *scratch = hy_arena_alloc(t->scratch, bytes);
+    hy_cuda_gdn_qkv_bwd(B, T, c->H, c->D, K, c->norm_qk, c->eps, x->data, hy_f32(w),
+                        b ? hy_f32(b) : NULL, cache, gq ? hy_f32(gq) : NULL, gk ? hy_f32(gk) : NULL,
+                        gv ? hy_f32(gv) : NULL, dx ? hy_f32(dx) : NULL, fresh,
+                        dw ? hy_f32(dw) : NULL, db ? hy_f32(db) : NULL, scratch, bytes, NULL);
+    hy_arena_reset_to(t->scratch, mark);  // stream order keeps the scratch valid for the kernels
 }
 
 static void gdn_qkv_cuda(hy_tape *t, hy_tensor *qkv, hy_tensor *w, hy_tensor *b,

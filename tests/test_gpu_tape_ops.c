@@ -497,30 +497,34 @@ HY_TEST(gpu_tape_short_conv, "gpu") {
 // must treat them as zero), and all three at once through q + k + v.
 typedef struct {
     int H, D, norm_qk, bias, cache, which;  // which: 0 q, 1 k, 2 v, 3 q + k + v
+    int fresh;  // qkv = x + x on the tape: its gradient buffer is fresh (written, not added to)
 } qkv_arg;
 
 static hy_tensor *f_gdn_qkv(hy_tape *t, hy_tensor **in, const void *arg) {
     const qkv_arg *a = (const qkv_arg *)arg;
     hy_tensor *o[3];
-    hy_gdn_qkv(t, in[0], in[1], a->bias >= 0 ? in[a->bias] : NULL,
-               a->cache >= 0 ? in[a->cache] : NULL, a->H, a->D, a->norm_qk, 1e-12f, o);
+    hy_tensor *x = a->fresh ? hy_add(t, in[0], in[0]) : in[0];
+    hy_gdn_qkv(t, x, in[1], a->bias >= 0 ? in[a->bias] : NULL, a->cache >= 0 ? in[a->cache] : NULL,
+               a->H, a->D, a->norm_qk, 1e-12f, o);
     return a->which < 3 ? o[a->which] : hy_add(t, hy_add(t, o[0], o[1]), o[2]);
 }
 
 HY_TEST(gpu_tape_gdn_qkv, "gpu") {
     // Odd sizes (H 3, D 5: the scalar path), the 16-byte path (D 64), a
     // cache, no bias, K 1 and K 7, and x as a window of a larger tensor. The
-    // streaming kernels take D 16, 64 and 128 (K <= 4, heads on 2, 8 or 16
-    // lanes forward and 4, 16 or 32 backward, aligned rows), the
-    // shared-memory ones the rest: D 5, K 7, D 48 (6 lanes: not a power of
-    // two) and the window. Then every case again with the shared-memory
-    // kernels forced (HY_GDN_QKV_SHARED=1).
-    static const qkv_arg q0 = {3, 5, 1, 2, -1, 0}, k0 = {3, 5, 1, 2, -1, 1},
-                         v0 = {3, 5, 1, 2, -1, 2}, all0 = {3, 5, 1, 2, -1, 3},
-                         q64 = {2, 64, 1, 2, 3, 0}, k64 = {2, 64, 1, 2, 3, 1},
-                         all64 = {2, 64, 1, 2, 3, 3}, plain64 = {2, 64, 0, -1, 2, 3},
-                         k1 = {1, 16, 1, 2, -1, 3}, all128 = {1, 128, 1, 2, 3, 3},
-                         all48 = {3, 48, 1, 2, -1, 3};
+    // streaming kernels take D 16, 64 and 128 (K <= 4, heads on 4, 16 or 32
+    // lanes, aligned rows; T 41 and 70 cross their 32-row runs), the
+    // shared-memory ones the rest: D 5, K 7, D 48 (12 lanes: not a power of
+    // two) and the window. The "fresh" cases feed x + x, whose gradient
+    // buffer the op writes instead of adding to. Then every case again with
+    // the shared-memory kernels forced (HY_GDN_QKV_SHARED=1).
+    static const qkv_arg q0 = {3, 5, 1, 2, -1, 0, 0}, k0 = {3, 5, 1, 2, -1, 1, 0},
+                         v0 = {3, 5, 1, 2, -1, 2, 0}, all0 = {3, 5, 1, 2, -1, 3, 0},
+                         q64 = {2, 64, 1, 2, 3, 0, 0}, k64 = {2, 64, 1, 2, 3, 1, 0},
+                         all64 = {2, 64, 1, 2, 3, 3, 0}, plain64 = {2, 64, 0, -1, 2, 3, 0},
+                         k1 = {1, 16, 1, 2, -1, 3, 0}, all128 = {1, 128, 1, 2, 3, 3, 0},
+                         all48 = {3, 48, 1, 2, -1, 3, 0}, fresh64 = {2, 64, 1, 2, 3, 3, 1},
+                         fresh5 = {3, 5, 1, 2, -1, 3, 1};
     static const op_case cases[] = {
         {"gdn_qkv (2, 37, 45) H 3 D 5 K 4 -> q", f_gdn_qkv, &q0, 3,
          {{"qkv", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0},
@@ -580,6 +584,17 @@ HY_TEST(gpu_tape_gdn_qkv, "gpu") {
          {{"qkv", ACT, 1, 3, {2, 19, 432}, 0, 1.0f, 0},
           {"w", PARAM, 1, 3, {432, 1, 4}, 0, 0.5f, 0},
           {"b", PARAM, 1, 1, {432}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (3, 70, 384) D 64 cache, fresh d qkv -> q+k+v", f_gdn_qkv, &fresh64, 4,
+         {{"qkv", ACT, 1, 3, {3, 70, 384}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {384, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {384}, 0, 0.5f, 0},
+          {"cache", ACT, 0, 3, {3, 384, 3}, 0, 1.0f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (3, 29, 45) D 5, fresh d qkv -> q+k+v", f_gdn_qkv, &fresh5, 3,
+         {{"qkv", ACT, 1, 3, {3, 29, 45}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {45, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
          HY_BF16, 0, 0},
     };
     check_cases(cases, N_CASES(cases), 2100);
