@@ -554,8 +554,9 @@ HY_TEST(gpu_adamw_vs_cpu, "gpu") {
 // flipped bf16 rounding changes the whole trajectory, so no model of the
 // GPU's rounding can be held tighter. A logic error costs 30% or more
 // (4 steps instead of 5: 31%). The GPU keeps X, A and B in bf16 between
-// the products, as the reference Muon (measured on an H200: 1.3-1.5e-2 on
-// the matrices of 64 and more).
+// the products, as the reference Muon, with its a X term folded into B as
+// B + a I (measured on an H200: 1.37-1.50e-2 on the matrices of 64 and
+// more; 1.31-1.45e-2 with a X as a GEMM's beta term).
 static void muon_run(int exact) {
     tab s;
     build_table(&s);
