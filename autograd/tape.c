@@ -77,7 +77,10 @@ hy_node *hy_tape_record(hy_tape *t, const char *op, hy_backward_fn backward, hy_
     n->backward = backward;
     n->n_in = n_in;
     n->n_out = n_out;
-    for (int i = 0; i < n_in; i++) n->in[i] = in[i];
+    for (int i = 0; i < n_in; i++) {
+        n->in[i] = in[i];
+        if (in[i] && in[i]->dtype != HY_I32 && in[i]->requires_grad) owner_of(in[i])->uses++;
+    }
     for (int i = 0; i < n_out; i++) n->out[i] = out[i];
     return n;
 }
@@ -94,10 +97,25 @@ hy_tensor *hy_tape_new(hy_tape *t, hy_dtype dt, int ndim, const int64_t *shape,
     return hy_tensor_new(t->acts, dt, ndim, shape, name);
 }
 
+int hy_has_grad(const hy_tape *t, const hy_tensor *x) {
+    int s = live_slot(t, x->base ? x->base : x);
+    return s >= 0 && t->grads[s] != NULL;
+}
+
+// A gradient held in bf16 (hy_grad_out_bf16) has one reader, which asks for
+// it with hy_grad_bf16; anything else reading or adding to it is a bug.
+static void expect_f32_grad(const hy_tensor *g, const hy_tensor *x) {
+    HY_CHECK(g->dtype == HY_F32,
+             "tape: the gradient of '%s' is held in bf16 (hy_grad_out_bf16); only "
+             "hy_grad_bf16() may read it",
+             x->name);
+}
+
 hy_tensor *hy_grad(hy_tape *t, const hy_tensor *x) {
     const hy_tensor *owner = x->base ? x->base : x;
     int s = live_slot(t, owner);
     if (s < 0 || !t->grads[s]) return NULL;
+    expect_f32_grad(t->grads[s], x);
     if (!x->base) return t->grads[s];
     // x is a view: hand back the matching window of its owner's gradient.
     hy_tensor *g = t->grads[s];
@@ -132,7 +150,31 @@ static hy_tensor *grad_buffer(hy_tape *t, hy_tensor *x, int *fresh) {
             memset(g->data, 0, hy_nbytes(g));
         t->grads[s] = g;
     }
-    return hy_grad(t, x);
+    return hy_grad(t, x);  // stops on a bf16 gradient
+}
+
+void hy_tape_grad_bf16_ok(hy_tape *t, hy_tensor *y) {
+    (void)t;
+    const char *e = getenv("HYDRA_GRAD_BF16");
+    if (y && !y->base && !(e && e[0] == '0')) y->grad_bf16_ok = 1;
+}
+
+void *hy_grad_out_bf16(hy_tape *t, hy_tensor *x) {
+    if (!x || !x->requires_grad || x->base || !x->grad_bf16_ok || x->uses != 1) return NULL;
+    if (x->device != HY_CUDA) return NULL;
+    int s = live_slot(t, x);
+    if (s >= 0 && t->grads[s]) return NULL;  // a gradient already: not the only contribution
+    if (s < 0) s = new_slot(t, x);
+    hy_tensor *g = hy_tensor_new(t->scratch, HY_BF16, x->ndim, x->shape, x->name);
+    t->grads[s] = g;
+    return g->data;
+}
+
+const void *hy_grad_bf16(hy_tape *t, const hy_tensor *x) {
+    if (x->base) return NULL;
+    int s = live_slot(t, x);
+    if (s < 0 || !t->grads[s] || t->grads[s]->dtype != HY_BF16) return NULL;
+    return t->grads[s]->data;
 }
 
 hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x) { return grad_buffer(t, x, NULL); }
@@ -177,7 +219,7 @@ void hy_tape_backward_from(hy_tape *t, int first) {
         }
         int any = 0;
         for (int j = 0; j < n->n_out; j++)
-            if (hy_grad(t, n->out[j])) any = 1;
+            if (hy_has_grad(t, n->out[j])) any = 1;
         if (any) n->backward(t, n);
     }
 }

@@ -79,6 +79,8 @@ hy_tensor *hy_tape_new(hy_tape *t, hy_dtype dt, int ndim, const int64_t *shape,
 
 // In backward: the gradient of `x`, or NULL when nothing flowed into it.
 hy_tensor *hy_grad(hy_tape *t, const hy_tensor *x);
+// Whether something flowed into x's gradient (f32 or bf16).
+int hy_has_grad(const hy_tape *t, const hy_tensor *x);
 // In backward: the buffer to accumulate x's gradient into (zeroed on first
 // use), or NULL when x needs no gradient.
 hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x);
@@ -87,6 +89,20 @@ hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x);
 // (an overwrite instead of zero-then-accumulate; a GEMM's beta 0). *fresh is
 // 0 when the caller must accumulate as with hy_grad_acc.
 hy_tensor *hy_grad_out(hy_tape *t, hy_tensor *x, int *fresh);
+// bf16 gradients (GPU). In forward, an op whose backward reads its output
+// y's gradient only rounded to bf16 (a linear without bias: its GEMMs take
+// bf16 operands) says so with hy_tape_grad_bf16_ok (HYDRA_GRAD_BF16=0 in
+// the environment turns it off). In backward, an op about to write x's
+// whole gradient asks hy_grad_out_bf16: a bf16 buffer when x allows it, is
+// not a view, has no gradient yet and is read by one recorded op (so this
+// write is the gradient's only contribution), else NULL (write f32 as
+// usual). Rounding there instead of in the reader gives the same bits and
+// saves the f32 round trip. hy_grad_bf16 gives the reader x's bf16
+// gradient (NULL when it is f32 or absent); hy_grad, hy_grad_acc and
+// hy_grad_out stop with an error on a bf16 gradient.
+void hy_tape_grad_bf16_ok(hy_tape *t, hy_tensor *y);
+void *hy_grad_out_bf16(hy_tape *t, hy_tensor *x);
+const void *hy_grad_bf16(hy_tape *t, const hy_tensor *x);
 // When x (not a view) has no gradient yet, make `g` its gradient, without a
 // copy, and return 1; else return 0 (the caller accumulates). `g` must be
 // an f32 buffer of x's size that nothing else will write: typically the

@@ -26,6 +26,8 @@ typedef struct hy_tensor {
     int slot;                 // index in the tape's gradient table, -1 if none yet
     struct hy_tensor *base;   // a view's owner (gradients go there), NULL if none
     int64_t offset;           // a view's first element within base
+    int uses;                 // recorded ops that read it (its gradient's contributions)
+    int grad_bf16_ok;         // its gradient's one reader rounds it to bf16 (tape.h)
     // An f32 parameter on the GPU also has a bf16 copy that the GEMMs read
     // (params.h, hy_params_alloc_half); NULL for everything else.
     void *half;

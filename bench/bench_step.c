@@ -68,7 +68,7 @@ static void backward_timed(hy_tape *t, hy_tensor *loss, hy_cuda_events *ev) {
         hy_node *n = &t->nodes[i];
         hy_cuda_events_record(ev, EV_NODE0 + k);
         int any = 0;
-        for (int j = 0; j < n->n_out; j++) any |= hy_grad(t, n->out[j]) != NULL;
+        for (int j = 0; j < n->n_out; j++) any |= hy_has_grad(t, n->out[j]);
         if (any) n->backward(t, n);
     }
     hy_cuda_events_record(ev, EV_NODE0 + t->n_nodes);

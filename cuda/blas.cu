@@ -296,6 +296,18 @@ extern "C" void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, c
     }
 }
 
+extern "C" void hy_cuda_linear_bwd_bf16(int rows, int in, int out, const void *dy, const void *x,
+                                        const void *w, float *dx, int dx_overwrite, float *dw,
+                                        void *stream) {
+    HY_REQUIRE(rows >= 0 && in > 0 && out > 0, "linear_bwd_bf16: bad sizes rows %d in %d out %d",
+               rows, in, out);
+    if (rows == 0 || (!dx && !dw)) return;
+    if (dx)
+        hy_cuda_gemm(0, 0, rows, in, out, 1.0f, dy, out, w, in, dx_overwrite ? 0.0f : 1.0f, dx, 1,
+                     in, stream);
+    if (dw) hy_cuda_gemm(1, 0, out, in, rows, 1.0f, dy, out, x, in, 1.0f, dw, 1, in, stream);
+}
+
 // ---------------------------------------------------------------- timing
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;

@@ -111,6 +111,11 @@ size_t hy_cuda_linear_bwd_scratch_bytes(int rows, int in, int out);
 void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, const void *x,
                         const void *w, float *dx, int dx_overwrite, float *dw, float *db,
                         void *scratch, size_t scratch_bytes, void *stream);
+// The same without a bias, dy (rows, out) already bf16 (the rounding the
+// fp32 form does in scratch): the two GEMMs alone.
+void hy_cuda_linear_bwd_bf16(int rows, int in, int out, const void *dy, const void *x,
+                             const void *w, float *dx, int dx_overwrite, float *dw,
+                             void *stream);
 
 // ---------------------------------------------------------------- LM head + cross-entropy
 // Scratch bytes hy_cuda_head_ce() needs to process `chunk_rows` rows of

@@ -96,6 +96,10 @@ void hy_cuda_swiglu_fwd(int rows, int H, const void *gv, void *y, void *stream);
 // contents not read.
 void hy_cuda_swiglu_bwd(int rows, int H, const float *dy, const void *gv, float *dgv,
                         int overwrite, void *stream);
+// The same written in bf16: dgv (rows, 2H) bf16 = the fp32 values above
+// rounded (overwrite).
+void hy_cuda_swiglu_bwd_bf16(int rows, int H, const float *dy, const void *gv, void *dgv,
+                             void *stream);
 
 // ---------------------------------------------------------------- elementwise
 // Flat n elements, bf16 in, bf16 out; dy and the gradients fp32.

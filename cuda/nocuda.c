@@ -67,6 +67,8 @@ void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void *x, const 
 void hy_cuda_swiglu_fwd(int rows, int H, const void *gv, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_swiglu_bwd(int rows, int H, const float *dy, const void *gv, float *dgv,
                         int overwrite, void *stream) { NO_CUDA(); }
+void hy_cuda_swiglu_bwd_bf16(int rows, int H, const float *dy, const void *gv, void *dgv,
+                             void *stream) { NO_CUDA(); }
 void hy_cuda_add_fwd(size_t n, const void *a, const void *b, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_add_bwd(size_t n, const float *dy, float *da, float *db, void *stream) { NO_CUDA(); }
 void hy_cuda_mul_fwd(size_t n, const void *a, const void *b, void *y, void *stream) { NO_CUDA(); }
@@ -134,6 +136,9 @@ size_t hy_cuda_linear_bwd_scratch_bytes(int rows, int in, int out) { NO_CUDA(); 
 void hy_cuda_linear_bwd(int rows, int in, int out, const float *dy, const void *x,
                         const void *w, float *dx, int dx_overwrite, float *dw, float *db,
                         void *scratch, size_t scratch_bytes, void *stream) { NO_CUDA(); }
+void hy_cuda_linear_bwd_bf16(int rows, int in, int out, const void *dy, const void *x,
+                             const void *w, float *dx, int dx_overwrite, float *dw,
+                             void *stream) { NO_CUDA(); }
 size_t hy_cuda_head_ce_scratch_bytes(int rows, int V, int chunk_rows) { NO_CUDA(); return 0; }
 int hy_cuda_head_ce_chunk_rows(int rows, int V, size_t scratch_bytes) { NO_CUDA(); return 0; }
 void hy_cuda_head_ce(int rows, int d, int V, const void *h, const void *E,

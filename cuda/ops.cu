@@ -458,20 +458,21 @@ __global__ void swiglu_fwd_kernel(int64_t rows, int H, const uint16_t *gv, uint1
 // Bytes a (row, h): dy 4 + gv 2 + 2 + dgv (4 + 4) * 2 = 24. (16384, 2048):
 // 805 MB -> 0.19 ms at 4.2 TB/s. Units of VEC = 4 columns (a float4 of dy and
 // of each dgv half, 8 bytes of each gv half); every load before the stores.
-template <int VEC>
+// BF16: dgv is bf16, written (the f32 values rounded; 16 bytes a (row, h)).
+template <int VEC, bool BF16>
 __global__ void swiglu_bwd_kernel(int64_t rows, int H, const float *__restrict__ dy,
-                                  const uint16_t *__restrict__ gv, float *__restrict__ dgv,
+                                  const uint16_t *__restrict__ gv, void *__restrict__ dgv_,
                                   int overwrite) {
     for (RowWalk w(H / VEC); w.r < rows; w.next()) {
         const int64_t r = w.r;
         const int c = w.j * VEC;
         const uint16_t *gp = gv + r * 2 * H + c;
-        float *dp = dgv + r * 2 * H + c;
+        float *dp = (float *)dgv_ + r * 2 * H + c;
         float g[VEC], v[VEC], d[VEC], og[VEC], ov[VEC];
         ld_bf<VEC>(gp, g);
         ld_bf<VEC>(gp + H, v);
         ld_f<VEC>(dy + r * H + c, d);
-        if (overwrite) {
+        if (BF16 || overwrite) {
 #pragma unroll
             for (int k = 0; k < VEC; k++) og[k] = ov[k] = 0.0f;
         } else {
@@ -486,8 +487,14 @@ __global__ void swiglu_bwd_kernel(int64_t rows, int H, const float *__restrict__
             og[k] += dg;
             ov[k] += dv;
         }
-        st_f<VEC>(dp, og);
-        st_f<VEC>(dp + H, ov);
+        if constexpr (BF16) {
+            uint16_t *hp = (uint16_t *)dgv_ + r * 2 * H + c;
+            st_bf<VEC>(hp, og);
+            st_bf<VEC>(hp + H, ov);
+        } else {
+            st_f<VEC>(dp, og);
+            st_f<VEC>(dp + H, ov);
+        }
     }
 }
 
@@ -840,11 +847,26 @@ extern "C" void hy_cuda_swiglu_bwd(int rows, int H, const float *dy, const void 
     cudaStream_t s = as_stream(stream);
     const uint16_t *g = (const uint16_t *)gv;
     if (H % 4 == 0 && aligned16(dy) && aligned8(gv) && aligned16(dgv))
-        swiglu_bwd_kernel<4><<<stream_blocks((int64_t)rows * H / 4), kThreads, 0, s>>>(
+        swiglu_bwd_kernel<4, false><<<stream_blocks((int64_t)rows * H / 4), kThreads, 0, s>>>(
             rows, H, dy, g, dgv, overwrite);
     else
-        swiglu_bwd_kernel<1><<<stream_blocks((int64_t)rows * H), kThreads, 0, s>>>(
+        swiglu_bwd_kernel<1, false><<<stream_blocks((int64_t)rows * H), kThreads, 0, s>>>(
             rows, H, dy, g, dgv, overwrite);
+    LAUNCH_CHECK();
+}
+
+extern "C" void hy_cuda_swiglu_bwd_bf16(int rows, int H, const float *dy, const void *gv,
+                                        void *dgv, void *stream) {
+    HY_REQUIRE(rows >= 0 && H > 0, "cuda swiglu_bwd_bf16: bad sizes rows %d, H %d", rows, H);
+    if (rows == 0 || !dgv) return;
+    cudaStream_t s = as_stream(stream);
+    const uint16_t *g = (const uint16_t *)gv;
+    if (H % 4 == 0 && aligned16(dy) && aligned8(gv) && aligned8(dgv))
+        swiglu_bwd_kernel<4, true><<<stream_blocks((int64_t)rows * H / 4), kThreads, 0, s>>>(
+            rows, H, dy, g, dgv, 1);
+    else
+        swiglu_bwd_kernel<1, true><<<stream_blocks((int64_t)rows * H), kThreads, 0, s>>>(
+            rows, H, dy, g, dgv, 1);
     LAUNCH_CHECK();
 }
 

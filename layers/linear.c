@@ -33,16 +33,23 @@ static void linear_backward(hy_tape *t, hy_node *n) {
 
 // GPU: x (rows, in) bf16 and the weight's bf16 copy (w->half) through cuBLAS,
 // fp32 accumulation; dy arrives fp32 and is rounded to bf16 in scratch for
-// the two backward GEMMs (hy_cuda_linear_bwd).
+// the two backward GEMMs (hy_cuda_linear_bwd), or arrives in bf16 already
+// when the op that wrote it could round it (hy_grad_out_bf16; no bias).
 static void linear_backward_cuda(hy_tape *t, hy_node *n) {
     hy_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
     linear_ctx *c = (linear_ctx *)n->ctx;
-    const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (rows, out) f32
     // A new dx is written by the GEMM (beta 0) instead of zeroed and added to.
     int fresh;
     hy_tensor *dx = hy_grad_out(t, x, &fresh), *dw = hy_grad_acc(t, w);
     hy_tensor *db = b ? hy_grad_acc(t, b) : NULL;
     int M = (int)c->rows, K = (int)c->in, N = (int)c->out;
+    const void *dyh = hy_grad_bf16(t, n->out[0]);  // (rows, out) bf16, or NULL
+    if (dyh) {
+        hy_cuda_linear_bwd_bf16(M, K, N, dyh, x->data, w->half, dx ? hy_f32(dx) : NULL, fresh,
+                                dw ? hy_f32(dw) : NULL, NULL);
+        return;
+    }
+    const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (rows, out) f32
     size_t bytes = hy_cuda_linear_bwd_scratch_bytes(M, K, N);
     void *scratch = hy_arena_alloc(t->scratch, bytes);
     hy_cuda_linear_bwd(M, K, N, dy, x->data, w->half, dx ? hy_f32(dx) : NULL, fresh,
@@ -97,6 +104,7 @@ hy_tensor *hy_linear(hy_tape *t, hy_tensor *x, hy_tensor *w, hy_tensor *b) {
         // Saves nothing but sizes: x and W are inputs and stay alive.
         linear_ctx *c = (linear_ctx *)hy_tape_ctx(t, n, sizeof *c);
         c->rows = rows, c->in = in, c->out = out;
+        if (gpu && !b) hy_tape_grad_bf16_ok(t, y);  // the backward rounds dy to bf16
     }
     return y;
 }

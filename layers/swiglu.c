@@ -33,11 +33,18 @@ static void swiglu_backward(hy_tape *t, hy_node *n) {
 }
 
 // GPU backward: dgv (rows, 2H) f32 += from dy (rows, H) f32 (a new dgv is
-// written, not zeroed and added to); the sigmoid is recomputed from the
-// input gv (rows, 2H) bf16.
+// written, not zeroed and added to; in bf16 when the linear that reads it
+// allows); the sigmoid is recomputed from the input gv (rows, 2H) bf16.
 static void swiglu_backward_cuda(hy_tape *t, hy_node *n) {
     swiglu_ctx *c = (swiglu_ctx *)n->ctx;
     const float *dy = hy_f32(hy_grad(t, n->out[0]));  // (rows, H) f32
+    if (c->rows == 0 || c->hidden == 0) return;
+    // The gradient straight in bf16 when its reader (a linear) rounds it so.
+    void *dh = hy_grad_out_bf16(t, n->in[0]);  // (rows, 2H) bf16, or NULL
+    if (dh) {
+        hy_cuda_swiglu_bwd_bf16((int)c->rows, (int)c->hidden, dy, n->in[0]->data, dh, NULL);
+        return;
+    }
     int fresh;
     hy_tensor *d = hy_grad_out(t, n->in[0], &fresh);  // (rows, 2H) f32
     if (d && c->rows > 0 && c->hidden > 0)

@@ -29,6 +29,7 @@
 #include "../autograd/rng.h"
 #include "../autograd/tape.h"
 #include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_blas.h"
 #include "../cuda/hy_cuda_ops.h"
 #include "../layers/gdn.h"
 #include "../layers/ops.h"
@@ -766,6 +767,91 @@ HY_TEST(gpu_tape_chain, "gpu") {
          HY_F32, 1e-2, 5e-2},
     };
     check_cases(cases, N_CASES(cases), 2300);
+}
+
+// ================================================================ bf16 gradients
+// An MLP block (linear -> swiglu -> linear, no biases): swiglu's backward
+// writes the fused projection's gradient in bf16 (hy_grad_out_bf16), which
+// the linear reads instead of rounding an f32 one. The same bits either way:
+// run with HYDRA_GRAD_BF16=0 and without, compare every gradient bit for
+// bit, check that the bf16 path was taken, and that reading that gradient
+// as f32 stops with an error.
+typedef struct {
+    float *gx, *g1, *g2;
+    int took_bf16;
+} mlp_result;
+
+static hy_tensor *gpu_weight(env *e, int64_t out, int64_t in, hy_rng *r, const char *name) {
+    hy_tensor *w = hy_new2(&e->in, HY_F32, out, in, name);
+    size_t n = (size_t)(out * in);
+    float *h = (float *)hy_xmalloc(n * sizeof(float));
+    uint16_t *hb = (uint16_t *)hy_xmalloc(n * sizeof(uint16_t));
+    for (size_t i = 0; i < n; i++) {
+        h[i] = 0.2f * hy_rng_normal(r);
+        hb[i] = hy_f32_to_bf16(h[i]);
+    }
+    hy_tensor_from_host_f32(w, h);
+    w->half = hy_arena_alloc(&e->in, n * sizeof(uint16_t));
+    hy_cuda_memcpy_h2d(w->half, hb, n * sizeof(uint16_t));
+    free(h);
+    free(hb);
+    return w;
+}
+
+static void run_mlp(int bf16, mlp_result *res) {
+    if (bf16)
+        unsetenv("HYDRA_GRAD_BF16");
+    else
+        setenv("HYDRA_GRAD_BF16", "0", 1);
+    enum { ROWS = 37, D = 40, H = 24 };
+    hy_rng r;
+    hy_rng_seed(&r, 2400);
+    env e;
+    env_init(&e, HY_CUDA);
+    hy_tensor *x = hy_new2(&e.in, HY_BF16, ROWS, D, "x");
+    float *xv = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
+    for (int i = 0; i < ROWS * D; i++) xv[i] = hy_rng_normal(&r);
+    hy_tensor_from_host_f32(x, xv);
+    free(xv);
+    hy_tensor *w1 = gpu_weight(&e, 2 * H, D, &r, "w_fused"), *w2 = gpu_weight(&e, D, H, &r, "w_down");
+    hy_tensor *gx = hy_new2(&e.in, HY_F32, ROWS, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, 2 * H, D, "g1");
+    hy_tensor *g2 = hy_new2(&e.in, HY_F32, D, H, "g2");
+    zero(gx), zero(g1), zero(g2);
+    hy_tape_bind_grad(&e.tape, x, gx);
+    hy_tape_bind_grad(&e.tape, w1, g1);
+    hy_tape_bind_grad(&e.tape, w2, g2);
+    poison(&e);
+    hy_tensor *fused = hy_linear(&e.tape, x, w1, NULL);  // (ROWS, 2H)
+    hy_tensor *y = upcast(&e.tape, hy_linear(&e.tape, hy_swiglu(&e.tape, fused), w2, NULL));
+    float *seed = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
+    for (int i = 0; i < ROWS * D; i++) seed[i] = hy_rng_normal(&r);
+    hy_tape_backward_seed(&e.tape, y, seed);
+    free(seed);
+    res->took_bf16 = hy_grad_bf16(&e.tape, fused) != NULL;
+    if (res->took_bf16)
+        HY_EXPECT_ERROR(hy_grad(&e.tape, fused), HY_EXIT_FAIL, "held in bf16");
+    res->gx = to_host(gx), res->g1 = to_host(g1), res->g2 = to_host(g2);
+    env_free(&e);
+    unsetenv("HYDRA_GRAD_BF16");
+}
+
+HY_TEST(gpu_tape_grad_bf16, "gpu") {
+    need_gpu();
+    hy_cuda_blas_init();
+    mlp_result a, b;
+    run_mlp(0, &a);
+    run_mlp(1, &b);
+    HY_ASSERT(!a.took_bf16, "HYDRA_GRAD_BF16=0: the fused gradient was still held in bf16");
+    HY_ASSERT(b.took_bf16, "the fused projection's gradient was not written in bf16");
+    HY_ASSERT(memcmp(a.gx, b.gx, 37 * 40 * sizeof(float)) == 0, "bf16 gradient: dx bits differ");
+    HY_ASSERT(memcmp(a.g1, b.g1, 48 * 40 * sizeof(float)) == 0, "bf16 gradient: dW_fused bits differ");
+    HY_ASSERT(memcmp(a.g2, b.g2, 40 * 24 * sizeof(float)) == 0, "bf16 gradient: dW_down bits differ");
+    int nonzero = 0;
+    for (int i = 0; i < 48 * 40; i++) nonzero += a.g1[i] != 0.0f;
+    HY_ASSERT(nonzero > 48 * 40 / 2, "dW_fused is mostly zero (%d of %d): the test is vacuous",
+              nonzero, 48 * 40);
+    printf("  MLP (37, 40) -> 48 -> 24 -> 40: bf16 path taken, dx, dW_fused, dW_down same bits\n");
+    free(a.gx), free(a.g1), free(a.g2), free(b.gx), free(b.g1), free(b.g2);
 }
 
 // ================================================================ misuse
