@@ -201,7 +201,7 @@ static void qkv_fwd(void *p) {
 static void qkv_bwd(void *p) {
     qkv_arg *a = (qkv_arg *)p;
     hy_cuda_gdn_qkv_bwd(a->B, a->T, a->H, a->D, a->K, 1, 1e-12f, a->x, a->w, a->b, NULL, a->dq,
-                        a->dk, a->dv, a->dx, 1, a->dw, a->db, a->scratch, a->sb,
+                        a->dk, a->dv, a->dx, 1, NULL, a->dw, a->db, a->scratch, a->sb,
                         NULL);  // dx written, as the tape's fresh buffer
 }
 

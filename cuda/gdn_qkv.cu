@@ -411,14 +411,15 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 3)
 // in order; the block adds its 8 thread rows in order into partial[
 // blockIdx.y] = [dw (C, K) | db (C)], colsum_kernel the partials in order:
 // the order depends on the sizes alone. Bytes a (b, t, c): x 2 + dq/dk/dv 4
-// + dx 4 = 10 (set_dx; 14 adding): (8, 2048, 2304): 377 MB -> 0.09 ms.
-template <int VEC, int KM>
+// + dx 4 = 10 (set_dx; 14 adding; 8 with dx in bf16): (8, 2048, 2304): 377 MB
+// -> 0.09 ms. BF16: dx is bf16, written (the f32 sums rounded).
+template <int VEC, int KM, bool BF16>
 __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
     gdn_qkv_bwd_run_kernel(QkvShape p, int set_dx, const uint16_t *__restrict__ x,
                            const float *__restrict__ w, const float *__restrict__ bias,
                            const uint16_t *__restrict__ cache, const float *__restrict__ dq,
                            const float *__restrict__ dk, const float *__restrict__ dv,
-                           float *__restrict__ dx, float *__restrict__ partial) {
+                           void *__restrict__ dx_, float *__restrict__ partial) {
     const QkvLane<VEC, KM> L(p, w, bias);
     const float *gp = L.which == 0 ? dq : L.which == 1 ? dk : dv;
     float acc[KM + 1][VEC];  // acc[j]: dw tap j; acc[KM]: db
@@ -501,9 +502,10 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
                     for (int e = 0; e < VEC; e++) acc[KM][e] += d[e];
                 }
                 const int s = t - (KM - 1);  // dx row: du[s .. t] known
-                if (dx && L.on && s >= s0) {
+                if (dx_ && L.on && s >= s0) {
+                    float *dx = (float *)dx_;
                     float o[VEC];
-                    if (set_dx) {
+                    if (BF16 || set_dx) {
 #pragma unroll
                         for (int e = 0; e < VEC; e++) o[e] = 0.0f;
                     } else {
@@ -518,7 +520,10 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
                         for (int e = 0; e < VEC; e++) a[e] += duw[KM - 1 - j][e] * L.wr[j][e];
 #pragma unroll
                     for (int e = 0; e < VEC; e++) o[e] += a[e];
-                    st_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
+                    if constexpr (BF16)
+                        st_bf<VEC>((uint16_t *)dx_ + (rowb + s) * p.C + L.c0, o);
+                    else
+                        st_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
                 }
             }
         }
@@ -787,14 +792,25 @@ extern "C" size_t hy_cuda_gdn_qkv_bwd_scratch_bytes(int B, int T, int H, int D, 
     return fused > fallback ? fused : fallback;
 }
 
+extern "C" int hy_cuda_gdn_qkv_bwd_one_pass(int H, int D, int K, const void *qkv,
+                                           const float *dq, const float *dk, const float *dv) {
+    QkvShape p = qkv_shape("gdn_qkv_bwd_one_pass", 1, 1, H, D, K, 0, 0.0f);
+    return qkv_stream_ok(p, {qkv, dq, dk, dv});
+}
+
 extern "C" void hy_cuda_gdn_qkv_bwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
                                     const void *qkv, const float *w, const float *bias,
                                     const void *cache, const float *dq, const float *dk,
-                                    const float *dv, float *dx, int set_dx, float *dw, float *db,
-                                    void *scratch, size_t scratch_bytes, void *stream) {
+                                    const float *dv, float *dx, int set_dx, void *dx_bf16,
+                                    float *dw, float *db, void *scratch, size_t scratch_bytes,
+                                    void *stream) {
     QkvShape p = qkv_shape("gdn_qkv_bwd", B, T, H, D, K, norm_qk, eps);
-    if ((int64_t)B * T == 0 || (!dx && !dw && !db)) return;
+    if ((int64_t)B * T == 0 || (!dx && !dx_bf16 && !dw && !db)) return;
     HY_REQUIRE(qkv && w, "gdn_qkv_bwd: a NULL pointer (qkv or w)");
+    HY_REQUIRE(!(dx && dx_bf16), "gdn_qkv_bwd: dx and dx_bf16 both given (at most one)");
+    HY_REQUIRE(!dx_bf16 || qkv_stream_ok(p, {qkv, dq, dk, dv, dx_bf16}),
+               "gdn_qkv_bwd: dx in bf16 needs the one-pass shapes "
+               "(hy_cuda_gdn_qkv_bwd_one_pass)");
     check_scratch("gdn_qkv_bwd", scratch, scratch_bytes,
                   hy_cuda_gdn_qkv_bwd_scratch_bytes(B, T, H, D, K));
     HY_REQUIRE(aligned16(scratch), "gdn_qkv_bwd: the scratch must be 16-byte aligned");
@@ -805,8 +821,12 @@ extern "C" void hy_cuda_gdn_qkv_bwd(int B, int T, int H, int D, int K, int norm_
         const dim3 grid = qkv_stream_grid(p), block(kQkvLanes, kQkvRowsY);
         float *partial = wb ? (float *)scratch : nullptr;
         with_taps(K, [&](auto kc) {
-            gdn_qkv_bwd_run_kernel<kQkvVec, decltype(kc)::value>
-                <<<grid, block, 0, s>>>(p, set_dx, xc, w, bias, cc, dq, dk, dv, dx, partial);
+            if (dx_bf16)
+                gdn_qkv_bwd_run_kernel<kQkvVec, decltype(kc)::value, true><<<grid, block, 0, s>>>(
+                    p, 1, xc, w, bias, cc, dq, dk, dv, dx_bf16, partial);
+            else
+                gdn_qkv_bwd_run_kernel<kQkvVec, decltype(kc)::value, false><<<grid, block, 0, s>>>(
+                    p, set_dx, xc, w, bias, cc, dq, dk, dv, dx, partial);
         });
         LAUNCH_CHECK();
         if (wb) launch_colsum((int)grid.y, (int64_t)p.C * K + p.C, partial, (int64_t)p.C * K, dw, db, s);

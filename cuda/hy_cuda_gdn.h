@@ -94,8 +94,10 @@ void hy_cuda_gdn_decode(int B, int H, int D, int K, int norm_qk, const void *qkv
 //
 // Backward: hy_cuda_gdn_qkv_bwd gives from dq, dk, dv (B, T, H D) fp32 (each may be NULL:
 // zero), recomputing u from qkv, with du = d loss / d u (B, T, 3 H D):
-//   dx = d qkv (B, T, 3 H D) fp32, written (set_dx) or added to; dw (3 H D, K) and db (3 H D)
-//   fp32 added to; each of dx, dw, db may be NULL;
+//   dx = d qkv (B, T, 3 H D) fp32, written (set_dx) or added to, or written in bf16 to dx_bf16
+//   instead (the one-pass shapes only: hy_cuda_gdn_qkv_bwd_one_pass() says whether these
+//   pointers and sizes take them); dw (3 H D, K) and db (3 H D) fp32 added to; each of dx,
+//   dw, db may be NULL;
 // as hy_cuda_short_conv_bwd with dy = du would (the cache gets no gradient). K <= 4 with D / 4
 // a power of two up to 32 and 16-byte aligned rows: one pass, du never in memory; other shapes:
 // hy_cuda_gdn_qkv_du writes du, then hy_cuda_short_conv_bwd. `scratch`: device memory of
@@ -105,10 +107,13 @@ void hy_cuda_gdn_qkv_fwd(int B, int T, int H, int D, int K, int norm_qk, float e
                          const void *qkv, const float *w, const float *bias, const void *cache,
                          void *q, void *k, void *v, void *work, void *stream);
 size_t hy_cuda_gdn_qkv_bwd_scratch_bytes(int B, int T, int H, int D, int K);
+int hy_cuda_gdn_qkv_bwd_one_pass(int H, int D, int K, const void *qkv, const float *dq,
+                                 const float *dk, const float *dv);
 void hy_cuda_gdn_qkv_bwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
                          const void *qkv, const float *w, const float *bias, const void *cache,
                          const float *dq, const float *dk, const float *dv, float *dx, int set_dx,
-                         float *dw, float *db, void *scratch, size_t scratch_bytes, void *stream);
+                         void *dx_bf16, float *dw, float *db, void *scratch,
+                         size_t scratch_bytes, void *stream);
 // du (B, T, 3 H D) fp32 alone (the shared-memory kernel; `work` as the forward's).
 void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_qk, float eps,
                         const void *qkv, const float *w, const float *bias, const void *cache,

@@ -222,10 +222,16 @@ size_t hy_cuda_gdn_qkv_bwd_scratch_bytes(int B, int T, int H, int D, int K) {
     NO_CUDA();
     return 0;
 }
+int hy_cuda_gdn_qkv_bwd_one_pass(int H, int D, int K, const void *qkv, const float *dq,
+                                 const float *dk, const float *dv) {
+    NO_CUDA();
+    return 0;
+}
 void hy_cuda_gdn_qkv_bwd(int B, int T, int H, int D, int K, int norm_qk, float eps,
                          const void *qkv, const float *w, const float *bias, const void *cache,
                          const float *dq, const float *dk, const float *dv, float *dx, int set_dx,
-                         float *dw, float *db, void *scratch, size_t scratch_bytes, void *stream) {
+                         void *dx_bf16, float *dw, float *db, void *scratch,
+                         size_t scratch_bytes, void *stream) {
     NO_CUDA();
 }
 void hy_cuda_gdn_qkv_du(int B, int T, int H, int D, int K, int norm_qk, float eps,

@@ -20,7 +20,7 @@ typedef struct {
     hy_tensor *cache;  // (B, 3 H D, K-1) bf16 saved copy (decoding shifts the cache), or NULL
 } qkv_ctx;
 
-// d qkv (written when its buffer is fresh), dw, db (accumulated) from dq,
+// d qkv (in bf16, or f32 written when its buffer is fresh), dw, db (accumulated) from dq,
 // dk, dv: hy_cuda_gdn_qkv_bwd (one pass, or du in scratch and the short
 // conv's backward for the shapes the one pass does not take).
 static void qkv_backward_cuda(hy_tape *t, hy_node *n) {
@@ -29,18 +29,24 @@ static void qkv_backward_cuda(hy_tape *t, hy_node *n) {
     hy_tensor *gv = hy_grad(t, n->out[2]);
     if (!gq && !gk && !gv) return;
     hy_tensor *x = n->in[0], *w = n->in[1], *b = n->in[2];
-    int fresh = 0;  // a fresh dx is written, not zeroed and added to
-    hy_tensor *dx = hy_grad_out(t, x, &fresh), *dw = hy_grad_acc(t, w);
+    // d qkv straight in bf16 when its reader (the qkv projection) rounds it so
+    // and the one-pass kernel runs; else f32, written when fresh.
+    const float *dq = gq ? hy_f32(gq) : NULL, *dk = gk ? hy_f32(gk) : NULL;
+    const float *dv = gv ? hy_f32(gv) : NULL;
+    void *dxh = hy_cuda_gdn_qkv_bwd_one_pass(c->H, c->D, c->K, x->data, dq, dk, dv)
+                    ? hy_grad_out_bf16(t, x)
+                    : NULL;
+    int fresh = 0;
+    hy_tensor *dx = dxh ? NULL : hy_grad_out(t, x, &fresh), *dw = hy_grad_acc(t, w);
     hy_tensor *db = b ? hy_grad_acc(t, b) : NULL;
-    if (!dx && !dw && !db) return;
+    if (!dx && !dxh && !dw && !db) return;
     int B = c->B, T = c->T, K = c->K;
     const void *cache = c->cache ? c->cache->data : NULL;
     hy_arena_mark_t mark = hy_arena_mark(t->scratch);
     size_t bytes = hy_cuda_gdn_qkv_bwd_scratch_bytes(B, T, c->H, c->D, K);
     void *scratch = hy_arena_alloc(t->scratch, bytes);
     hy_cuda_gdn_qkv_bwd(B, T, c->H, c->D, K, c->norm_qk, c->eps, x->data, hy_f32(w),
-                        b ? hy_f32(b) : NULL, cache, gq ? hy_f32(gq) : NULL, gk ? hy_f32(gk) : NULL,
-                        gv ? hy_f32(gv) : NULL, dx ? hy_f32(dx) : NULL, fresh,
+                        b ? hy_f32(b) : NULL, cache, dq, dk, dv, dx ? hy_f32(dx) : NULL, fresh, dxh,
                         dw ? hy_f32(dw) : NULL, db ? hy_f32(db) : NULL, scratch, bytes, NULL);
     hy_arena_reset_to(t->scratch, mark);  // stream order keeps the scratch valid for the kernels
 }

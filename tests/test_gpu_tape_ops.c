@@ -772,12 +772,13 @@ HY_TEST(gpu_tape_chain, "gpu") {
 // ================================================================ bf16 gradients
 // An MLP block (linear -> swiglu -> linear, no biases): swiglu's backward
 // writes the fused projection's gradient in bf16 (hy_grad_out_bf16), which
-// the linear reads instead of rounding an f32 one. The same bits either way:
-// run with HYDRA_GRAD_BF16=0 and without, compare every gradient bit for
-// bit, check that the bf16 path was taken, and that reading that gradient
-// as f32 stops with an error.
+// the linear reads instead of rounding an f32 one; and GDN's input stage
+// (linear -> gdn_qkv), whose one-pass backward writes d qkv in bf16. The
+// same bits either way: run with HYDRA_GRAD_BF16=0 and without, compare
+// every gradient bit for bit, check that the bf16 path was taken, and that
+// reading that gradient as f32 stops with an error.
 typedef struct {
-    float *gx, *g1, *g2;
+    float *gx, *g1, *g2, *g3;
     int took_bf16;
 } mlp_result;
 
@@ -828,9 +829,56 @@ static void run_mlp(int bf16, mlp_result *res) {
     hy_tape_backward_seed(&e.tape, y, seed);
     free(seed);
     res->took_bf16 = hy_grad_bf16(&e.tape, fused) != NULL;
+    res->g3 = NULL;
     if (res->took_bf16)
         HY_EXPECT_ERROR(hy_grad(&e.tape, fused), HY_EXIT_FAIL, "held in bf16");
     res->gx = to_host(gx), res->g1 = to_host(g1), res->g2 = to_host(g2);
+    env_free(&e);
+    unsetenv("HYDRA_GRAD_BF16");
+}
+
+// x (ROWS, 40) -> linear -> qkv (ROWS, 96) -> gdn_qkv (H 2, D 16, K 4, conv
+// bias) -> q + k + v: g1 d W_qkv, g2 d conv w, g3 d conv b.
+static void run_qkv(int bf16, mlp_result *res) {
+    if (bf16)
+        unsetenv("HYDRA_GRAD_BF16");
+    else
+        setenv("HYDRA_GRAD_BF16", "0", 1);
+    enum { B = 2, T = 37, D = 40, C = 96 };
+    hy_rng r;
+    hy_rng_seed(&r, 2500);
+    env e;
+    env_init(&e, HY_CUDA);
+    hy_tensor *x = hy_new3(&e.in, HY_BF16, B, T, D, "x");
+    float *xv = (float *)hy_xmalloc((size_t)B * T * D * sizeof(float));
+    for (int i = 0; i < B * T * D; i++) xv[i] = hy_rng_normal(&r);
+    hy_tensor_from_host_f32(x, xv);
+    free(xv);
+    hy_tensor *wq = gpu_weight(&e, C, D, &r, "w_qkv");
+    hy_tensor *cw = hy_new2(&e.in, HY_F32, C, 4, "conv_w"), *cb = hy_new1(&e.in, HY_F32, C, "conv_b");
+    float h[C * 4];
+    for (int i = 0; i < C * 4; i++) h[i] = 0.5f * hy_rng_normal(&r);
+    hy_tensor_from_host_f32(cw, h);
+    for (int i = 0; i < C; i++) h[i] = 0.5f * hy_rng_normal(&r);
+    hy_tensor_from_host_f32(cb, h);
+    hy_tensor *g[4] = {hy_new3(&e.in, HY_F32, B, T, D, "gx"), hy_new2(&e.in, HY_F32, C, D, "g1"),
+                       hy_new2(&e.in, HY_F32, C, 4, "g2"), hy_new1(&e.in, HY_F32, C, "g3")};
+    hy_tensor *p[4] = {x, wq, cw, cb};
+    for (int i = 0; i < 4; i++) {
+        zero(g[i]);
+        hy_tape_bind_grad(&e.tape, p[i], g[i]);
+    }
+    poison(&e);
+    hy_tensor *qkv = hy_linear(&e.tape, x, wq, NULL), *o[3];  // (B, T, 96)
+    hy_gdn_qkv(&e.tape, qkv, cw, cb, NULL, 2, 16, 1, 1e-6f, o);
+    hy_tensor *y = upcast(&e.tape, hy_add(&e.tape, hy_add(&e.tape, o[0], o[1]), o[2]));
+    float *seed = (float *)hy_xmalloc((size_t)B * T * 32 * sizeof(float));
+    for (int i = 0; i < B * T * 32; i++) seed[i] = hy_rng_normal(&r);
+    hy_tape_backward_seed(&e.tape, y, seed);
+    free(seed);
+    res->took_bf16 = hy_grad_bf16(&e.tape, qkv) != NULL;
+    res->gx = to_host(g[0]), res->g1 = to_host(g[1]), res->g2 = to_host(g[2]);
+    res->g3 = to_host(g[3]);
     env_free(&e);
     unsetenv("HYDRA_GRAD_BF16");
 }
@@ -852,6 +900,21 @@ HY_TEST(gpu_tape_grad_bf16, "gpu") {
               nonzero, 48 * 40);
     printf("  MLP (37, 40) -> 48 -> 24 -> 40: bf16 path taken, dx, dW_fused, dW_down same bits\n");
     free(a.gx), free(a.g1), free(a.g2), free(b.gx), free(b.g1), free(b.g2);
+
+    run_qkv(0, &a);
+    run_qkv(1, &b);
+    HY_ASSERT(!a.took_bf16, "HYDRA_GRAD_BF16=0: d qkv was still held in bf16");
+    HY_ASSERT(b.took_bf16, "gdn_qkv's one-pass backward did not write d qkv in bf16");
+    HY_ASSERT(memcmp(a.gx, b.gx, 2 * 37 * 40 * sizeof(float)) == 0, "gdn_qkv bf16: dx bits differ");
+    HY_ASSERT(memcmp(a.g1, b.g1, 96 * 40 * sizeof(float)) == 0, "gdn_qkv bf16: dW_qkv bits differ");
+    HY_ASSERT(memcmp(a.g2, b.g2, 96 * 4 * sizeof(float)) == 0, "gdn_qkv bf16: d conv w bits differ");
+    HY_ASSERT(memcmp(a.g3, b.g3, 96 * sizeof(float)) == 0, "gdn_qkv bf16: d conv b bits differ");
+    nonzero = 0;
+    for (int i = 0; i < 96 * 40; i++) nonzero += a.g1[i] != 0.0f;
+    HY_ASSERT(nonzero > 96 * 40 / 2, "dW_qkv is mostly zero (%d of %d): the test is vacuous",
+              nonzero, 96 * 40);
+    printf("  (2, 37, 40) -> 96 -> gdn_qkv H 2 D 16: bf16 path taken, dx, dW_qkv, conv dw, db same bits\n");
+    free(a.gx), free(a.g1), free(a.g2), free(a.g3), free(b.gx), free(b.g1), free(b.g2), free(b.g3);
 }
 
 // ================================================================ misuse
