@@ -160,12 +160,15 @@ void hy_tape_grad_bf16_ok(hy_tape *t, hy_tensor *y) {
 }
 
 void *hy_grad_out_bf16(hy_tape *t, hy_tensor *x) {
-    if (!x || !x->requires_grad || x->base || !x->grad_bf16_ok || x->uses != 1) return NULL;
-    if (x->device != HY_CUDA) return NULL;
-    int s = live_slot(t, x);
+    if (!x || !x->requires_grad) return NULL;
+    hy_tensor *owner = owner_of(x);
+    // A view must be all of its owner (a reshape), not a window of it.
+    if (x->base && (x->offset != 0 || hy_numel(x) != hy_numel(owner))) return NULL;
+    if (!owner->grad_bf16_ok || owner->uses != 1 || owner->device != HY_CUDA) return NULL;
+    int s = live_slot(t, owner);
     if (s >= 0 && t->grads[s]) return NULL;  // a gradient already: not the only contribution
-    if (s < 0) s = new_slot(t, x);
-    hy_tensor *g = hy_tensor_new(t->scratch, HY_BF16, x->ndim, x->shape, x->name);
+    if (s < 0) s = new_slot(t, owner);
+    hy_tensor *g = hy_tensor_new(t->scratch, HY_BF16, owner->ndim, owner->shape, owner->name);
     t->grads[s] = g;
     return g->data;
 }

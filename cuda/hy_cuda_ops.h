@@ -121,6 +121,11 @@ void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx, int o
 void hy_cuda_mul_silu_fwd(size_t n, const void *a, const void *g, void *y, void *stream);
 void hy_cuda_mul_silu_bwd(size_t n, const float *dy, const void *a, const void *g, float *da,
                           int da_overwrite, float *dg, int dg_overwrite, void *stream);
+// The same, each gradient either f32 (da, dg as above) or written in bf16
+// (da_bf16, dg_bf16: the f32 values rounded); the two in different buffers.
+void hy_cuda_mul_silu_bwd_mixed(size_t n, const float *dy, const void *a, const void *g,
+                                float *da, int da_overwrite, void *da_bf16, float *dg,
+                                int dg_overwrite, void *dg_bf16, void *stream);
 // y = sigmoid(x); dx += dy s (1 - s). Backward takes the INPUT x and
 // recomputes s in fp32 (the CPU op reads its fp32 output; the bf16 output
 // would lose 1 - s near s = 1).

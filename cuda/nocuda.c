@@ -80,6 +80,11 @@ void hy_cuda_silu_bwd(size_t n, const float *dy, const void *x, float *dx, int o
 void hy_cuda_mul_silu_fwd(size_t n, const void *a, const void *g, void *y, void *stream) {
     NO_CUDA();
 }
+void hy_cuda_mul_silu_bwd_mixed(size_t n, const float *dy, const void *a, const void *g,
+                                float *da, int da_overwrite, void *da_bf16, float *dg,
+                                int dg_overwrite, void *dg_bf16, void *stream) {
+    NO_CUDA();
+}
 void hy_cuda_mul_silu_bwd(size_t n, const float *dy, const void *a, const void *g, float *da,
                           int da_overwrite, float *dg, int dg_overwrite, void *stream) {
     NO_CUDA();

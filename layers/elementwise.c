@@ -186,20 +186,24 @@ hy_tensor *hy_silu(hy_tape *t, hy_tensor *x) {
 
 // ---------------------------------------------------------------- silu_gate
 // GPU backward: dy (n) f32; dy_in += dy silu(g), dg += dy y silu'(g) in one
-// launch (each written instead of added to when its gradient is new).
+// launch (each written instead of added to when its gradient is new, and in
+// bf16 when its one reader rounds it so: GDN's output, the gate projection).
 static void silu_gate_backward_cuda(hy_tape *t, hy_node *n) {
     hy_tensor *y = n->in[0], *g = n->in[1];
     const float *dy = hy_f32(hy_grad(t, n->out[0]));
     size_t len = (size_t)hy_numel(y);
-    int fy = 0, fg = 0;
-    hy_tensor *gy = hy_grad_out(t, y, &fy), *gg = hy_grad_out(t, g, &fg);
-    float *dyin = gy ? hy_f32(gy) : NULL, *dg = gg ? hy_f32(gg) : NULL;
-    if (dyin && dg && same_owner(y, g)) {  // windows of one buffer: one gradient a launch
-        hy_cuda_mul_silu_bwd(len, dy, y->data, g->data, dyin, fy, NULL, 0, NULL);
-        hy_cuda_mul_silu_bwd(len, dy, y->data, g->data, NULL, 0, dg, fg, NULL);
-    } else {
-        hy_cuda_mul_silu_bwd(len, dy, y->data, g->data, dyin, fy, dg, fg, NULL);
+    if (same_owner(y, g)) {  // windows of one buffer: one f32 gradient a launch
+        int fy = 0, fg = 0;
+        hy_tensor *gy = hy_grad_out(t, y, &fy), *gg = hy_grad_out(t, g, &fg);
+        if (gy) hy_cuda_mul_silu_bwd(len, dy, y->data, g->data, hy_f32(gy), fy, NULL, 0, NULL);
+        if (gg) hy_cuda_mul_silu_bwd(len, dy, y->data, g->data, NULL, 0, hy_f32(gg), fg, NULL);
+        return;
     }
+    void *yh = hy_grad_out_bf16(t, y), *gh = hy_grad_out_bf16(t, g);
+    int fy = 0, fg = 0;
+    hy_tensor *gy = yh ? NULL : hy_grad_out(t, y, &fy), *gg = gh ? NULL : hy_grad_out(t, g, &fg);
+    hy_cuda_mul_silu_bwd_mixed(len, dy, y->data, g->data, gy ? hy_f32(gy) : NULL, fy, yh,
+                               gg ? hy_f32(gg) : NULL, fg, gh, NULL);
 }
 
 // CPU: hy_mul(y, hy_silu(g)), two recorded ops (the reference). GPU: one op,

@@ -32,18 +32,26 @@ static void gdn_backward_cuda(hy_tape *t, hy_node *n) {
     int B = c->B, T = c->T, H = c->H, D = c->D;
     size_t nx = (size_t)B * T * H * D, ng = (size_t)B * T * H, ns = (size_t)B * H * D * D;
     size_t nel[6] = {nx, nx, nx, ng, ng, ns};
-    hy_tensor *go = hy_grad(t, n->out[0]), *gs = n->n_out > 1 ? hy_grad(t, n->out[1]) : NULL;
+    // d o in bf16 for the kernels: as the op that wrote it rounded it (hy_grad_out_bf16), or
+    // rounded here.
+    const void *goh = hy_grad_bf16(t, n->out[0]);
+    hy_tensor *go = goh ? NULL : hy_grad(t, n->out[0]);
+    hy_tensor *gs = n->n_out > 1 ? hy_grad(t, n->out[1]) : NULL;
     // Take every gradient buffer before the mark: they outlive this call.
     hy_tensor *g[6] = {NULL};
     int fresh[6] = {0};
     for (int i = 0; i < 6; i++)
         if (n->in[i]) g[i] = hy_grad_out(t, n->in[i], &fresh[i]);
     hy_arena_mark_t mark = hy_arena_mark(t->scratch);
-    void *d_o = hy_arena_alloc(t->scratch, nx * 2);  // (B, T, H, D) bf16
-    if (go)
-        hy_cuda_f32_to_bf16(hy_f32(go), d_o, nx, NULL);
-    else
-        hy_cuda_memset(d_o, 0, nx * 2);
+    const void *d_o = goh;  // (B, T, H, D) bf16
+    if (!goh) {
+        void *b = hy_arena_alloc(t->scratch, nx * 2);
+        if (go)
+            hy_cuda_f32_to_bf16(hy_f32(go), b, nx, NULL);
+        else
+            hy_cuda_memset(b, 0, nx * 2);
+        d_o = b;
+    }
     float *dst[6] = {NULL};  // dq, dk, dv, dalpha, dbeta, dS0: where the kernels write
     for (int i = 0; i < 6; i++) {
         if (i == 5 && !n->in[5]) continue;  // no S0: no dS0
@@ -93,6 +101,7 @@ hy_tensor *hy_gdn_cuda(hy_tape *t, hy_tensor *q, hy_tensor *k, hy_tensor *v, hy_
     hy_node *n = hy_tape_record(t, "gdn", gdn_backward_cuda, ins, 6, outs, Sf ? 2 : 1);
     gdn_cuda_ctx *c = NULL;
     if (n) {
+        hy_tape_grad_bf16_ok(t, o);  // the backward kernels read d o in bf16
         c = (gdn_cuda_ctx *)hy_tape_ctx(t, n, sizeof *c);
         c->B = B, c->T = T, c->H = H, c->D = D;
         if (S0) {  // the caller may overwrite S0 with S_out: keep the forward's copy

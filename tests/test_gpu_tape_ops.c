@@ -772,8 +772,10 @@ HY_TEST(gpu_tape_chain, "gpu") {
 // ================================================================ bf16 gradients
 // An MLP block (linear -> swiglu -> linear, no biases): swiglu's backward
 // writes the fused projection's gradient in bf16 (hy_grad_out_bf16), which
-// the linear reads instead of rounding an f32 one; and GDN's input stage
-// (linear -> gdn_qkv), whose one-pass backward writes d qkv in bf16. The
+// the linear reads instead of rounding an f32 one; GDN's output gate
+// (silu_gate of two linears' outputs: both gradients in bf16); and GDN's
+// input stage (linear -> gdn_qkv), whose one-pass backward writes d qkv in
+// bf16. The
 // same bits either way: run with HYDRA_GRAD_BF16=0 and without, compare
 // every gradient bit for bit, check that the bf16 path was taken, and that
 // reading that gradient as f32 stops with an error.
@@ -797,6 +799,43 @@ static hy_tensor *gpu_weight(env *e, int64_t out, int64_t in, hy_rng *r, const c
     free(h);
     free(hb);
     return w;
+}
+
+// x (ROWS, 40) -> y = x W_a^T, g = x W_b^T (ROWS, 32) -> silu_gate(y, g):
+// g1 d W_a, g2 d W_b.
+static void run_gate(int bf16, mlp_result *res) {
+    if (bf16)
+        unsetenv("HYDRA_GRAD_BF16");
+    else
+        setenv("HYDRA_GRAD_BF16", "0", 1);
+    enum { ROWS = 37, D = 40, N = 32 };
+    hy_rng r;
+    hy_rng_seed(&r, 2600);
+    env e;
+    env_init(&e, HY_CUDA);
+    hy_tensor *x = hy_new2(&e.in, HY_BF16, ROWS, D, "x");
+    float *xv = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
+    for (int i = 0; i < ROWS * D; i++) xv[i] = hy_rng_normal(&r);
+    hy_tensor_from_host_f32(x, xv);
+    free(xv);
+    hy_tensor *wa = gpu_weight(&e, N, D, &r, "w_a"), *wb = gpu_weight(&e, N, D, &r, "w_b");
+    hy_tensor *gx = hy_new2(&e.in, HY_F32, ROWS, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, N, D, "g1");
+    hy_tensor *g2 = hy_new2(&e.in, HY_F32, N, D, "g2");
+    zero(gx), zero(g1), zero(g2);
+    hy_tape_bind_grad(&e.tape, x, gx);
+    hy_tape_bind_grad(&e.tape, wa, g1);
+    hy_tape_bind_grad(&e.tape, wb, g2);
+    poison(&e);
+    hy_tensor *ya = hy_linear(&e.tape, x, wa, NULL), *gb = hy_linear(&e.tape, x, wb, NULL);
+    hy_tensor *y = upcast(&e.tape, hy_silu_gate(&e.tape, ya, gb));
+    float *seed = (float *)hy_xmalloc((size_t)ROWS * N * sizeof(float));
+    for (int i = 0; i < ROWS * N; i++) seed[i] = hy_rng_normal(&r);
+    hy_tape_backward_seed(&e.tape, y, seed);
+    free(seed);
+    res->took_bf16 = hy_grad_bf16(&e.tape, ya) != NULL && hy_grad_bf16(&e.tape, gb) != NULL;
+    res->gx = to_host(gx), res->g1 = to_host(g1), res->g2 = to_host(g2), res->g3 = NULL;
+    env_free(&e);
+    unsetenv("HYDRA_GRAD_BF16");
 }
 
 static void run_mlp(int bf16, mlp_result *res) {
@@ -899,6 +938,16 @@ HY_TEST(gpu_tape_grad_bf16, "gpu") {
     HY_ASSERT(nonzero > 48 * 40 / 2, "dW_fused is mostly zero (%d of %d): the test is vacuous",
               nonzero, 48 * 40);
     printf("  MLP (37, 40) -> 48 -> 24 -> 40: bf16 path taken, dx, dW_fused, dW_down same bits\n");
+    free(a.gx), free(a.g1), free(a.g2), free(b.gx), free(b.g1), free(b.g2);
+
+    run_gate(0, &a);
+    run_gate(1, &b);
+    HY_ASSERT(!a.took_bf16, "HYDRA_GRAD_BF16=0: a gate gradient was still held in bf16");
+    HY_ASSERT(b.took_bf16, "silu_gate did not write both input gradients in bf16");
+    HY_ASSERT(memcmp(a.gx, b.gx, 37 * 40 * sizeof(float)) == 0, "silu_gate bf16: dx bits differ");
+    HY_ASSERT(memcmp(a.g1, b.g1, 32 * 40 * sizeof(float)) == 0, "silu_gate bf16: dW_a bits differ");
+    HY_ASSERT(memcmp(a.g2, b.g2, 32 * 40 * sizeof(float)) == 0, "silu_gate bf16: dW_b bits differ");
+    printf("  silu_gate of two linears (37, 40) -> 32: bf16 path taken, dx, dW_a, dW_b same bits\n");
     free(a.gx), free(a.g1), free(a.g2), free(b.gx), free(b.g1), free(b.g2);
 
     run_qkv(0, &a);
