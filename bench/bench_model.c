@@ -73,6 +73,7 @@ void gpu_run_build(gpu_run *r) {
     hy_model_init_weights(&r->host, (uint64_t)c->train.seed);
     hy_optim_init(&r->opt, &c->optim, &r->host.params, &r->optim, &r->stage);
     hy_train_gpu_init(&r->gpu, &r->host, &r->opt);
+    r->gpu.model.recompute = c->train.recompute;  // as the trainer (the plan above counts on it)
     hy_tape_init(&r->tape, &r->acts, &r->scratch, 1 << 14, 1 << 15);
     hy_params_bind(&r->gpu.model.params, &r->tape);
     r->sched = hy_run_config_schedule(c);
