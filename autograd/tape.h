@@ -96,8 +96,9 @@ hy_tensor *hy_grad_out(hy_tape *t, hy_tensor *x, int *fresh);
 // whole gradient asks hy_grad_out_bf16: a bf16 buffer when x (or the
 // tensor x reshapes: a view of all of it) allows it, has no gradient yet and
 // is read by one recorded op (so this write is the gradient's only
-// contribution), else NULL (write f32 as usual). Rounding there instead of in the reader gives the same bits and
-// saves the f32 round trip. hy_grad_bf16 gives the reader x's bf16
+// contribution), else NULL (write f32 as usual). Rounding there instead of
+// in the reader gives the same bits and saves the f32 round trip and the
+// rounding pass. hy_grad_bf16 gives the reader x's bf16
 // gradient (NULL when it is f32 or absent); hy_grad, hy_grad_acc and
 // hy_grad_out stop with an error on a bf16 gradient.
 void hy_tape_grad_bf16_ok(hy_tape *t, hy_tensor *y);
