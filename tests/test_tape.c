@@ -1,5 +1,6 @@
 // The tape: training a small MLP, gradient accumulation for reused inputs,
 // arena resets, and the errors a misuse gets.
+#include <stdlib.h>
 #include <string.h>
 
 #include "../autograd/params.h"
@@ -208,6 +209,60 @@ HY_TEST(tape_grad_out_and_adopt, "cpu") {
     hy_tensor *g = hy_grad_out(&e.tape, row, &fresh);
     HY_ASSERT(g && fresh == 0, "a view's new gradient: fresh %d (want 0, zeroed)", fresh);
     for (int i = 0; i < 6; i++) HY_ASSERT(hy_f32(hy_grad(&e.tape, w))[i] == 0.0f, "not zeroed");
+    env_free(&e);
+}
+
+// The rules of hy_grad_out_bf16 (autograd/tape.h), without a GPU: the
+// tensors are host tensors marked as CUDA (nothing here touches their data;
+// the bf16 gradient buffers come from the host scratch arena).
+HY_TEST(tape_bf16_gradient_rules, "cpu") {
+    env e;
+    env_init(&e);
+    hy_tape *t = &e.tape;
+    hy_tensor *p = hy_new2(&e.params, HY_F32, 2, 3, "p");
+    hy_tensor *gp = hy_zeros_like(&e.grads, p, "grad p");
+    hy_tape_bind_grad(t, p, gp);
+    hy_tensor *a = hy_mul(t, p, p);                          // read twice below
+    hy_tensor *b = hy_add(t, a, a), *c = hy_silu(t, b);  // b read once (by c's node)
+    HY_ASSERT(a->uses == 2 && b->uses == 1 && c->uses == 0, "uses: a %d (want 2), b %d (want 1), c %d (want 0)",
+              a->uses, b->uses, c->uses);
+    // A CPU linear never offers bf16 (its backward reads f32).
+    hy_tensor *w = hy_new2(&e.params, HY_F32, 4, 3, "w");
+    hy_tensor *gw = hy_zeros_like(&e.grads, w, "grad w");
+    hy_tape_bind_grad(t, w, gw);
+    HY_ASSERT(!hy_linear(t, a, w, NULL)->grad_bf16_ok, "a CPU linear's output was flagged");
+    // Not on the GPU: no bf16 gradient, even when flagged.
+    hy_tape_grad_bf16_ok(t, b);
+    HY_ASSERT(b->grad_bf16_ok, "hy_tape_grad_bf16_ok did not flag b");
+    HY_ASSERT(!hy_grad_out_bf16(t, b), "a CPU tensor got a bf16 gradient");
+    HY_ASSERT(!hy_has_grad(t, b), "a refused bf16 gradient left a gradient behind");
+    // On the GPU (marked): one reader, flagged, no gradient yet: granted once.
+    a->device = b->device = HY_CUDA;
+    void *g = hy_grad_out_bf16(t, b);
+    HY_ASSERT(g, "b (one reader, flagged, no gradient) got no bf16 gradient");
+    HY_ASSERT(hy_grad_bf16(t, b) == g && hy_has_grad(t, b), "b's bf16 gradient is not found");
+    HY_ASSERT(!hy_grad_out_bf16(t, b), "a second bf16 gradient for b (not the only contribution)");
+    HY_EXPECT_ERROR(hy_grad(t, b), HY_EXIT_FAIL, "held in bf16");
+    HY_EXPECT_ERROR(hy_grad_acc(t, b), HY_EXIT_FAIL, "held in bf16");
+    // Two readers: refused. A window of a flagged owner: refused; all of it
+    // reshaped: granted (the owner's gradient).
+    hy_tape_grad_bf16_ok(t, a);
+    HY_ASSERT(!hy_grad_out_bf16(t, a), "a (two readers) got a bf16 gradient");
+    hy_tape_reset(t);
+    hy_tensor *d = hy_mul(t, p, p);
+    int64_t flat[1] = {6};
+    hy_tensor *row = hy_view_rows(&e.acts, d, 0, 1), *all = hy_view(&e.acts, d, 1, flat);
+    hy_silu(t, all);  // d's one reader, through the reshape
+    d->device = row->device = all->device = HY_CUDA;
+    hy_tape_grad_bf16_ok(t, d);
+    HY_ASSERT(!hy_grad_out_bf16(t, row), "a window of d got a bf16 gradient");
+    HY_ASSERT(hy_grad_out_bf16(t, all) && hy_grad_bf16(t, d), "all of d reshaped got no bf16 gradient");
+    // HYDRA_GRAD_BF16=0: nothing is flagged.
+    setenv("HYDRA_GRAD_BF16", "0", 1);
+    hy_tensor *f = hy_mul(t, p, p);
+    hy_tape_grad_bf16_ok(t, f);
+    unsetenv("HYDRA_GRAD_BF16");
+    HY_ASSERT(!f->grad_bf16_ok, "HYDRA_GRAD_BF16=0 flagged a tensor");
     env_free(&e);
 }
 
