@@ -13,6 +13,7 @@
 #include "../cuda/hy_cuda_blas.h"
 #include "../cuda/hy_cuda_gdn.h"
 #include "../cuda/hy_cuda_ops.h"
+#include "../layers/ops.h"
 #include "../train/batch.h"
 #include "bench_common.h"
 #include "bench_kernels.h"
@@ -243,7 +244,7 @@ static void head_run(void *p) {
 }
 
 // The fused tied head + cross-entropy with both gradients (one call is forward and
-// backward), chunked as layers/head_loss.c chunks it (64 Mi logits at a time).
+// backward), chunked as layers/head_loss.c chunks it.
 static double time_head(int rows, int d, int V, int reps) {
     head_arg a;
     a.rows = rows, a.d = d, a.V = V;
@@ -257,8 +258,7 @@ static double time_head(int rows, int d, int V, int reps) {
     a.loss = (float *)hy_cuda_malloc(4);
     a.dh = dev_zeros((size_t)rows * d);
     a.dE = dev_zeros((size_t)V * d);
-    size_t per = ((size_t)64 << 20) / (size_t)V;
-    int chunk = per < 1 ? 1 : per > (size_t)rows ? rows : (int)per;
+    int chunk = hy_head_loss_chunk_rows(rows, V);
     a.sb = hy_cuda_head_ce_scratch_bytes(rows, V, chunk);
     a.scratch = hy_cuda_malloc(a.sb);
     double ms = hy_cuda_time_ms(head_run, &a, 3, reps);

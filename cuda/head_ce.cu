@@ -145,6 +145,112 @@ __global__ void __launch_bounds__(CE_THREADS)
     }
 }
 
+// The common case in one read: V % 4 == 0 and V <= 4 * CE_REG_THREADS * NV.
+// One block of 1024 threads per row holds the row's fp32 logits in
+// registers (NV float4 a thread, 16-byte loads issued together), takes the
+// max and then the sum of exp(x - max) from them, and writes the bf16
+// dlogits in place from the same registers: the logits are read once, where
+// k_ce_rows reads them twice (the second time mostly from DRAM, as a wave's
+// rows, 128 KB each at V 32000, do not stay in L2). One row at a time an SM
+// (the registers of two rows would not fit), so the row's loads all go out
+// before its first reduction.
+#define CE_REG_THREADS 1024
+
+static __device__ __forceinline__ float block_reduce(float v, float *sh, bool is_max) {
+    for (int o = 16; o > 0; o >>= 1) {
+        float u = __shfl_xor_sync(0xffffffffu, v, o);
+        v = is_max ? fmaxf(v, u) : v + u;
+    }
+    int tid = threadIdx.x;
+    __syncthreads();  // sh may still be read from the previous reduction
+    if ((tid & 31) == 0) sh[tid >> 5] = v;
+    __syncthreads();
+    v = sh[0];  // every thread folds the 32 warp results in the same order
+    for (int w = 1; w < CE_REG_THREADS / 32; w++) v = is_max ? fmaxf(v, sh[w]) : v + sh[w];
+    return v;
+}
+
+template <int NV>
+__global__ void __launch_bounds__(CE_REG_THREADS, 1)
+    k_ce_rows_reg(float *__restrict__ logits, int V, const int32_t *__restrict__ tg, int ignore,
+                  float *__restrict__ rowloss, const ce_header *__restrict__ hdr,
+                  int write_grad) {
+    __shared__ float sh[CE_REG_THREADS / 32];
+    int r = blockIdx.x, tid = threadIdx.x, V4 = V >> 2;
+    float *x = logits + (size_t)r * V;
+    const float4 *x4 = (const float4 *)x;
+    uint2 *g4 = (uint2 *)x;  // bf16 dlogits, four to a uint2, in the row's first half
+    int t = tg[r];
+    if (t == ignore) {  // no loss, zero gradient row (no reads of x here)
+        if (tid == 0) rowloss[r] = 0.0f;
+        if (write_grad)
+            for (int j = tid; j < V4; j += CE_REG_THREADS) g4[j] = make_uint2(0u, 0u);
+        return;
+    }
+    int valid = t >= 0 && t < V;
+    float xt = valid && tid == 0 ? x[t] : 0.0f;
+    float4 v[NV];
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int j = tid + i * CE_REG_THREADS;
+        v[i] = j < V4 ? x4[j] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+    }
+    float m = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < NV; i++) m = fmaxf(m, fmaxf(fmaxf(v[i].x, v[i].y), fmaxf(v[i].z, v[i].w)));
+    m = block_reduce(m, sh, true);
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; i++)
+        s += (expf(v[i].x - m) + expf(v[i].y - m)) + (expf(v[i].z - m) + expf(v[i].w - m));
+    s = block_reduce(s, sh, false);
+    float lse = m + logf(s);
+    if (tid == 0) rowloss[r] = valid ? lse - xt : NAN;  // a bad target poisons the loss
+    if (!write_grad) return;
+    // Every read of the row happened before block_reduce's barriers: the
+    // in-place writes cannot overtake one.
+    float scale = hdr->scale;
+#pragma unroll
+    for (int i = 0; i < NV; i++) {
+        int j = tid + i * CE_REG_THREADS;
+        if (j >= V4) break;
+        float p[4] = {expf(v[i].x - lse), expf(v[i].y - lse), expf(v[i].z - lse),
+                      expf(v[i].w - lse)};
+        if ((t >> 2) == j) p[t & 3] -= 1.0f;
+        uint2 o;
+        o.x = (uint32_t)f32_to_bf16(p[0] * scale) | ((uint32_t)f32_to_bf16(p[1] * scale) << 16);
+        o.y = (uint32_t)f32_to_bf16(p[2] * scale) | ((uint32_t)f32_to_bf16(p[3] * scale) << 16);
+        g4[j] = o;
+    }
+}
+
+// float4 a thread k_ce_rows_reg needs for V (0: it does not take V).
+static int ce_reg_nv(int V) {
+    if (V % 4 != 0) return 0;
+    int nv = (V / 4 + CE_REG_THREADS - 1) / CE_REG_THREADS;
+    return nv <= 1 ? 1 : nv <= 2 ? 2 : nv <= 4 ? 4 : nv <= 8 ? 8 : 0;
+}
+
+static void launch_ce_rows(int c, float *logits, int V, const int32_t *tg, int ignore,
+                           float *rowloss, const ce_header *hdr, int write_grad,
+                           cudaStream_t s) {
+    switch (ce_reg_nv(V)) {
+#define CE_REG_CASE(NV)                                                                      \
+    case NV:                                                                                 \
+        k_ce_rows_reg<NV><<<c, CE_REG_THREADS, 0, s>>>(logits, V, tg, ignore, rowloss, hdr, \
+                                                       write_grad);                          \
+        break;
+        CE_REG_CASE(1)
+        CE_REG_CASE(2)
+        CE_REG_CASE(4)
+        CE_REG_CASE(8)
+#undef CE_REG_CASE
+    default:
+        k_ce_rows<<<c, CE_THREADS, 0, s>>>(logits, V, tg, ignore, rowloss, hdr, write_grad);
+    }
+    LAUNCH_CHECK();
+}
+
 // One block of 1024 threads: loss = sum of row losses (double, fixed order) / count.
 __global__ void k_ce_loss(const float *__restrict__ rowloss, int rows,
                           const ce_header *__restrict__ hdr, float *loss, int32_t *count) {
@@ -196,9 +302,7 @@ extern "C" void hy_cuda_head_ce(int rows, int d, int V, const void *h, const voi
         const uint16_t *hc = hb + (size_t)r0 * d;
         // logits (c, V) = h[chunk] (c, d) . E^T, E stored (V, d)
         hy_cuda_gemm(0, 1, c, V, d, 1.0f, hc, d, E, d, 0.0f, logits, 1, V, stream);
-        k_ce_rows<<<c, CE_THREADS, 0, s>>>(logits, V, targets + r0, ignore_index, rowloss + r0,
-                                           hdr, write_grad);
-        LAUNCH_CHECK();
+        launch_ce_rows(c, logits, V, targets + r0, ignore_index, rowloss + r0, hdr, write_grad, s);
         if (!write_grad) continue;
         const void *dlog = logits;  // (c, V) bf16 with leading dimension 2V
         // dh[chunk] (c, d) += dlogits (c, V) . E (V, d)

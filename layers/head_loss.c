@@ -40,6 +40,11 @@ static hy_tensor *zeroed_f32(hy_tape *t, const int64_t *shape, const char *name)
     return z;
 }
 
+int hy_head_loss_chunk_rows(int rows, int V) {
+    size_t per = HEAD_CHUNK_ELEMS / (size_t)(V > 0 ? V : 1);
+    return per < 1 ? 1 : per > (size_t)rows ? rows : (int)per;
+}
+
 static hy_tensor *head_loss_cuda(hy_tape *t, hy_tensor *x, hy_tensor *E, hy_tensor *targets,
                                  int ignore_index) {
     const char *op = "head_loss (GPU)";
@@ -58,8 +63,7 @@ static hy_tensor *head_loss_cuda(hy_tape *t, hy_tensor *x, hy_tensor *E, hy_tens
         if (x->requires_grad) c->dx = zeroed_f32(t, xs, "head.dx");        // (rows, d)
         if (E->requires_grad) c->dE = zeroed_f32(t, E->shape, "head.dE");  // (V, d)
     }
-    size_t per = HEAD_CHUNK_ELEMS / (size_t)V;
-    int chunk = per < 1 ? 1 : per > (size_t)rows ? rows : (int)per;
+    int chunk = hy_head_loss_chunk_rows(rows, V);
     size_t bytes = hy_cuda_head_ce_scratch_bytes(rows, V, chunk);
     hy_arena_mark_t mark = hy_arena_mark(t->scratch);
     void *scratch = hy_arena_alloc(t->scratch, bytes);

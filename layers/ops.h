@@ -75,6 +75,9 @@ hy_tensor *hy_cross_entropy(hy_tape *t, hy_tensor *logits, hy_tensor *targets,
 // instead of stopping (the data loaders check ids first).
 hy_tensor *hy_head_loss(hy_tape *t, hy_tensor *x, hy_tensor *E, hy_tensor *targets,
                         int ignore_index, hy_tensor **logits);
+// Rows of logits the GPU form computes at a time for `rows` rows and vocab V
+// (hydra-bench times the head with the same chunks).
+int hy_head_loss_chunk_rows(int rows, int V);
 
 // Mean of all elements -> (1). f32 input on both devices (losses).
 hy_tensor *hy_mean(hy_tape *t, hy_tensor *x);

@@ -213,11 +213,11 @@ HY_TEST(gpu_linear_vs_cpu, "gpu") {
 }
 
 // ---------------------------------------------------------------- head + cross-entropy
-HY_TEST(gpu_head_ce_vs_cpu, "gpu") {
-    need_gpu();
-    const int rows = 77, d = 48, V = 1001, ignore = -100, chunk = 16;
+// rows in chunks of `chunk` (the last one shorter unless it divides rows).
+static void head_ce_case(int rows, int d, int V, int chunk, uint64_t seed) {
+    const int ignore = -100;
     hy_rng r;
-    hy_rng_seed(&r, 7);
+    hy_rng_seed(&r, seed);
     size_t nh = (size_t)rows * d, ne = (size_t)V * d;
     float *h = randn(&r, nh, 1.0f), *E = randn(&r, ne, 0.5f);
     uint16_t *hb = (uint16_t *)hy_xmalloc(nh * 2), *Eb = (uint16_t *)hy_xmalloc(ne * 2);
@@ -259,7 +259,7 @@ HY_TEST(gpu_head_ce_vs_cpu, "gpu") {
               hy_cuda_head_ce_chunk_rows(rows, V, sb_all));
     void *d_s = dev_poisoned(sb_all);
 
-    // Training call: 77 rows in chunks of 16 (5 chunks, the last one 13).
+    // Training call, chunk rows at a time.
     hy_cuda_head_ce(rows, d, V, d_h, d_E, d_t, ignore, d_loss, d_count, d_dh, d_dE, d_s, sb, NULL);
     float g_loss;
     int32_t g_count;
@@ -316,6 +316,14 @@ HY_TEST(gpu_head_ce_vs_cpu, "gpu") {
     free(tg);
     free(all_ign);
     env_free(&e);
+}
+
+HY_TEST(gpu_head_ce_vs_cpu, "gpu") {
+    need_gpu();
+    head_ce_case(77, 48, 1001, 16, 7);  // V % 4 != 0: the two-pass row kernel
+    head_ce_case(77, 48, 1000, 16, 8);  // the one-read kernel, one float4 a thread
+    head_ce_case(37, 32, 32000, 8, 9);  // the one-read kernel, eight float4 a thread
+    head_ce_case(9, 32, 32772, 4, 10);  // V above the one-read kernel's registers
 }
 
 // ---------------------------------------------------------------- optimizer tables
