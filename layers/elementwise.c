@@ -45,7 +45,9 @@ static void add_backward(hy_tape *t, hy_node *n) {
 // memory traffic: the residual stream's add passes its gradient through),
 // and the other input gets a copy when its gradient is new, else
 // accumulates: 2 passes over n floats instead of ~7 (two zeroings, two
-// read-modify-writes and the read of dy).
+// read-modify-writes and the read of dy). The copy is bf16 when its one
+// reader rounds it to bf16 anyway (the branch's last linear: o_proj,
+// w_down), which then skips its own rounding pass.
 static void add_backward_cuda(hy_tape *t, hy_node *n) {
     hy_tensor *dyt = hy_grad(t, n->out[0]), *a = n->in[0], *b = n->in[1];
     const float *dy = hy_f32(dyt);
@@ -56,9 +58,18 @@ static void add_backward_cuda(hy_tape *t, hy_node *n) {
         if (gb) hy_cuda_add_bwd(len, dy, NULL, hy_f32(gb), NULL);
         return;
     }
-    int took = hy_grad_adopt(t, a, dyt) ? 0 : hy_grad_adopt(t, b, dyt) ? 1 : -1;
+    int done[2];  // bf16 copies first, so that dy is adopted by an input that cannot take one
     for (int k = 0; k < 2; k++) {
-        if (k == took) continue;
+        void *g16 = hy_grad_out_bf16(t, n->in[k]);
+        if (g16) hy_cuda_f32_to_bf16(dy, g16, len, NULL);
+        done[k] = g16 != NULL;
+    }
+    if (!done[0] && hy_grad_adopt(t, a, dyt))
+        done[0] = 1;
+    else if (!done[1] && hy_grad_adopt(t, b, dyt))
+        done[1] = 1;
+    for (int k = 0; k < 2; k++) {
+        if (done[k]) continue;
         int fresh;
         hy_tensor *g = hy_grad_out(t, n->in[k], &fresh);
         if (!g) continue;

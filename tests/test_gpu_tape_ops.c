@@ -770,9 +770,10 @@ HY_TEST(gpu_tape_chain, "gpu") {
 }
 
 // ================================================================ bf16 gradients
-// An MLP block (linear -> swiglu -> linear, no biases): swiglu's backward
-// writes the fused projection's gradient in bf16 (hy_grad_out_bf16), which
-// the linear reads instead of rounding an f32 one; GDN's output gate
+// A residual MLP block (x + linear(swiglu(linear(x))), no biases): swiglu's
+// backward writes the fused projection's gradient in bf16
+// (hy_grad_out_bf16), which the linear reads instead of rounding an f32
+// one, and the add writes w_down's output gradient in bf16; GDN's output gate
 // (silu_gate of two linears' outputs: both gradients in bf16); and GDN's
 // input stage (linear -> gdn_qkv), whose one-pass backward writes d qkv in
 // bf16. The
@@ -862,12 +863,13 @@ static void run_mlp(int bf16, mlp_result *res) {
     hy_tape_bind_grad(&e.tape, w2, g2);
     poison(&e);
     hy_tensor *fused = hy_linear(&e.tape, x, w1, NULL);  // (ROWS, 2H)
-    hy_tensor *y = upcast(&e.tape, hy_linear(&e.tape, hy_swiglu(&e.tape, fused), w2, NULL));
+    hy_tensor *down = hy_linear(&e.tape, hy_swiglu(&e.tape, fused), w2, NULL);  // (ROWS, D)
+    hy_tensor *y = upcast(&e.tape, hy_add(&e.tape, x, down));
     float *seed = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
     for (int i = 0; i < ROWS * D; i++) seed[i] = hy_rng_normal(&r);
     hy_tape_backward_seed(&e.tape, y, seed);
     free(seed);
-    res->took_bf16 = hy_grad_bf16(&e.tape, fused) != NULL;
+    res->took_bf16 = hy_grad_bf16(&e.tape, fused) != NULL && hy_grad_bf16(&e.tape, down) != NULL;
     res->g3 = NULL;
     if (res->took_bf16)
         HY_EXPECT_ERROR(hy_grad(&e.tape, fused), HY_EXIT_FAIL, "held in bf16");
@@ -929,7 +931,7 @@ HY_TEST(gpu_tape_grad_bf16, "gpu") {
     run_mlp(0, &a);
     run_mlp(1, &b);
     HY_ASSERT(!a.took_bf16, "HYDRA_GRAD_BF16=0: the fused gradient was still held in bf16");
-    HY_ASSERT(b.took_bf16, "the fused projection's gradient was not written in bf16");
+    HY_ASSERT(b.took_bf16, "the fused projection's or w_down's output gradient was not bf16");
     HY_ASSERT(memcmp(a.gx, b.gx, 37 * 40 * sizeof(float)) == 0, "bf16 gradient: dx bits differ");
     HY_ASSERT(memcmp(a.g1, b.g1, 48 * 40 * sizeof(float)) == 0, "bf16 gradient: dW_fused bits differ");
     HY_ASSERT(memcmp(a.g2, b.g2, 40 * 24 * sizeof(float)) == 0, "bf16 gradient: dW_down bits differ");
@@ -937,7 +939,7 @@ HY_TEST(gpu_tape_grad_bf16, "gpu") {
     for (int i = 0; i < 48 * 40; i++) nonzero += a.g1[i] != 0.0f;
     HY_ASSERT(nonzero > 48 * 40 / 2, "dW_fused is mostly zero (%d of %d): the test is vacuous",
               nonzero, 48 * 40);
-    printf("  MLP (37, 40) -> 48 -> 24 -> 40: bf16 path taken, dx, dW_fused, dW_down same bits\n");
+    printf("  x + MLP (37, 40) -> 48 -> 24 -> 40: bf16 path taken, dx, dW_fused, dW_down same bits\n");
     free(a.gx), free(a.g1), free(a.g2), free(b.gx), free(b.g1), free(b.g2);
 
     run_gate(0, &a);
