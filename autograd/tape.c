@@ -29,6 +29,13 @@ void hy_tape_free(hy_tape *t) {
 
 static hy_tensor *owner_of(hy_tensor *x) { return x->base ? x->base : x; }
 
+// x is all of its owner: the owner itself, or a view of all of it (a
+// reshape; views are contiguous windows), so writing every element of x
+// writes every element of the owner.
+static int covers_owner(const hy_tensor *x) {
+    return !x->base || (x->offset == 0 && hy_numel(x) == hy_numel(x->base));
+}
+
 // The slot of x's owner if it has a live one, else -1. A tensor keeps a
 // stale slot number after a reset; `owners` tells whether it is still its.
 static int live_slot(const hy_tape *t, const hy_tensor *owner) {
@@ -131,8 +138,8 @@ hy_tensor *hy_grad(hy_tape *t, const hy_tensor *x) {
 }
 
 // x's gradient buffer, made on first use: zeroed, unless `fresh` is given
-// and x is its own owner (not a view), in which case *fresh = 1 tells the
-// caller to write every element instead of accumulating.
+// and x is all of its owner (covers_owner), in which case *fresh = 1 tells
+// the caller to write every element instead of accumulating.
 static hy_tensor *grad_buffer(hy_tape *t, hy_tensor *x, int *fresh) {
     if (fresh) *fresh = 0;
     if (!x || x->dtype == HY_I32 || !x->requires_grad) return NULL;
@@ -142,7 +149,7 @@ static hy_tensor *grad_buffer(hy_tape *t, hy_tensor *x, int *fresh) {
     if (!t->grads[s]) {
         // Gradients are f32 whatever the owner's storage type.
         hy_tensor *g = hy_tensor_new(t->scratch, HY_F32, owner->ndim, owner->shape, owner->name);
-        if (fresh && owner == x)
+        if (fresh && covers_owner(x))
             *fresh = 1;
         else if (g->device == HY_CUDA)
             hy_cuda_memset(g->data, 0, hy_nbytes(g));
@@ -162,8 +169,7 @@ void hy_tape_grad_bf16_ok(hy_tape *t, hy_tensor *y) {
 void *hy_grad_out_bf16(hy_tape *t, hy_tensor *x) {
     if (!x || !x->requires_grad) return NULL;
     hy_tensor *owner = owner_of(x);
-    // A view must be all of its owner (a reshape), not a window of it.
-    if (x->base && (x->offset != 0 || hy_numel(x) != hy_numel(owner))) return NULL;
+    if (!covers_owner(x)) return NULL;  // a window of its owner, not a reshape
     if (!owner->grad_bf16_ok || owner->uses != 1 || owner->device != HY_CUDA) return NULL;
     int s = live_slot(t, owner);
     if (s >= 0 && t->grads[s]) return NULL;  // a gradient already: not the only contribution

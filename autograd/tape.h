@@ -84,8 +84,9 @@ int hy_has_grad(const hy_tape *t, const hy_tensor *x);
 // In backward: the buffer to accumulate x's gradient into (zeroed on first
 // use), or NULL when x needs no gradient.
 hy_tensor *hy_grad_acc(hy_tape *t, hy_tensor *x);
-// The same, but when the buffer is new and x is not a view it is left
-// unzeroed and *fresh is set to 1: the caller must then write every element
+// The same, but when the buffer is new and x is all of its owner (not a
+// view, or a view of all of it: a reshape) it is left unzeroed and *fresh
+// is set to 1: the caller must then write every element
 // (an overwrite instead of zero-then-accumulate; a GEMM's beta 0). *fresh is
 // 0 when the caller must accumulate as with hy_grad_acc.
 hy_tensor *hy_grad_out(hy_tape *t, hy_tensor *x, int *fresh);

@@ -23,29 +23,30 @@ typedef struct {
     hy_tensor *lse;  // (B, T, H) f32 log-sum-exps; the output o is n->out[0]
 } swa_cuda_ctx;
 
-static void acc_into(hy_tape *t, hy_tensor *x, const float *src, size_t n) {
-    hy_tensor *g = hy_grad_acc(t, x);
-    if (g) hy_cuda_acc_f32(n, src, hy_f32(g), NULL);
-}
-
+// The kernels write (never accumulate) dq, dk, dv: straight into an input's
+// gradient buffer when this is its first contribution (hy_grad_out), else
+// into scratch and then added (as GDN's backward).
 static void swa_backward_cuda(hy_tape *t, hy_node *n) {
     hy_tensor *q = n->in[0], *k = n->in[1], *v = n->in[2], *o = n->out[0];
     swa_cuda_ctx *c = (swa_cuda_ctx *)n->ctx;
     int B = (int)q->shape[0], T = (int)q->shape[1], H = (int)q->shape[2], D = (int)q->shape[3];
     size_t nx = (size_t)B * T * H * D;
-    for (int i = 0; i < 3; i++) hy_grad_acc(t, n->in[i]);  // before the mark: they outlive it
+    hy_tensor *g[3];
+    int fresh[3];
+    for (int i = 0; i < 3; i++)  // before the mark: they outlive it
+        g[i] = hy_grad_out(t, n->in[i], &fresh[i]);
     hy_arena_mark_t mark = hy_arena_mark(t->scratch);
     void *d_o = hy_arena_alloc(t->scratch, nx * 2);  // (B, T, H, D) bf16
     hy_cuda_f32_to_bf16(hy_f32(hy_grad(t, o)), d_o, nx, NULL);
-    float *dq = (float *)hy_arena_alloc(t->scratch, nx * sizeof(float));
-    float *dk = (float *)hy_arena_alloc(t->scratch, nx * sizeof(float));
-    float *dv = (float *)hy_arena_alloc(t->scratch, nx * sizeof(float));
+    float *dst[3];  // dq, dk, dv (B, T, H, D) f32: where the kernels write
+    for (int i = 0; i < 3; i++)
+        dst[i] = g[i] && fresh[i] ? hy_f32(g[i])
+                                  : (float *)hy_arena_alloc(t->scratch, nx * sizeof(float));
     void *ws = hy_arena_alloc(t->scratch, hy_cuda_swa_workspace_bytes(B, T, H, D));
     hy_cuda_swa_bwd(B, T, H, D, c->W, q->data, k->data, v->data, o->data, hy_f32(c->lse), d_o,
-                    dq, dk, dv, ws, NULL);
-    acc_into(t, q, dq, nx);
-    acc_into(t, k, dk, nx);
-    acc_into(t, v, dv, nx);
+                    dst[0], dst[1], dst[2], ws, NULL);
+    for (int i = 0; i < 3; i++)
+        if (g[i] && !fresh[i]) hy_cuda_acc_f32(nx, dst[i], hy_f32(g[i]), NULL);
     hy_arena_reset_to(t->scratch, mark);
 }
 

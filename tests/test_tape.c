@@ -200,8 +200,8 @@ HY_TEST(tape_grad_out_and_adopt, "cpu") {
     HY_ASSERT(got[0] == 1 && got[1] == 0, "adopt: first %d (want 1), second %d (want 0)", got[0], got[1]);
     HY_ASSERT(got[3] == 1, "the adopted gradient is not the given buffer");
     HY_ASSERT(got[2] == 1 && got[4] == 0, "grad_out: fresh %d then %d (want 1 then 0)", got[2], got[4]);
-    // The views of a tensor are never fresh nor adopted: their owner's
-    // gradient covers more than the view.
+    // A window of a tensor is never fresh nor adopted: its owner's gradient
+    // covers more than the window. A reshape of all of it is fresh.
     hy_tape_reset(&e.tape);
     hy_tensor *w = hy_mul(&e.tape, p, p);
     hy_tensor *row = hy_view_rows(&e.acts, w, 0, 1);
@@ -209,6 +209,16 @@ HY_TEST(tape_grad_out_and_adopt, "cpu") {
     hy_tensor *g = hy_grad_out(&e.tape, row, &fresh);
     HY_ASSERT(g && fresh == 0, "a view's new gradient: fresh %d (want 0, zeroed)", fresh);
     for (int i = 0; i < 6; i++) HY_ASSERT(hy_f32(hy_grad(&e.tape, w))[i] == 0.0f, "not zeroed");
+    hy_tensor *w2 = hy_mul(&e.tape, p, p);
+    int64_t flat[1] = {6};
+    hy_tensor *all = hy_view(&e.acts, w2, 1, flat);
+    fresh = -1;
+    g = hy_grad_out(&e.tape, all, &fresh);
+    HY_ASSERT(g && fresh == 1, "a reshape's new gradient: fresh %d (want 1)", fresh);
+    HY_ASSERT(g->data == hy_grad(&e.tape, w2)->data && hy_numel(g) == 6,
+              "a reshape's gradient is not all of its owner's");
+    hy_grad_out(&e.tape, all, &fresh);
+    HY_ASSERT(fresh == 0, "a reshape's second hy_grad_out: fresh %d (want 0)", fresh);
     env_free(&e);
 }
 
