@@ -227,22 +227,30 @@ struct ConvWalk {
 
 // ---------------------------------------------------------------- deterministic column sums
 // out_a[c] += sum_p partial[p, c] for c < split, out_b[c - split] += ... for
-// c >= split (a NULL output is skipped). Block (32, 8): 32 columns; the 8 rows
-// of threads take every 8th partial, then row 0 adds their 8 sums in order.
-__global__ void colsum_kernel(int parts, int64_t ncols, const float *partial, int64_t split,
-                              float *out_a, float *out_b) {
-    __shared__ float sm[8][33];
+// c >= split (a NULL output is skipped). Block (32, kColsumRows): 32
+// columns; the rows of threads take every kColsumRows-th partial, then row 0
+// adds their sums in order. 32 rows, not 8: with 1024 partials (rmsnorm's)
+// and ncols / 32 blocks (24 at d 768), a thread's chain of 128 loads took
+// ~15 us; 32 loads a thread, several in flight (the unrolled loop), take a
+// few.
+constexpr int kColsumRows = 32;
+
+__global__ void __launch_bounds__(32 * kColsumRows)
+    colsum_kernel(int parts, int64_t ncols, const float *partial, int64_t split, float *out_a,
+                  float *out_b) {
+    __shared__ float sm[kColsumRows][33];
     int tx = threadIdx.x, ty = threadIdx.y;
     int64_t c = (int64_t)blockIdx.x * 32 + tx;
     float s = 0.0f;
     if (c < ncols)
-        for (int p = ty; p < parts; p += 8) s += partial[(int64_t)p * ncols + c];
+#pragma unroll 8
+        for (int p = ty; p < parts; p += kColsumRows) s += partial[(int64_t)p * ncols + c];
     sm[ty][tx] = s;
     __syncthreads();
     if (ty == 0 && c < ncols) {
         float t = 0.0f;
 #pragma unroll
-        for (int k = 0; k < 8; k++) t += sm[k][tx];
+        for (int k = 0; k < kColsumRows; k++) t += sm[k][tx];
         if (c < split) {
             if (out_a) out_a[c] += t;
         } else if (out_b) {
@@ -253,7 +261,7 @@ __global__ void colsum_kernel(int parts, int64_t ncols, const float *partial, in
 
 inline void launch_colsum(int parts, int64_t ncols, const float *partial, int64_t split, float *out_a,
                    float *out_b, cudaStream_t s) {
-    dim3 block(32, 8), grid((unsigned)((ncols + 31) / 32));
+    dim3 block(32, kColsumRows), grid((unsigned)((ncols + 31) / 32));
     colsum_kernel<<<grid, block, 0, s>>>(parts, ncols, partial, split, out_a, out_b);
     LAUNCH_CHECK();
 }
