@@ -269,30 +269,40 @@ __global__ void __launch_bounds__(kQkvThreads)
 
 // ---------------------------------------------------------------- streaming kernels
 // The common shapes (K <= 4; a head's D channels on a power of two of lanes,
-// D / VEC <= 32; 16-byte aligned rows) without shared memory for the rows,
-// in the layout of short_conv.cu's kernels: blocks of (32, 8) threads, lane
-// tx owns VEC channels c0 = (blockIdx.x 32 + tx) VEC of every row, and a
-// thread row walks a run of kQkvRun consecutive rows of one sequence
-// (ConvWalk over the runs, uniform over a warp), kQkvP rows at a time: the
-// P rows' loads are issued together, then the rows are computed in order
-// with the conv's last K - 1 input rows (and, backward, the last K - 1 rows
-// of du) carried in registers from row to row, so that each row is loaded
-// once. A head's sums over its D channels are shuffles among its D / VEC
-// lanes, which sit side by side in the warp because heads start on
-// multiples of D. The kernels above keep the other shapes; they hold R rows
-// of all 3I channels in shared memory with barriers between phases, and
-// 3I = 2304 gives 288 units a row for 256 threads.
+// D / VEC <= 32; 16-byte aligned rows; VEC = 4), in the layout of
+// short_conv.cu's kernels: blocks of (32, 8) threads, lane tx owns VEC
+// channels c0 = (blockIdx.x 32 + tx) VEC of every row, and a thread row
+// walks a run of kQkvRun consecutive rows of one sequence (ConvWalk over the
+// runs, uniform over a warp), one row at a time, with the conv's last K - 1
+// input rows (and, backward, the last K - 1 rows of du) carried in registers
+// from row to row, so that each row is loaded once. A head's sums over its D
+// channels are shuffles among its D / VEC lanes, which sit side by side in
+// the warp because heads start on multiples of D. The kernels above keep the
+// other shapes; they hold R rows of all 3I channels in shared memory with
+// barriers between phases, and 3I = 2304 gives 288 units a row for 256
+// threads.
 //
-// Measured on an H200 at (8, 2048, 3 x 768) (hydra-bench step's "GDN input"
-// piece, a layer): forward 0.103 ms, backward 0.279 ms (dx written); the
-// shared-memory kernels take 0.198 and 0.484 ms (du, then the short conv's
-// backward), and took 0.517 ms backward adding into a zeroed dx. Still 2.9x
-// and 3.1x the bytes' time at 4.2 TB/s: latency-bound at two or three blocks
-// an SM (80 and 128 registers a thread).
-// Rows loaded together: kQkvP = 4 forward, kQkvPB = 2 backward (its window
-// of du and dw/db sums take registers: backward 0.275 ms with 2, 0.297 ms
-// with 4, at 128 registers a thread).
-constexpr int kQkvLanes = 32, kQkvRowsY = 8, kQkvVec = 4, kQkvP = 4, kQkvPB = 2, kQkvRun = 32;
+// The rows reach a thread through a pipeline in shared memory: cp.async
+// copies of the lane's part of the next rows (forward kQkvFwdStages rows of
+// x, 8 bytes a lane; backward kQkvStages rows of x and of d q/k/v, 24
+// bytes), one commit group a row, each thread reading back only what it
+// copied (no barriers). Loading P rows into registers at a time instead
+// (P = 4 forward, 2 backward, where du's window and the dw/db sums take the
+// registers: 80 and 128 a thread, three and two blocks an SM) kept ~1.5 KB a
+// warp in flight and ran at ~1.4 TB/s: measured on an H200 at (8, 2048,
+// 3 x 768) (hydra-bench step's "GDN input" piece, a layer), forward 0.103
+// ms and backward 0.279 ms (dx written) against ~0.036 and ~0.09 ms for
+// their bytes at 4.2 TB/s. The pipeline keeps 64 KB (forward: 32 KB a
+// block, three an SM) and 96 KB (backward: 48 KB a block, two) of loads in
+// flight an SM. The shared-memory kernels took 0.198 and 0.484 ms.
+constexpr int kQkvLanes = 32, kQkvRowsY = 8, kQkvVec = 4, kQkvRun = 32;
+constexpr int kQkvStages = 8, kQkvFwdStages = 16;
+constexpr size_t kQkvFwdSmem = (size_t)kQkvFwdStages * kQkvRowsY * kQkvLanes * 8;
+// The backward's dynamic shared memory: the row pipeline, reused after the
+// walk for the block's dw/db sums (8 rows x (K + 1) x 128 floats, 20 KB at K 4).
+constexpr size_t kQkvBwdSmem = (size_t)kQkvStages * kQkvRowsY * kQkvLanes * (8 + 16);
+static_assert(kQkvBwdSmem >= (size_t)kQkvRowsY * 5 * kQkvLanes * kQkvVec * sizeof(float),
+              "the dw/db sums must fit in the pipeline's shared memory");
 
 template <int VEC, int KM>
 struct QkvLane {
@@ -356,44 +366,63 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 3)
                            const float *__restrict__ w, const float *__restrict__ bias,
                            const uint16_t *__restrict__ cache, uint16_t *__restrict__ q,
                            uint16_t *__restrict__ k, uint16_t *__restrict__ v) {
+    static_assert(VEC == 4, "the row pipeline copies 8 bytes of x a lane");
     const QkvLane<VEC, KM> L(p, w, bias);
     uint16_t *out = L.which == 0 ? q : L.which == 1 ? k : v;
+    // The row pipeline (as the backward's): kQkvFwdStages rows of x in
+    // flight per thread row, in shared memory, each thread reading back what
+    // it copied.
+    extern __shared__ __align__(16) unsigned char fwd_smem[];
+    typedef uint2 XStage[kQkvRowsY][kQkvLanes];  // 4 bf16 of x a lane
+    XStage *sx = (XStage *)fwd_smem;
+    const int tx = threadIdx.x, ty = threadIdx.y;
     const int per = (p.T + kQkvRun - 1) / kQkvRun;
     const int64_t runs = (int64_t)p.B * per;
     for (ConvWalk r(per); r.p < runs; r.next()) {
         const int b = (int)r.b, s0 = r.i * kQkvRun, s1 = min(s0 + kQkvRun, p.T);
+        const int64_t rowb = (int64_t)b * p.T;
+        auto issue = [&](int i) {  // row s0 + i into stage i % kQkvFwdStages
+            const bool live = L.on && s0 + i < s1;
+            cp_async8_zfill(&sx[i % kQkvFwdStages][ty][tx],
+                            live ? x + (rowb + s0 + i) * p.C + L.c0 : x, live ? 8 : 0);
+            cp_async_commit_group();
+        };
+#pragma unroll
+        for (int i = 0; i < kQkvFwdStages; i++) issue(i);
         // x rows t - (K-1) .. t once row t is shifted in; before the run's
         // first row, slots 1 .. KM-1 hold rows s0 - (K-1) .. s0 - 1.
         float xw[KM][VEC];
 #pragma unroll
         for (int j = 0; j < KM; j++) L.tap(p, x, cache, b, j > 0 ? s0 - KM + j : p.T, xw[j]);
-        for (int t0 = s0; t0 < s1; t0 += kQkvP) {
-            float xn[kQkvP][VEC];
-#pragma unroll
-            for (int i = 0; i < kQkvP; i++) L.tap(p, x, cache, b, t0 + i < s1 ? t0 + i : p.T, xn[i]);
-#pragma unroll
-            for (int i = 0; i < kQkvP; i++) {
-                if (t0 + i >= s1) break;  // uniform over the warp
-                shift_in(xw, xn[i]);
-                float y[VEC];
-                L.conv(xw, y);
-                float ss = 0.0f;
-#pragma unroll
-                for (int e = 0; e < VEC; e++) {
-                    y[e] *= sigm_fast(y[e]);
-                    ss += y[e] * y[e];
-                }
-                if (p.norm_qk) {
-                    ss = group_sum(ss, L.G);
-                    if (L.nrm) {
-                        const float sc = 1.0f / fmaxf(sqrtf(ss), p.eps);
-#pragma unroll
-                        for (int e = 0; e < VEC; e++) y[e] *= sc;
-                    }
-                }
-                if (L.on) st_bf<VEC>(out + ((int64_t)b * p.T + t0 + i) * p.I + L.off, y);
+        for (int t = s0; t < s1; t++) {  // uniform over the warp
+            cp_async_wait_group<kQkvFwdStages - 1>();  // row t's group is complete
+            float xn[VEC];
+            {
+                const uint2 xr = sx[(t - s0) % kQkvFwdStages][ty][tx];
+                xn[0] = __uint_as_float(xr.x << 16), xn[1] = __uint_as_float(xr.x & 0xffff0000u);
+                xn[2] = __uint_as_float(xr.y << 16), xn[3] = __uint_as_float(xr.y & 0xffff0000u);
             }
+            shift_in(xw, xn);
+            float y[VEC];
+            L.conv(xw, y);  // reads the row: its stage may be refilled
+            issue(t - s0 + kQkvFwdStages);
+            float ss = 0.0f;
+#pragma unroll
+            for (int e = 0; e < VEC; e++) {
+                y[e] *= sigm_fast(y[e]);
+                ss += y[e] * y[e];
+            }
+            if (p.norm_qk) {
+                ss = group_sum(ss, L.G);
+                if (L.nrm) {
+                    const float sc = 1.0f / fmaxf(sqrtf(ss), p.eps);
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) y[e] *= sc;
+                }
+            }
+            if (L.on) st_bf<VEC>(out + (rowb + t) * p.I + L.off, y);
         }
+        cp_async_wait_group<0>();  // the run's trailing (empty) groups
     }
 }
 
@@ -420,8 +449,18 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
                            const uint16_t *__restrict__ cache, const float *__restrict__ dq,
                            const float *__restrict__ dk, const float *__restrict__ dv,
                            void *__restrict__ dx_, float *__restrict__ partial) {
+    static_assert(VEC == 4, "the row pipeline copies 8 bytes of x and 16 of d qkv a lane");
     const QkvLane<VEC, KM> L(p, w, bias);
     const float *gp = L.which == 0 ? dq : L.which == 1 ? dk : dv;
+    // The row pipeline: kQkvStages rows of x (bf16) and of this lane's
+    // gradient (f32) in flight per thread row, in shared memory; each thread
+    // reads back only what it copied.
+    extern __shared__ __align__(16) unsigned char bwd_smem[];
+    typedef uint2 XStage[kQkvRowsY][kQkvLanes];   // 4 bf16 of x a lane
+    typedef float4 GStage[kQkvRowsY][kQkvLanes];  // 4 f32 of d q/k/v a lane
+    XStage *sx = (XStage *)bwd_smem;
+    GStage *sg = (GStage *)(bwd_smem + sizeof(XStage) * kQkvStages);
+    const int tx = threadIdx.x, ty = threadIdx.y;
     float acc[KM + 1][VEC];  // acc[j]: dw tap j; acc[KM]: db
 #pragma unroll
     for (int j = 0; j <= KM; j++)
@@ -433,6 +472,18 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
         const int b = (int)r.b, s0 = r.i * kQkvRun, s1 = min(s0 + kQkvRun, p.T);
         const int e1 = s1 + KM - 1;  // rows t of du walked: [s0, e1); those >= T are zero
         const int64_t rowb = (int64_t)b * p.T;
+        // Row s0 + i into stage i % kQkvStages (zeros past the rows that exist).
+        auto issue = [&](int i) {
+            const int t = s0 + i, st = i % kQkvStages;
+            const bool live = L.on && t < e1 && t < p.T;
+            const uint16_t *xs = live ? x + (rowb + t) * p.C + L.c0 : x;
+            const float *gs = live && gp ? gp + (rowb + t) * p.I + L.off : w;
+            cp_async8_zfill(&sx[st][ty][tx], xs, live ? 8 : 0);
+            cp_async16_zfill(&sg[st][ty][tx], gs, live && gp ? 16 : 0);
+            cp_async_commit_group();
+        };
+#pragma unroll
+        for (int i = 0; i < kQkvStages; i++) issue(i);
         // x and du at rows t - (K-1) .. t once row t is shifted in (as the
         // forward's window); du before s0 is never read by this run's dx.
         float xw[KM][VEC], duw[KM][VEC];
@@ -442,96 +493,93 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
 #pragma unroll
             for (int k = 0; k < VEC; k++) duw[j][k] = 0.0f;
         }
-        for (int t0 = s0; t0 < e1; t0 += kQkvPB) {
-            float xn[kQkvPB][VEC], gn[kQkvPB][VEC];
-#pragma unroll
-            for (int i = 0; i < kQkvPB; i++) {
-                const int t = t0 + i;
-                L.tap(p, x, cache, b, t < e1 ? t : p.T, xn[i]);
-                if (L.on && gp && t < e1 && t < p.T) {
-                    ld_f<VEC>(gp + (rowb + t) * p.I + L.off, gn[i]);
-                } else {
-#pragma unroll
-                    for (int e = 0; e < VEC; e++) gn[i][e] = 0.0f;
-                }
+        for (int t = s0; t < e1; t++) {  // uniform over the warp
+            const int st = (t - s0) % kQkvStages;
+            cp_async_wait_group<kQkvStages - 1>();  // row t's group is complete
+            float xn[VEC], gn[VEC];
+            {
+                const uint2 xr = sx[st][ty][tx];
+                const float4 gr = sg[st][ty][tx];
+                xn[0] = __uint_as_float(xr.x << 16), xn[1] = __uint_as_float(xr.x & 0xffff0000u);
+                xn[2] = __uint_as_float(xr.y << 16), xn[3] = __uint_as_float(xr.y & 0xffff0000u);
+                gn[0] = gr.x, gn[1] = gr.y, gn[2] = gr.z, gn[3] = gr.w;
             }
+            shift_in(xw, xn);
+            float d[VEC];
+            if (t < p.T) {  // uniform
+                float uu[VEC], sg_[VEC];
+                L.conv(xw, uu);
+                float ss = 0.0f, dot = 0.0f;
 #pragma unroll
-            for (int i = 0; i < kQkvPB; i++) {
-                const int t = t0 + i;
-                if (t >= e1) break;  // uniform over the warp
-                shift_in(xw, xn[i]);
-                float d[VEC];
-                if (t < p.T) {  // uniform
-                    float uu[VEC], sg[VEC];
-                    L.conv(xw, uu);
-                    float ss = 0.0f, dot = 0.0f;
+                for (int e = 0; e < VEC; e++) {
+                    sg_[e] = sigm_fast(uu[e]);
+                    const float sv = uu[e] * sg_[e];
+                    ss += sv * sv;
+                    dot += sv * gn[e];
+                }
+                float nv = 1.0f, kc = 0.0f;
+                if (p.norm_qk) {
+                    ss = group_sum(ss, L.G);
+                    dot = group_sum(dot, L.G);
+                    if (L.nrm) {
+                        const float n = sqrtf(ss);
+                        const bool clamped = n < p.eps;
+                        nv = 1.0f / (clamped ? p.eps : n);
+                        kc = clamped ? 0.0f : dot / (n * n * n);
+                    }
+                }
 #pragma unroll
-                    for (int e = 0; e < VEC; e++) {
-                        sg[e] = sigm_fast(uu[e]);
-                        const float sv = uu[e] * sg[e];
-                        ss += sv * sv;
-                        dot += sv * gn[i][e];
-                    }
-                    float nv = 1.0f, kc = 0.0f;
-                    if (p.norm_qk) {
-                        ss = group_sum(ss, L.G);
-                        dot = group_sum(dot, L.G);
-                        if (L.nrm) {
-                            const float n = sqrtf(ss);
-                            const bool clamped = n < p.eps;
-                            nv = 1.0f / (clamped ? p.eps : n);
-                            kc = clamped ? 0.0f : dot / (n * n * n);
-                        }
-                    }
+                for (int e = 0; e < VEC; e++) {
+                    const float ds = gn[e] * nv - uu[e] * sg_[e] * kc;
+                    d[e] = ds * sg_[e] * (1.0f + uu[e] * (1.0f - sg_[e]));
+                }
+            } else {
 #pragma unroll
-                    for (int e = 0; e < VEC; e++) {
-                        const float ds = gn[i][e] * nv - uu[e] * sg[e] * kc;
-                        d[e] = ds * sg[e] * (1.0f + uu[e] * (1.0f - sg[e]));
-                    }
+                for (int e = 0; e < VEC; e++) d[e] = 0.0f;
+            }
+            // The stage's values are in registers and used: refill it.
+            issue(t - s0 + kQkvStages);
+            shift_in(duw, d);
+            if (partial && t < s1) {  // the run's own rows: dw, db
+#pragma unroll
+                for (int j = 0; j < KM; j++)
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) acc[j][e] += d[e] * xw[j][e];
+#pragma unroll
+                for (int e = 0; e < VEC; e++) acc[KM][e] += d[e];
+            }
+            const int s = t - (KM - 1);  // dx row: du[s .. t] known
+            if (dx_ && L.on && s >= s0) {
+                float *dx = (float *)dx_;
+                float o[VEC];
+                if (BF16 || set_dx) {
+#pragma unroll
+                    for (int e = 0; e < VEC; e++) o[e] = 0.0f;
                 } else {
-#pragma unroll
-                    for (int e = 0; e < VEC; e++) d[e] = 0.0f;
+                    ld_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
                 }
-                shift_in(duw, d);
-                if (partial && t < s1) {  // the run's own rows: dw, db
+                float a[VEC];
 #pragma unroll
-                    for (int j = 0; j < KM; j++)
+                for (int e = 0; e < VEC; e++) a[e] = 0.0f;
 #pragma unroll
-                        for (int e = 0; e < VEC; e++) acc[j][e] += d[e] * xw[j][e];
+                for (int j = 0; j < KM; j++)  // du[s + K-1-j] = duw[KM-1-j]
 #pragma unroll
-                    for (int e = 0; e < VEC; e++) acc[KM][e] += d[e];
-                }
-                const int s = t - (KM - 1);  // dx row: du[s .. t] known
-                if (dx_ && L.on && s >= s0) {
-                    float *dx = (float *)dx_;
-                    float o[VEC];
-                    if (BF16 || set_dx) {
+                    for (int e = 0; e < VEC; e++) a[e] += duw[KM - 1 - j][e] * L.wr[j][e];
 #pragma unroll
-                        for (int e = 0; e < VEC; e++) o[e] = 0.0f;
-                    } else {
-                        ld_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
-                    }
-                    float a[VEC];
-#pragma unroll
-                    for (int e = 0; e < VEC; e++) a[e] = 0.0f;
-#pragma unroll
-                    for (int j = 0; j < KM; j++)  // du[s + K-1-j] = duw[KM-1-j]
-#pragma unroll
-                        for (int e = 0; e < VEC; e++) a[e] += duw[KM - 1 - j][e] * L.wr[j][e];
-#pragma unroll
-                    for (int e = 0; e < VEC; e++) o[e] += a[e];
-                    if constexpr (BF16)
-                        st_bf<VEC>((uint16_t *)dx_ + (rowb + s) * p.C + L.c0, o);
-                    else
-                        st_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
-                }
+                for (int e = 0; e < VEC; e++) o[e] += a[e];
+                if constexpr (BF16)
+                    st_bf<VEC>((uint16_t *)dx_ + (rowb + s) * p.C + L.c0, o);
+                else
+                    st_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
             }
         }
+        cp_async_wait_group<0>();  // the run's trailing (empty) groups, before the next run's
     }
     if (!partial) return;  // uniform over the grid
     constexpr int kW = kQkvLanes * VEC;  // channels a block
-    __shared__ float sm[kQkvRowsY][(KM + 1) * kW];
-    const int tx = threadIdx.x, ty = threadIdx.y;
+    // The pipeline's shared memory, reused (kQkvBwdSmem covers both).
+    float(*sm)[(KM + 1) * kW] = (float(*)[(KM + 1) * kW])bwd_smem;
+    __syncthreads();  // every thread row is past its last stage read
 #pragma unroll
     for (int j = 0; j <= KM; j++)
 #pragma unroll
@@ -722,7 +770,7 @@ extern "C" void hy_cuda_gdn_qkv_fwd(int B, int T, int H, int D, int K, int norm_
         const dim3 grid = qkv_stream_grid(p), block(kQkvLanes, kQkvRowsY);
         with_taps(K, [&](auto kc) {
             gdn_qkv_fwd_run_kernel<kQkvVec, decltype(kc)::value>
-                <<<grid, block, 0, s>>>(p, xc, w, bias, cc, qo, ko, vo);
+                <<<grid, block, kQkvFwdSmem, s>>>(p, xc, w, bias, cc, qo, ko, vo);
         });
         LAUNCH_CHECK();
         return;
@@ -822,11 +870,13 @@ extern "C" void hy_cuda_gdn_qkv_bwd(int B, int T, int H, int D, int K, int norm_
         float *partial = wb ? (float *)scratch : nullptr;
         with_taps(K, [&](auto kc) {
             if (dx_bf16)
-                gdn_qkv_bwd_run_kernel<kQkvVec, decltype(kc)::value, true><<<grid, block, 0, s>>>(
-                    p, 1, xc, w, bias, cc, dq, dk, dv, dx_bf16, partial);
+                gdn_qkv_bwd_run_kernel<kQkvVec, decltype(kc)::value, true>
+                    <<<grid, block, kQkvBwdSmem, s>>>(p, 1, xc, w, bias, cc, dq, dk, dv, dx_bf16,
+                                                      partial);
             else
-                gdn_qkv_bwd_run_kernel<kQkvVec, decltype(kc)::value, false><<<grid, block, 0, s>>>(
-                    p, set_dx, xc, w, bias, cc, dq, dk, dv, dx, partial);
+                gdn_qkv_bwd_run_kernel<kQkvVec, decltype(kc)::value, false>
+                    <<<grid, block, kQkvBwdSmem, s>>>(p, set_dx, xc, w, bias, cc, dq, dk, dv, dx,
+                                                      partial);
         });
         LAUNCH_CHECK();
         if (wb) launch_colsum((int)grid.y, (int64_t)p.C * K + p.C, partial, (int64_t)p.C * K, dw, db, s);

@@ -108,6 +108,32 @@ __device__ __forceinline__ void st_bf(uint16_t *p, const float *f) {
     }
 }
 
+// Asynchronous copies global -> shared (sm_80+) of 8 or 16 bytes; `bytes`
+// below the size fills the rest with zeros (0: no read, all zeros; src must
+// still be a valid address). A thread that reads back only what it copied
+// needs cp_async_wait, no barrier.
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+__device__ __forceinline__ void cp_async8_zfill(void *dst, const void *src, int bytes) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
+                 "l"(src), "r"(bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit_group() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+// Wait until at most N of this thread's committed groups are pending.
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
 template <int VEC>
 __device__ __forceinline__ void ld_f(const float *p, float *f) {
     if constexpr (VEC == 8) {
