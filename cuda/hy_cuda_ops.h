@@ -183,6 +183,20 @@ void hy_cuda_rope_fwd_dev(int B, int T, int H, int D, const long long *pos0_dev,
 void hy_cuda_rope_bwd(int B, int T, int H, int D, int64_t pos0, float base, const float *dy,
                       float *dx, void *stream);
 
+// ---------------------------------------------------------------- qkv_rope
+// The attention layer's input split: qkv (B, T, 3 H D) bf16 -> q, k, v
+// (B, T, H, D) bf16, q and k rotated as hy_cuda_rope_fwd (the same angles
+// and roundings) at positions pos0 + t, v copied. D even, D <= 512.
+void hy_cuda_qkv_rope_fwd(int B, int T, int H, int D, int64_t pos0, float base, const void *qkv,
+                          void *q, void *k, void *v, void *stream);
+// Its backward: d qkv (B, T, 3 H D) = [R(-angle) dq | R(-angle) dk | dv], dq,
+// dk, dv (B, T, H, D) fp32 (NULL: zero). out_mode 0: d qkv fp32, written
+// (its old contents not read); 1: fp32, added to; 2: bf16, written (each
+// value rounded as hy_f32_to_bf16()).
+void hy_cuda_qkv_rope_bwd(int B, int T, int H, int D, int64_t pos0, float base, const float *dq,
+                          const float *dk, const float *dv, void *dqkv, int out_mode,
+                          void *stream);
+
 // ---------------------------------------------------------------- slice_last
 // y (rows, len) bf16 = columns [start, start + len) of x (rows, N) bf16.
 void hy_cuda_slice_last_fwd(int rows, int N, int start, int len, const void *x, void *y,

@@ -107,6 +107,11 @@ void hy_cuda_rope_fwd_dev(int B, int T, int H, int D, const long long *pos0_dev,
                           const void *x, void *y, void *stream) { NO_CUDA(); }
 void hy_cuda_rope_bwd(int B, int T, int H, int D, int64_t pos0, float base, const float *dy,
                       float *dx, void *stream) { NO_CUDA(); }
+void hy_cuda_qkv_rope_fwd(int B, int T, int H, int D, int64_t pos0, float base, const void *qkv,
+                          void *q, void *k, void *v, void *stream) { NO_CUDA(); }
+void hy_cuda_qkv_rope_bwd(int B, int T, int H, int D, int64_t pos0, float base, const float *dq,
+                          const float *dk, const float *dv, void *dqkv, int out_mode,
+                          void *stream) { NO_CUDA(); }
 void hy_cuda_slice_last_fwd(int rows, int N, int start, int len, const void *x, void *y,
                             void *stream) { NO_CUDA(); }
 void hy_cuda_slice_last_bwd(int rows, int N, int start, int len, const float *dy, float *dx,

@@ -264,9 +264,16 @@ static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_de
     int64_t pos0 = ds ? ds->pos : 0;
     hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
     float base = (float)c->swa_rope_base;
-    hy_tensor *q = rope_at(t, heads(t, hy_slice_last(t, qkv, 0, I), H, D), ds, pos0, base);
-    hy_tensor *k = rope_at(t, heads(t, hy_slice_last(t, qkv, I, I), H, D), ds, pos0, base);
-    hy_tensor *v = heads(t, hy_slice_last(t, qkv, 2 * I, I), H, D);  // (B, T, H, D)
+    hy_tensor *q, *k, *v;  // (B, T, H, D)
+    if (ds && ds->pos_dev) {  // inside the decoding graph: the position in device memory
+        q = rope_at(t, heads(t, hy_slice_last(t, qkv, 0, I), H, D), ds, pos0, base);
+        k = rope_at(t, heads(t, hy_slice_last(t, qkv, I, I), H, D), ds, pos0, base);
+        v = heads(t, hy_slice_last(t, qkv, 2 * I, I), H, D);
+    } else {
+        hy_tensor *qkv3[3];
+        hy_qkv_rope(t, qkv, H, D, pos0, base, qkv3);
+        q = qkv3[0], k = qkv3[1], v = qkv3[2];
+    }
     int window = dense ? INT_MAX / 2 : c->swa_window;
     hy_tensor *o;
     if (step && !dense) {

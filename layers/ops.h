@@ -67,6 +67,12 @@ hy_tensor *hy_slice_last(hy_tape *t, hy_tensor *x, int64_t start, int64_t len);
 hy_tensor *hy_cross_entropy(hy_tape *t, hy_tensor *logits, hy_tensor *targets,
                             int ignore_index);
 
+// The attention layer's input split: out[0..2] = q, k, v (B, T, H, D) from
+// qkv (B, T, 3 H D), q and k rotated (rope at pos0), v as is: on the CPU
+// slice_last, a reshape and rope; on the GPU one op each way.
+void hy_qkv_rope(hy_tape *t, hy_tensor *qkv, int64_t H, int64_t D, int64_t pos0, float base,
+                 hy_tensor *out[3]);
+
 // Tied LM head and mean cross-entropy: loss (1) f32 = CE(x E^T, targets),
 // x (..., d), E (V, d), targets (...) i32. On the CPU it is hy_linear and
 // hy_cross_entropy, and *logits (if not NULL) receives the logits (..., V).

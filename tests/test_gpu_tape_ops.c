@@ -672,6 +672,51 @@ HY_TEST(gpu_tape_rope, "gpu") {
     check_cases(cases, N_CASES(cases), 1900);
 }
 
+// ================================================================ qkv_rope
+// The fused GPU op against the CPU's slices, reshapes and ropes: one output
+// at a time (the other two get no gradient) and all three through
+// q + k + v; "fresh" feeds x + x, whose gradient buffer the op writes
+// instead of adding to.
+typedef struct {
+    int H, D, which, fresh;  // which: 0 q, 1 k, 2 v, 3 q + k + v
+    int64_t pos0;
+} qkv_rope_arg;
+
+static hy_tensor *f_qkv_rope(hy_tape *t, hy_tensor **in, const void *arg) {
+    const qkv_rope_arg *a = (const qkv_rope_arg *)arg;
+    hy_tensor *o[3];
+    hy_qkv_rope(t, a->fresh ? hy_add(t, in[0], in[0]) : in[0], a->H, a->D, a->pos0, 10000.0f, o);
+    return a->which < 3 ? o[a->which] : hy_add(t, hy_add(t, o[0], o[1]), o[2]);
+}
+
+HY_TEST(gpu_tape_qkv_rope, "gpu") {
+    // D 10 (half 5: the scalar kernels), D 16 and 64 (four pairs a thread),
+    // qkv as a window of a larger tensor.
+    static const qkv_rope_arg q10 = {3, 10, 0, 0, 0}, k10 = {3, 10, 1, 0, 1000},
+                              v10 = {3, 10, 2, 0, 0}, all10 = {3, 10, 3, 0, 7},
+                              all16 = {2, 16, 3, 0, 1000}, fresh16 = {2, 16, 3, 1, 5},
+                              all64 = {2, 64, 3, 0, 0}, fresh10 = {3, 10, 3, 1, 0};
+    static const op_case cases[] = {
+        {"qkv_rope (2, 37, 90) H 3 D 10 -> q", f_qkv_rope, &q10, 1,
+         {{"qkv", ACT, 1, 3, {2, 37, 90}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"qkv_rope (2, 37, 90) H 3 D 10 pos0 1000 -> k", f_qkv_rope, &k10, 1,
+         {{"qkv", ACT, 1, 3, {2, 37, 90}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"qkv_rope (2, 37, 90) H 3 D 10 -> v", f_qkv_rope, &v10, 1,
+         {{"qkv", ACT, 1, 3, {2, 37, 90}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"qkv_rope (2, 37, 90) H 3 D 10 pos0 7 -> q+k+v", f_qkv_rope, &all10, 1,
+         {{"qkv", ACT, 1, 3, {2, 37, 90}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"qkv_rope (3, 41, 96) H 2 D 16 pos0 1000 -> q+k+v", f_qkv_rope, &all16, 1,
+         {{"qkv", ACT, 1, 3, {3, 41, 96}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"qkv_rope (3, 41, 96) H 2 D 16, fresh d qkv", f_qkv_rope, &fresh16, 1,
+         {{"qkv", ACT, 1, 3, {3, 41, 96}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"qkv_rope (2, 37, 90) H 3 D 10, fresh d qkv", f_qkv_rope, &fresh10, 1,
+         {{"qkv", ACT, 1, 3, {2, 37, 90}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
+        {"qkv_rope rows [1, 3) of (3, 33, 384) H 2 D 64", f_qkv_rope, &all64, 1,
+         {{"qkv", ACT, 1, 3, {2, 33, 384}, 1, 1.0f, 0}}, HY_BF16, 0, 0},
+    };
+    check_cases(cases, N_CASES(cases), 1950);
+}
+
 // ================================================================ slice_last
 typedef struct {
     int64_t start, len;
@@ -924,6 +969,58 @@ static void run_qkv(int bf16, mlp_result *res) {
     unsetenv("HYDRA_GRAD_BF16");
 }
 
+// x (B, T, 40) -> linear -> qkv (B, T, 96) -> q, k (roped), v (H 2, D 16)
+// -> q + k + v: g1 d W_qkv. fused 0: the separate slices, reshapes and ropes
+// (which never write bf16) instead of qkv_rope.
+static void run_attn(int bf16, int fused, mlp_result *res) {
+    if (bf16)
+        unsetenv("HYDRA_GRAD_BF16");
+    else
+        setenv("HYDRA_GRAD_BF16", "0", 1);
+    enum { B = 2, T = 37, D = 40, H = 2, HD = 16, I = H * HD };
+    hy_rng r;
+    hy_rng_seed(&r, 2700);
+    env e;
+    env_init(&e, HY_CUDA);
+    hy_tensor *x = hy_new3(&e.in, HY_BF16, B, T, D, "x");
+    float *xv = (float *)hy_xmalloc((size_t)B * T * D * sizeof(float));
+    for (int i = 0; i < B * T * D; i++) xv[i] = hy_rng_normal(&r);
+    hy_tensor_from_host_f32(x, xv);
+    free(xv);
+    hy_tensor *wq = gpu_weight(&e, 3 * I, D, &r, "w_qkv");
+    hy_tensor *gx = hy_new3(&e.in, HY_F32, B, T, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, 3 * I, D, "g1");
+    zero(gx), zero(g1);
+    hy_tape_bind_grad(&e.tape, x, gx);
+    hy_tape_bind_grad(&e.tape, wq, g1);
+    poison(&e);
+    hy_tensor *qkv = hy_linear(&e.tape, x, wq, NULL), *o[3];  // (B, T, 3I)
+    if (fused) {
+        hy_qkv_rope(&e.tape, qkv, H, HD, 3, 10000.0f, o);
+    } else {
+        int64_t hs[4] = {B, T, H, HD};
+        for (int i = 0; i < 3; i++) {
+            o[i] = hy_view(e.tape.acts, hy_slice_last(&e.tape, qkv, i * I, I), 4, hs);
+            if (i < 2) o[i] = hy_rope(&e.tape, o[i], 3, 10000.0f);
+        }
+    }
+    hy_tensor *y = upcast(&e.tape, hy_add(&e.tape, hy_add(&e.tape, o[0], o[1]), o[2]));
+    float *seed = (float *)hy_xmalloc((size_t)B * T * I * sizeof(float));
+    for (int i = 0; i < B * T * I; i++) seed[i] = hy_rng_normal(&r);
+    hy_tape_backward_seed(&e.tape, y, seed);
+    free(seed);
+    res->took_bf16 = hy_grad_bf16(&e.tape, qkv) != NULL;
+    res->gx = to_host(gx), res->g1 = to_host(g1), res->g2 = res->g3 = NULL;
+    env_free(&e);
+    unsetenv("HYDRA_GRAD_BF16");
+}
+
+// Equal as values (a fused op may write -0 where adding into zeros gave +0).
+static int same_values(const float *a, const float *b, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!(a[i] == b[i])) return 0;
+    return 1;
+}
+
 HY_TEST(gpu_tape_grad_bf16, "gpu") {
     need_gpu();
     hy_cuda_blas_init();
@@ -966,6 +1063,24 @@ HY_TEST(gpu_tape_grad_bf16, "gpu") {
               nonzero, 96 * 40);
     printf("  (2, 37, 40) -> 96 -> gdn_qkv H 2 D 16: bf16 path taken, dx, dW_qkv, conv dw, db same bits\n");
     free(a.gx), free(a.g1), free(a.g2), free(a.g3), free(b.gx), free(b.g1), free(b.g2), free(b.g3);
+
+    mlp_result c;
+    run_attn(0, 1, &a);
+    run_attn(1, 1, &b);
+    run_attn(1, 0, &c);
+    HY_ASSERT(!a.took_bf16 && !c.took_bf16, "d qkv held in bf16 with HYDRA_GRAD_BF16=0 or unfused");
+    HY_ASSERT(b.took_bf16, "qkv_rope's backward did not write d qkv in bf16");
+    HY_ASSERT(memcmp(a.gx, b.gx, 2 * 37 * 40 * sizeof(float)) == 0, "qkv_rope bf16: dx bits differ");
+    HY_ASSERT(memcmp(a.g1, b.g1, 96 * 40 * sizeof(float)) == 0, "qkv_rope bf16: dW_qkv bits differ");
+    HY_ASSERT(same_values(c.gx, b.gx, 2 * 37 * 40) && same_values(c.g1, b.g1, 96 * 40),
+              "qkv_rope: dx or dW_qkv differ from the separate slices and ropes");
+    nonzero = 0;
+    for (int i = 0; i < 96 * 40; i++) nonzero += b.g1[i] != 0.0f;
+    HY_ASSERT(nonzero > 96 * 40 / 2, "dW_qkv is mostly zero (%d of %d): the test is vacuous",
+              nonzero, 96 * 40);
+    printf("  (2, 37, 40) -> 96 -> qkv_rope H 2 D 16: bf16 path taken, dx, dW_qkv same bits; "
+           "the same values as slices + ropes\n");
+    free(a.gx), free(a.g1), free(b.gx), free(b.g1), free(c.gx), free(c.g1);
 }
 
 // ================================================================ misuse

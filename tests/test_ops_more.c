@@ -1,5 +1,5 @@
 // Gradient checks, closed-form forward values and misuse errors of the
-// sequence-model ops: embedding, swiglu, l2norm_heads, short_conv, rope,
+// sequence-model ops: embedding, swiglu, l2norm_heads, short_conv, rope, qkv_rope,
 // slice_last, cross_entropy, and GDN's input stage (gdn_qkv).
 #include <string.h>
 
@@ -441,6 +441,24 @@ HY_TEST(op_rope_grad, "cpu") {
     HY_ASSERT(hy_gradcheck("rope", f_rope, &near, in, 1, NULL) == 0, "rope gradients");
     HY_ASSERT(hy_gradcheck("rope_far", f_rope, &far, in, 1, NULL) == 0,
               "rope gradients (large pos0)");
+}
+
+// The attention input split through all three outputs: q + 2 k + 3 v.
+static hy_tensor *f_qkv_rope(hy_tape *t, hy_tensor **in, void *u) {
+    rope_args *a = (rope_args *)u;
+    hy_tensor *o[3];
+    hy_qkv_rope(t, in[0], 3, 6, a->pos0, a->base, o);
+    return hy_add(t, hy_add(t, o[0], hy_add(t, o[1], o[1])),
+                  hy_add(t, o[2], hy_add(t, o[2], o[2])));
+}
+
+HY_TEST(op_qkv_rope_grad, "cpu") {
+    hy_rng r;
+    hy_rng_seed(&r, 53);
+    int64_t s[3] = {2, 5, 3 * 3 * 6};
+    hy_tensor *in[1] = {rand_input(&r, 3, s, "qkv", 1)};
+    rope_args near = {17, 10000.0f};
+    HY_ASSERT(hy_gradcheck("qkv_rope", f_qkv_rope, &near, in, 1, NULL) == 0, "qkv_rope gradients");
 }
 
 HY_TEST(op_rope_forward, "cpu") {
