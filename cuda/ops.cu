@@ -448,6 +448,75 @@ __global__ void rmsnorm_bwd_kernel(int64_t rows, int D, int64_t per, const float
     }
 }
 
+// The same for D = NIT * 256 (NIT <= 4): lane l owns columns l 8 + 256 i,
+// as the loops above, and a row's dy, x and old dx are loaded together into
+// registers before its reduction, where the loop above read dx only after
+// it (two round trips to memory a row) and re-read dy and x. The weights
+// stay in registers across the warp's rows. The arithmetic is the loop
+// kernel's, in the same order.
+template <int NIT>
+__global__ void __launch_bounds__(kNormWarps * 32)
+    rmsnorm_bwd_reg_kernel(int64_t rows, int D, int64_t per, const float *dy, const uint16_t *x,
+                           const float *w, const float *rstd, float *dx, float *partial) {
+    extern __shared__ float sm[];  // (warps, D) when partial
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    float *mine = sm + (int64_t)warp * D;
+    float wf[NIT][8];
+#pragma unroll
+    for (int i = 0; i < NIT; i++) {
+        const int c = lane * 8 + i * 256;
+        ld_f<8>(w + c, wf[i]);
+        if (partial)
+#pragma unroll
+            for (int k = 0; k < 8; k++) mine[c + k] = 0.0f;
+    }
+    const int64_t r0 = (int64_t)blockIdx.x * per, r1 = r0 + per < rows ? r0 + per : rows;
+    for (int64_t r = r0 + warp; r < r1; r += warps) {
+        float g[NIT][8], f[NIT][8], d[NIT][8];
+#pragma unroll
+        for (int i = 0; i < NIT; i++) {
+            const int64_t at = r * D + lane * 8 + i * 256;
+            ld_f<8>(dy + at, g[i]);
+            ld_bf<8>(x + at, f[i]);
+            if (dx) {
+                ld_f<8>(dx + at, d[i]);
+            } else {
+#pragma unroll
+                for (int k = 0; k < 8; k++) d[i][k] = 0.0f;
+            }
+        }
+        const float s = rstd[r];
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < NIT; i++)
+#pragma unroll
+            for (int k = 0; k < 8; k++) dot += g[i][k] * wf[i][k] * f[i][k];
+        dot = warp_sum(dot);
+        const float m = (float)((double)dot * s / D);
+#pragma unroll
+        for (int i = 0; i < NIT; i++) {
+            const int c = lane * 8 + i * 256;
+            float gx[8], o[8];
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const float xhat = f[i][k] * s;
+                o[k] = d[i][k] + s * (g[i][k] * wf[i][k] - xhat * m);
+                gx[k] = g[i][k] * xhat;
+            }
+            if (partial) acc_f<8>(mine + c, gx);
+            if (dx) st_f<8>(dx + r * D + c, o);
+        }
+    }
+    if (partial) {
+        __syncthreads();
+        for (int c = threadIdx.x; c < D; c += blockDim.x) {
+            float t = 0.0f;
+            for (int k = 0; k < warps; k++) t += sm[(int64_t)k * D + c];
+            partial[(int64_t)blockIdx.x * D + c] = t;
+        }
+    }
+}
+
 // ---------------------------------------------------------------- swiglu
 template <int VEC>
 __global__ void swiglu_fwd_kernel(int64_t rows, int H, const uint16_t *gv, uint16_t *y) {
@@ -917,7 +986,14 @@ extern "C" void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void
     }
     const uint16_t *xi = (const uint16_t *)x;
     bool vec = D % 8 == 0 && aligned16(dy) && aligned16(x) && aligned16(w) && aligned16(dx);
-    if (vec)
+    const int nit = D % 256 == 0 ? D / 256 : 0;
+    if (vec && nit >= 1 && nit <= 4) {
+        auto kern = nit == 1 ? rmsnorm_bwd_reg_kernel<1>
+                  : nit == 2 ? rmsnorm_bwd_reg_kernel<2>
+                  : nit == 3 ? rmsnorm_bwd_reg_kernel<3>
+                             : rmsnorm_bwd_reg_kernel<4>;
+        kern<<<parts, warps * 32, smem, s>>>(rows, D, per, dy, xi, w, rstd, dx, partial);
+    } else if (vec)
         rmsnorm_bwd_kernel<8><<<parts, warps * 32, smem, s>>>(rows, D, per, dy, xi, w, rstd, dx,
                                                               partial);
     else

@@ -370,7 +370,11 @@ HY_TEST(gpu_op_rmsnorm, "gpu") {
     hy_rng r;
     hy_rng_seed(&r, 103);
     check_rmsnorm(&r, 37, 101);
-    check_rmsnorm(&r, 261, 256);
+    check_rmsnorm(&r, 261, 256);  // D a multiple of 256: the register kernel (1 to 4 a lane)
+    check_rmsnorm(&r, 19, 512);
+    check_rmsnorm(&r, 133, 768);
+    check_rmsnorm(&r, 37, 1024);
+    check_rmsnorm(&r, 29, 1280);  // 5: the loop kernel
     check_rmsnorm(&r, 3001, 8);  // many partial blocks, short rows (32 rows a warp)
     check_rmsnorm(&r, 45, 7);    // short odd rows: 8 lanes a row
     check_rmsnorm(&r, 77, 24);   // 4 lanes a row, vector path
