@@ -322,6 +322,7 @@ HY_TEST(gpu_head_ce_vs_cpu, "gpu") {
     need_gpu();
     head_ce_case(77, 48, 1001, 16, 7);  // V % 4 != 0: the two-pass row kernel
     head_ce_case(77, 48, 1000, 16, 8);  // the one-read kernel, one float4 a thread
+    head_ce_case(45, 40, 1004, 8, 11);  // an odd number of float4 (251)
     head_ce_case(37, 32, 32000, 8, 9);  // the one-read kernel, eight float4 a thread
     head_ce_case(9, 32, 32772, 4, 10);  // V above the one-read kernel's registers
 }
