@@ -391,6 +391,17 @@ int rmsnorm_parts(int64_t rows) {
     return (int)p;
 }
 
+// The block's dw partial: partial[blockIdx.x, :] = the sum of its warps'
+// shared rows sm (warps, D), added in warp order.
+__device__ __forceinline__ void block_partial(const float *sm, int warps, int D, float *partial) {
+    __syncthreads();
+    for (int c = threadIdx.x; c < D; c += blockDim.x) {
+        float t = 0.0f;
+        for (int k = 0; k < warps; k++) t += sm[(int64_t)k * D + c];
+        partial[(int64_t)blockIdx.x * D + c] = t;
+    }
+}
+
 // Block b owns rows [b * per, (b + 1) * per); its warps take every warps-th
 // row. Each warp sums g * xhat into its own shared row (lanes own columns),
 // then the block adds the warp rows in order into partial[b, :].
@@ -438,14 +449,7 @@ __global__ void rmsnorm_bwd_kernel(int64_t rows, int D, int64_t per, const float
             if (dx) acc_f<VEC>(dx + r * D + c, o);
         }
     }
-    if (partial) {
-        __syncthreads();
-        for (int c = threadIdx.x; c < D; c += blockDim.x) {
-            float t = 0.0f;
-            for (int k = 0; k < warps; k++) t += sm[(int64_t)k * D + c];
-            partial[(int64_t)blockIdx.x * D + c] = t;
-        }
-    }
+    if (partial) block_partial(sm, warps, D, partial);
 }
 
 // The same for D = NIT * 256 (NIT <= 4): lane l owns columns l 8 + 256 i,
@@ -507,14 +511,7 @@ __global__ void __launch_bounds__(kNormWarps * 32)
             if (dx) st_f<8>(dx + r * D + c, o);
         }
     }
-    if (partial) {
-        __syncthreads();
-        for (int c = threadIdx.x; c < D; c += blockDim.x) {
-            float t = 0.0f;
-            for (int k = 0; k < warps; k++) t += sm[(int64_t)k * D + c];
-            partial[(int64_t)blockIdx.x * D + c] = t;
-        }
-    }
+    if (partial) block_partial(sm, warps, D, partial);
 }
 
 // ---------------------------------------------------------------- swiglu

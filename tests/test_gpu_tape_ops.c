@@ -847,23 +847,36 @@ static hy_tensor *gpu_weight(env *e, int64_t out, int64_t in, hy_rng *r, const c
     return w;
 }
 
-// x (ROWS, 40) -> y = x W_a^T, g = x W_b^T (ROWS, 32) -> silu_gate(y, g):
-// g1 d W_a, g2 d W_b.
-static void run_gate(int bf16, mlp_result *res) {
-    if (bf16)
+// HYDRA_GRAD_BF16 as a run wants it (unset: bf16 gradients on).
+static void grad_bf16_mode(int on) {
+    if (on)
         unsetenv("HYDRA_GRAD_BF16");
     else
         setenv("HYDRA_GRAD_BF16", "0", 1);
+}
+
+// An input of N(0, 1) values rounded to bf16, on the GPU.
+static hy_tensor *gpu_input(env *e, int ndim, const int64_t *shape, hy_rng *r) {
+    hy_tensor *x = hy_tensor_new(&e->in, HY_BF16, ndim, shape, "x");
+    size_t n = (size_t)hy_numel(x);
+    float *xv = (float *)hy_xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) xv[i] = hy_rng_normal(r);
+    hy_tensor_from_host_f32(x, xv);
+    free(xv);
+    return x;
+}
+
+// x (ROWS, 40) -> y = x W_a^T, g = x W_b^T (ROWS, 32) -> silu_gate(y, g):
+// g1 d W_a, g2 d W_b.
+static void run_gate(int bf16, mlp_result *res) {
+    grad_bf16_mode(bf16);
     enum { ROWS = 37, D = 40, N = 32 };
     hy_rng r;
     hy_rng_seed(&r, 2600);
     env e;
     env_init(&e, HY_CUDA);
-    hy_tensor *x = hy_new2(&e.in, HY_BF16, ROWS, D, "x");
-    float *xv = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
-    for (int i = 0; i < ROWS * D; i++) xv[i] = hy_rng_normal(&r);
-    hy_tensor_from_host_f32(x, xv);
-    free(xv);
+    int64_t xs[2] = {ROWS, D};
+    hy_tensor *x = gpu_input(&e, 2, xs, &r);
     hy_tensor *wa = gpu_weight(&e, N, D, &r, "w_a"), *wb = gpu_weight(&e, N, D, &r, "w_b");
     hy_tensor *gx = hy_new2(&e.in, HY_F32, ROWS, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, N, D, "g1");
     hy_tensor *g2 = hy_new2(&e.in, HY_F32, N, D, "g2");
@@ -885,20 +898,14 @@ static void run_gate(int bf16, mlp_result *res) {
 }
 
 static void run_mlp(int bf16, mlp_result *res) {
-    if (bf16)
-        unsetenv("HYDRA_GRAD_BF16");
-    else
-        setenv("HYDRA_GRAD_BF16", "0", 1);
+    grad_bf16_mode(bf16);
     enum { ROWS = 37, D = 40, H = 24 };
     hy_rng r;
     hy_rng_seed(&r, 2400);
     env e;
     env_init(&e, HY_CUDA);
-    hy_tensor *x = hy_new2(&e.in, HY_BF16, ROWS, D, "x");
-    float *xv = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
-    for (int i = 0; i < ROWS * D; i++) xv[i] = hy_rng_normal(&r);
-    hy_tensor_from_host_f32(x, xv);
-    free(xv);
+    int64_t xs[2] = {ROWS, D};
+    hy_tensor *x = gpu_input(&e, 2, xs, &r);
     hy_tensor *w1 = gpu_weight(&e, 2 * H, D, &r, "w_fused"), *w2 = gpu_weight(&e, D, H, &r, "w_down");
     hy_tensor *gx = hy_new2(&e.in, HY_F32, ROWS, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, 2 * H, D, "g1");
     hy_tensor *g2 = hy_new2(&e.in, HY_F32, D, H, "g2");
@@ -926,20 +933,14 @@ static void run_mlp(int bf16, mlp_result *res) {
 // x (ROWS, 40) -> linear -> qkv (ROWS, 96) -> gdn_qkv (H 2, D 16, K 4, conv
 // bias) -> q + k + v: g1 d W_qkv, g2 d conv w, g3 d conv b.
 static void run_qkv(int bf16, mlp_result *res) {
-    if (bf16)
-        unsetenv("HYDRA_GRAD_BF16");
-    else
-        setenv("HYDRA_GRAD_BF16", "0", 1);
+    grad_bf16_mode(bf16);
     enum { B = 2, T = 37, D = 40, C = 96 };
     hy_rng r;
     hy_rng_seed(&r, 2500);
     env e;
     env_init(&e, HY_CUDA);
-    hy_tensor *x = hy_new3(&e.in, HY_BF16, B, T, D, "x");
-    float *xv = (float *)hy_xmalloc((size_t)B * T * D * sizeof(float));
-    for (int i = 0; i < B * T * D; i++) xv[i] = hy_rng_normal(&r);
-    hy_tensor_from_host_f32(x, xv);
-    free(xv);
+    int64_t xs[3] = {B, T, D};
+    hy_tensor *x = gpu_input(&e, 3, xs, &r);
     hy_tensor *wq = gpu_weight(&e, C, D, &r, "w_qkv");
     hy_tensor *cw = hy_new2(&e.in, HY_F32, C, 4, "conv_w"), *cb = hy_new1(&e.in, HY_F32, C, "conv_b");
     float h[C * 4];
@@ -973,20 +974,14 @@ static void run_qkv(int bf16, mlp_result *res) {
 // -> q + k + v: g1 d W_qkv. fused 0: the separate slices, reshapes and ropes
 // (which never write bf16) instead of qkv_rope.
 static void run_attn(int bf16, int fused, mlp_result *res) {
-    if (bf16)
-        unsetenv("HYDRA_GRAD_BF16");
-    else
-        setenv("HYDRA_GRAD_BF16", "0", 1);
+    grad_bf16_mode(bf16);
     enum { B = 2, T = 37, D = 40, H = 2, HD = 16, I = H * HD };
     hy_rng r;
     hy_rng_seed(&r, 2700);
     env e;
     env_init(&e, HY_CUDA);
-    hy_tensor *x = hy_new3(&e.in, HY_BF16, B, T, D, "x");
-    float *xv = (float *)hy_xmalloc((size_t)B * T * D * sizeof(float));
-    for (int i = 0; i < B * T * D; i++) xv[i] = hy_rng_normal(&r);
-    hy_tensor_from_host_f32(x, xv);
-    free(xv);
+    int64_t xs[3] = {B, T, D};
+    hy_tensor *x = gpu_input(&e, 3, xs, &r);
     hy_tensor *wq = gpu_weight(&e, 3 * I, D, &r, "w_qkv");
     hy_tensor *gx = hy_new3(&e.in, HY_F32, B, T, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, 3 * I, D, "g1");
     zero(gx), zero(g1);
