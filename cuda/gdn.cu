@@ -895,6 +895,33 @@ __global__ void __launch_bounds__(256) dqk_kernel(Args a) {
     if (tid < CH) a.dG[ci * CH + tid] = sdg[tid];
 }
 
+// The WY backward kernels' last step, for a chunk of L rows from token tok0:
+// dbeta from sdb (CH), and dlog alpha_m = sum_{i >= m} dg_i inside the chunk
+// (a suffix sum of sdg by warp 0, two rows a lane), dalpha = that / alpha
+// (sal: alpha; 0 where alpha underflows). After a barrier that ends every
+// write to sdb and sdg.
+__device__ __forceinline__ void write_dbeta_dalpha(const Args &a, size_t tok0, int L,
+                                                   const float *sdb, const float *sdg,
+                                                   const float *sal) {
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    if (tid < CH && tid < L) a.dbeta[tok0 + (size_t)tid * a.H] = sdb[tid];
+    if (warp == 0) {
+        const int i0 = 2 * lane, i1 = i0 + 1;
+        const float d0 = i0 < L ? sdg[i0] : 0.f, d1 = i1 < L ? sdg[i1] : 0.f;
+        float s = d0 + d1;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const float u = __shfl_down_sync(FULL, s, off);
+            if (lane + off < 32) s += u;
+        }
+        float ex = __shfl_down_sync(FULL, s, 1);
+        if (lane == 31) ex = 0.f;
+        const float r1 = ex + d1, r0v = r1 + d0;
+        if (i0 < L) a.dalpha[tok0 + (size_t)i0 * a.H] = sal[i0] >= 1e-38f ? r0v / sal[i0] : 0.f;
+        if (i1 < L) a.dalpha[tok0 + (size_t)i1 * a.H] = sal[i1] >= 1e-38f ? r1 / sal[i1] : 0.f;
+    }
+}
+
 // ================================================================ 7. through the WY factors
 template <int D>
 struct WyBwdSmem {
@@ -1075,22 +1102,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
         }
     });
     __syncthreads();  // every atomic into sdb and sdg done
-    if (tid < CH && tid < L) a.dbeta[tok0 + (size_t)tid * a.H] = sdb[tid];
-    if (warp == 0) {  // dlog alpha_m = sum_{i >= m} dg_i (inside the chunk); dalpha = that / alpha
-        const int i0 = 2 * lane, i1 = i0 + 1;
-        const float d0 = i0 < L ? sdg[i0] : 0.f, d1 = i1 < L ? sdg[i1] : 0.f;
-        float s = d0 + d1;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const float u = __shfl_down_sync(FULL, s, off);
-            if (lane + off < 32) s += u;
-        }
-        float ex = __shfl_down_sync(FULL, s, 1);
-        if (lane == 31) ex = 0.f;
-        const float r1 = ex + d1, r0v = r1 + d0;
-        if (i0 < L) a.dalpha[tok0 + (size_t)i0 * a.H] = sal[i0] >= 1e-38f ? r0v / sal[i0] : 0.f;
-        if (i1 < L) a.dalpha[tok0 + (size_t)i1 * a.H] = sal[i1] >= 1e-38f ? r1 / sal[i1] : 0.f;
-    }
+    write_dbeta_dalpha(a, tok0, L, sdb, sdg, sal);
 }
 
 // ================================================================ 1r./7r. reference WY kernels
@@ -1384,22 +1396,7 @@ __global__ void __launch_bounds__(2 * D) wy_bwd_ref_kernel(Args a) {
             *reinterpret_cast<float4 *>(a.dk + (tok0 + (size_t)i * a.H) * D + c4) =
                 *reinterpret_cast<const float4 *>(sdK + i * LDK + c4);
     }
-    if (tid < CH && tid < L) a.dbeta[tok0 + (size_t)tid * a.H] = sdb[tid];
-    if (warp == 0) {  // dlog alpha_m = sum_{i >= m} dg_i (inside the chunk); dalpha = that / alpha
-        const int i0 = 2 * lane, i1 = i0 + 1;
-        const float d0 = i0 < L ? sdg[i0] : 0.f, d1 = i1 < L ? sdg[i1] : 0.f;
-        float s = d0 + d1;
-#pragma unroll
-        for (int off = 1; off < 32; off <<= 1) {
-            const float t = __shfl_down_sync(FULL, s, off);
-            if (lane + off < 32) s += t;
-        }
-        float ex = __shfl_down_sync(FULL, s, 1);
-        if (lane == 31) ex = 0.f;
-        const float r1 = ex + d1, r0v = r1 + d0;
-        if (i0 < L) a.dalpha[tok0 + (size_t)i0 * a.H] = sal[i0] >= 1e-38f ? r0v / sal[i0] : 0.f;
-        if (i1 < L) a.dalpha[tok0 + (size_t)i1 * a.H] = sal[i1] >= 1e-38f ? r1 / sal[i1] : 0.f;
-    }
+    write_dbeta_dalpha(a, tok0, L, sdb, sdg, sal);
 }
 
 // ================================================================ decoding step

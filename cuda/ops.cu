@@ -1112,12 +1112,8 @@ extern "C" void hy_cuda_mul_silu_bwd(size_t n, const float *dy, const void *a, c
         hy_cuda_mul_silu_bwd(n, dy, a, g, nullptr, 0, dg, dg_overwrite, stream);
         return;
     }
-    launch_flat<4>(MulSiluBwdOp{dy, (const uint16_t *)a, (const uint16_t *)g, da, dg,
-                                da_overwrite, dg_overwrite, nullptr, nullptr},
-                   n,
-                   aligned16(dy) && aligned8(a) && aligned8(g) && aligned16(da) &&
-                       aligned16(dg),
-                   as_stream(stream));
+    hy_cuda_mul_silu_bwd_mixed(n, dy, a, g, da, da_overwrite, nullptr, dg, dg_overwrite, nullptr,
+                               stream);
 }
 
 extern "C" void hy_cuda_mul_silu_bwd_mixed(size_t n, const float *dy, const void *a,
