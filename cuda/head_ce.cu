@@ -7,7 +7,9 @@
 //      lse = max + log(sum), row loss = lse - logit[target]; then, for
 //      backward, dlogits = (exp(logit - lse) - onehot) / n_valid, rounded to
 //      bf16 IN PLACE: row r's bf16 values occupy the first half of row r's
-//      own fp32 bytes (so the bf16 matrix has leading dimension 2V);
+//      own fp32 bytes (so the bf16 matrix has leading dimension 2V). For
+//      V % 4 == 0 up to 32768 the row sits in registers and is read once
+//      (k_ce_rows_reg); otherwise it is read twice (k_ce_rows);
 //   3. dh[chunk] (c, d) += dlogits . E;  dE (V, d) += dlogits^T . h[chunk]
 //      (GEMMs, bf16 operands, fp32 accumulation into fp32 gradients).
 // n_valid is counted on the device before the first chunk, and the loss is
