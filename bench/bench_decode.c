@@ -21,13 +21,6 @@ static size_t decode_work_bytes(const hy_model_config *m, int T) {
     return per_tok * (size_t)T * sizeof(float) + ((size_t)64 << 20);
 }
 
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
 // A model with random weights (hy_model_init_weights) on the GPU for decoding: the host
 // copy, the device copy (hy_model_to_cuda), a CUDA work arena and a batch-1 state.
 typedef struct {
@@ -79,10 +72,13 @@ static double time_prefill(decoder *d, const int32_t *prompt, int P, int reps) {
     return med;
 }
 
-// N greedy tokens after the prompt (16 untimed ones first, then a fresh prefill): each
-// step copies the logits to the host (its sync) and feeds back their argmax. Returns the
-// total ms; *per_tok the median token's ms.
-static double time_decode(decoder *d, const int32_t *prompt, int P, int N, double *per_tok) {
+// N greedy tokens after the prompt (16 untimed ones first, then a fresh prefill). With
+// `on_device` the argmax runs on the GPU after the step's graph and only the token comes
+// back (hy_model_step_greedy); otherwise each step copies the logits to the host (its
+// sync), as sampling does, and the host takes their argmax. Returns the total ms;
+// *per_tok the median token's ms.
+static double time_decode(decoder *d, const int32_t *prompt, int P, int N, int on_device,
+                          double *per_tok) {
     int V = d->dev.cfg.vocab_size;
     float *logits = (float *)hy_xmalloc((size_t)V * sizeof(float));
     double *ms = (double *)hy_xcalloc((size_t)N, sizeof(double)), total = 0;
@@ -91,8 +87,12 @@ static double time_decode(decoder *d, const int32_t *prompt, int P, int N, doubl
         int32_t tok = prompt[P - 1];
         for (int i = 0; i < (pass ? N : 16); i++) {
             double t0 = bench_now();
-            hy_model_step(&d->dev, &d->st, &tok, logits, &d->work);
-            tok = argmax(logits, V);
+            if (on_device) {
+                hy_model_step_greedy(&d->dev, &d->st, &tok, &tok, &d->work);
+            } else {
+                hy_model_step(&d->dev, &d->st, &tok, logits, &d->work);
+                tok = hy_greedy_token(logits, V);
+            }
             if (pass) ms[i] = (bench_now() - t0) * 1e3, total += ms[i];
         }
     }
@@ -102,8 +102,20 @@ static double time_decode(decoder *d, const int32_t *prompt, int P, int N, doubl
     return total;
 }
 
-static void decode_table(int P, int N, int reps, double prefill_ms, double total, double per_tok,
-                         double floor_tps) {
+static void decode_row(table *t, const char *phase, int n, double ms, double per_tok,
+                       double floor_tps) {
+    int r = table_row(t);
+    set_str(t, r, 0, phase);
+    set_num(t, r, 1, n);
+    set_num(t, r, 2, ms);
+    set_num(t, r, 3, per_tok);
+    set_num(t, r, 4, n / (ms * 1e-3));
+    if (floor_tps > 0) set_num(t, r, 5, 100.0 * (n / (ms * 1e-3)) / floor_tps);
+}
+
+// total[0], per_tok[0]: logits to the host; [1]: greedy on the device.
+static void decode_table(int P, int N, int reps, double prefill_ms, const double *total,
+                         const double *per_tok, double floor_tps) {
     static const column cols[] = {{"phase", "phase", "%s"},          {"tokens", "tokens", "%.0f"},
                                   {"ms", "ms", "%.2f"},              {"ms_per_token", "ms/token", "%.3f"},
                                   {"tokens_per_s", "tokens/s", "%.0f"}, {"pct_floor", "% of bandwidth floor", "%.1f"}};
@@ -111,19 +123,9 @@ static void decode_table(int P, int N, int reps, double prefill_ms, double total
     snprintf(title, sizeof title, "Decoding, batch 1 (prefill: median of %d; decode: median "
              "token, tokens/s over all %d)", reps, N);
     table *t = table_new("decode", title, cols, 6);
-    int r = table_row(t);
-    set_str(t, r, 0, "prefill");
-    set_num(t, r, 1, P);
-    set_num(t, r, 2, prefill_ms);
-    set_num(t, r, 3, prefill_ms / P);
-    set_num(t, r, 4, P / (prefill_ms * 1e-3));
-    r = table_row(t);
-    set_str(t, r, 0, "decode");
-    set_num(t, r, 1, N);
-    set_num(t, r, 2, total);
-    set_num(t, r, 3, per_tok);
-    set_num(t, r, 4, N / (total * 1e-3));
-    set_num(t, r, 5, 100.0 * (N / (total * 1e-3)) / floor_tps);
+    decode_row(t, "prefill", P, prefill_ms, prefill_ms / P, 0);  // no floor: "-"
+    decode_row(t, "decode, logits to the host", N, total[0], per_tok[0], floor_tps);
+    decode_row(t, "decode, greedy on the device", N, total[1], per_tok[1], floor_tps);
 }
 
 int bench_decode(int argc, char **argv) {
@@ -145,8 +147,8 @@ int bench_decode(int argc, char **argv) {
     hy_rng_seed(&g, 99);
     for (int i = 0; i < P; i++) prompt[i] = (int32_t)hy_rng_below(&g, (uint64_t)cfg.model.vocab_size);
 
-    double prefill_ms = time_prefill(d, prompt, P, reps), per_tok;
-    double total = time_decode(d, prompt, P, N, &per_tok);
+    double prefill_ms = time_prefill(d, prompt, P, reps), per_tok[2], total[2];
+    for (int k = 0; k < 2; k++) total[k] = time_decode(d, prompt, P, N, k, &per_tok[k]);
     double params = (double)hy_model_param_count(&d->host), wbytes = 2.0 * params;  // bf16, once a token
     double floor_tps = c.copy_gbs * 1e9 / wbytes;
     fig_str("config", "config", "%s", opt_str(o, "--config"));

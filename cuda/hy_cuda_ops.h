@@ -218,6 +218,12 @@ void hy_cuda_mean_bwd(size_t n, const float *dy, float *dx, void *stream);
 // NaN is never the largest (0 for a row with no number above -inf).
 // Accuracy without copying the logits to the host.
 void hy_cuda_argmax_rows(int64_t rows, int V, const void *x, int32_t *idx, void *stream);
+// idx (rows) int32 = the greedy token of each row of logits x (rows, V) bf16, as the
+// sampler at temperature 0 picks it (the lowest index among equal largest values), or -1
+// for a row holding a NaN or +inf, or only -inf (the caller reports it). One block a row:
+// meant for decoding, where rows is the batch. When pos is not NULL, *pos += 1 (the
+// decoding graph's position: the next step then needs no copy of it).
+void hy_cuda_greedy_rows(int rows, int V, const void *x, int32_t *idx, long long *pos, void *stream);
 
 #ifdef __cplusplus
 }

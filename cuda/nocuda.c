@@ -118,6 +118,7 @@ void hy_cuda_slice_last_bwd(int rows, int N, int start, int len, const float *dy
                             void *stream) { NO_CUDA(); }
 void hy_cuda_mean_fwd(size_t n, const float *x, float *y, void *stream) { NO_CUDA(); }
 void hy_cuda_argmax_rows(int64_t rows, int V, const void *x, int32_t *idx, void *stream) { NO_CUDA(); }
+void hy_cuda_greedy_rows(int rows, int V, const void *x, int32_t *idx, long long *pos, void *stream) { NO_CUDA(); }
 void hy_cuda_mean_bwd(size_t n, const float *dy, float *dx, void *stream) { NO_CUDA(); }
 
 // ---------------------------------------------------------------- hy_cuda_blas.h: GEMMs, head, optimizers

@@ -887,6 +887,63 @@ __global__ void argmax_rows_kernel(int64_t rows, int V, const uint16_t *__restri
     if (lane == 0) idx[r] = at < V ? at : 0;
 }
 
+// ---------------------------------------------------------------- greedy token
+constexpr int kGreedyThreads = 512;
+
+// One block a row (decoding: a row per sequence). Each thread scans a strided share of
+// the row (8 values a 16-byte load when `vec`), the warps reduce by shuffles and the block
+// through shared memory. A NaN or +inf anywhere, or a row of -inf only, gives -1.
+template <bool vec>
+__global__ void __launch_bounds__(kGreedyThreads) greedy_rows_kernel(int V, const uint16_t *__restrict__ x,
+                                                                     int32_t *__restrict__ idx,
+                                                                     long long *pos) {
+    __shared__ float sv[kGreedyThreads / 32];
+    __shared__ int si[kGreedyThreads / 32], sbad[kGreedyThreads / 32];
+    const uint16_t *row = x + (int64_t)blockIdx.x * V;
+    float best = -INFINITY;
+    int at = V, bad = 0;  // at = V: no candidate yet
+    auto take = [&](float v, int j) {
+        bad |= (v != v) || v == INFINITY;
+        argmax_take(best, at, v, j);
+    };
+    if (vec) {
+        const uint4 *row4 = (const uint4 *)row;
+        for (int u = threadIdx.x; u < V / 8; u += kGreedyThreads) {
+            uint4 w = row4[u];
+            const uint32_t h[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                take(bf2f((uint16_t)(h[e] & 0xffffu)), 8 * u + 2 * e);
+                take(bf2f((uint16_t)(h[e] >> 16)), 8 * u + 2 * e + 1);
+            }
+        }
+    } else {
+        for (int j = threadIdx.x; j < V; j += kGreedyThreads) take(bf2f(row[j]), j);
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        float v2 = __shfl_down_sync(0xffffffffu, best, o);
+        int i2 = __shfl_down_sync(0xffffffffu, at, o);
+        bad |= __shfl_down_sync(0xffffffffu, bad, o);
+        argmax_take(best, at, v2, i2);
+    }
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    if (lane == 0) sv[warp] = best, si[warp] = at, sbad[warp] = bad;
+    __syncthreads();
+    if (warp) return;
+    best = lane < kGreedyThreads / 32 ? sv[lane] : -INFINITY;
+    at = lane < kGreedyThreads / 32 ? si[lane] : V;
+    bad = lane < kGreedyThreads / 32 ? sbad[lane] : 0;
+    for (int o = 16; o > 0; o >>= 1) {
+        float v2 = __shfl_down_sync(0xffffffffu, best, o);
+        int i2 = __shfl_down_sync(0xffffffffu, at, o);
+        bad |= __shfl_down_sync(0xffffffffu, bad, o);
+        argmax_take(best, at, v2, i2);
+    }
+    if (lane) return;
+    idx[blockIdx.x] = (bad || !(best > -INFINITY)) ? -1 : at;
+    if (pos && blockIdx.x == 0) *pos += 1;
+}
+
 }  // namespace
 
 // ================================================================ entry points
@@ -898,6 +955,17 @@ extern "C" void hy_cuda_argmax_rows(int64_t rows, int V, const void *x, int32_t 
     unsigned blocks = (unsigned)((rows + kArgmaxWarps - 1) / kArgmaxWarps);
     argmax_rows_kernel<<<blocks, kArgmaxWarps * 32, 0, as_stream(stream)>>>(
         rows, V, (const uint16_t *)x, idx);
+    LAUNCH_CHECK();
+}
+
+extern "C" void hy_cuda_greedy_rows(int rows, int V, const void *x, int32_t *idx, long long *pos,
+                                    void *stream) {
+    HY_REQUIRE(rows >= 0 && V > 0, "cuda greedy_rows: bad sizes rows %d, V %d", rows, V);
+    if (rows == 0) return;
+    if (V % 8 == 0 && aligned16(x))
+        greedy_rows_kernel<true><<<rows, kGreedyThreads, 0, as_stream(stream)>>>(V, (const uint16_t *)x, idx, pos);
+    else
+        greedy_rows_kernel<false><<<rows, kGreedyThreads, 0, as_stream(stream)>>>(V, (const uint16_t *)x, idx, pos);
     LAUNCH_CHECK();
 }
 

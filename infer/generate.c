@@ -313,13 +313,22 @@ int hy_generate_main(int argc, char **argv) {
     float *logits = (float *)hy_xmalloc((size_t)V * sizeof(float));
     float *scratch = (float *)hy_xmalloc((size_t)V * sizeof(float));
     int32_t tok = ids[T - 1];
-    hy_model_step(m, &w.state, &tok, logits, &w.work);
-    hy_rng rng;
-    hy_rng_seed(&rng, a.seed);
-    for (long i = 0; i < a.max_new; i++) {
-        tok = hy_sample(&a.sampler, logits, V, &rng, scratch);
-        emit(tok, bytes);
-        if (i + 1 < a.max_new) hy_model_step(m, &w.state, &tok, logits, &w.work);
+    if (a.sampler.temperature == 0) {
+        // Greedy: the argmax is taken where the logits are (on the GPU, only the
+        // token comes back), with the sampler's choice and checks.
+        for (long i = 0; i < a.max_new; i++) {
+            hy_model_step_greedy(m, &w.state, &tok, &tok, &w.work);
+            emit(tok, bytes);
+        }
+    } else {
+        hy_model_step(m, &w.state, &tok, logits, &w.work);
+        hy_rng rng;
+        hy_rng_seed(&rng, a.seed);
+        for (long i = 0; i < a.max_new; i++) {
+            tok = hy_sample(&a.sampler, logits, V, &rng, scratch);
+            emit(tok, bytes);
+            if (i + 1 < a.max_new) hy_model_step(m, &w.state, &tok, logits, &w.work);
+        }
     }
     if (!bytes && a.max_new > 0) fputc('\n', stdout);
     fflush(stdout);

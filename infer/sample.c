@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../autograd/check.h"
+#include "../layers/model.h"
 
 void hy_sampler_validate(const hy_sampler *s) {
     HY_REQUIRE(isfinite(s->temperature) && s->temperature >= 0,
@@ -34,15 +35,8 @@ static float float_of(uint32_t b) {
 
 // Index of the largest logit (the lowest such index); NaN and +inf are
 // errors: they mean the model broke, and no choice among them is right.
-static int argmax_checked(const float *l, int V) {
-    int best = 0;
-    for (int i = 0; i < V; i++) {
-        HY_CHECK(!isnan(l[i]) && l[i] != INFINITY, "sampling: logit %d is %g", i, (double)l[i]);
-        if (l[i] > l[best]) best = i;
-    }
-    HY_CHECK(l[best] != -INFINITY, "sampling: every logit is -inf");
-    return best;
-}
+// (hy_greedy_token: the same scan serves the model's greedy steps.)
+static int argmax_checked(const float *l, int V) { return hy_greedy_token(l, V); }
 
 // Unnormalised softmax(logits / T) into p; returns the sum.
 static double soft(const float *logits, int V, float T, int best, float *p) {

@@ -108,6 +108,10 @@ typedef struct {
     long long *pos_buf;   // (1) the step's position
     long long *pos_dev;   // = pos_buf while the step is being recorded, else NULL
     hy_tensor *logits;    // (B, 1, V) bf16: the step's logits, in graph_work
+    // What ids_dev and pos_buf hold now, so that a step copies them only when
+    // they change (a greedy step leaves its tokens and the next position there).
+    int32_t *ids_held;    // (B) host copy of ids_dev; NULL until a copy is made
+    long long pos_held;   // *pos_buf, or -1 when unknown
 } hy_decode_state;
 
 void hy_decode_init(hy_decode_state *s, const hy_model *m, int B);
@@ -124,5 +128,14 @@ void hy_model_prefill(hy_model *m, hy_decode_state *s, const int32_t *ids, int T
 // arena.
 void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits,
                    hy_arena *work);
+// One token per row, greedily: ids (B) -> next (B), each row's most likely token
+// (the lowest id among equal largest logits, as hy_sample at temperature 0). On
+// the GPU the argmax runs on the device and only the B tokens come back; feeding
+// them in as the next ids costs no copy. A NaN or +inf logit, or a row of -inf
+// only, stops with an error, as the sampler does.
+void hy_model_step_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, int32_t *next,
+                          hy_arena *work);
+// The greedy token of one row of logits (V) on the host, with the same checks.
+int hy_greedy_token(const float *logits, int V);
 
 #endif

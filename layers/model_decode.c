@@ -4,12 +4,14 @@
 // cache per GDN layer, a W-row ring buffer per SWA layer): it never grows
 // with the tokens processed. The dense baseline keeps a KV cache per layer
 // that grows (capacity doubling) with every token: that is its cost.
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../autograd/check.h"
 #include "../cuda/hy_cuda.h"
 #include "../cuda/hy_cuda_glue.h"
+#include "../cuda/hy_cuda_ops.h"
 #include "../cuda/hy_cuda_swa.h"
 #include "model_internal.h"
 
@@ -101,12 +103,19 @@ void hy_decode_reset(hy_decode_state *s) {
         if (m->layer[i].kind == HY_LAYER_SWA) hy_swa_cache_reset(&s->layer[i].swa);
 }
 
+// The decoding graph and what it owns; the next step records it again.
+static void graph_drop(hy_decode_state *s) {
+    if (!s->graph) return;
+    hy_cuda_graph_destroy(s->graph);
+    hy_arena_free(&s->graph_work);
+    free(s->ids_held);
+    s->graph = NULL;
+    s->ids_held = NULL;
+}
+
 void hy_decode_free(hy_decode_state *s) {
     if (s->device == HY_CUDA) {
-        if (s->graph) {
-            hy_cuda_graph_destroy(s->graph);
-            hy_arena_free(&s->graph_work);
-        }
+        graph_drop(s);
         if (s->block) hy_cuda_free(s->block);
         for (int i = 0; i < HY_MAX_LAYERS; i++)
             if (s->model && s->model->arch == HY_ARCH_DENSE && s->layer[i].k16) {
@@ -235,6 +244,8 @@ static void graph_record(hy_model *m, hy_decode_state *s) {
     hy_arena_init(&s->graph_work, "decode graph", HY_CUDA, bytes);
     s->ids_dev = (int32_t *)hy_arena_alloc(&s->graph_work, (size_t)s->B * sizeof(int32_t));
     s->pos_buf = (long long *)hy_arena_alloc(&s->graph_work, sizeof(long long));
+    s->ids_held = NULL;
+    s->pos_held = -1;
     hy_tape t;
     memset(&t, 0, sizeof t);
     t.acts = &s->graph_work;
@@ -250,26 +261,61 @@ static void graph_record(hy_model *m, hy_decode_state *s) {
     s->logits = out;
 }
 
-static void graph_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits) {
+// Launch the step's graph for ids at s->pos, copying the ids and the position
+// to the device only when they differ from what it holds.
+static void graph_launch(hy_model *m, hy_decode_state *s, const int32_t *ids) {
     if (m->arch == HY_ARCH_DENSE) {
         dense_reserve(s, s->pos + 1);
-        if (s->graph && s->graph_cap != s->dense_cap) {  // the cache moved: record again
-            hy_cuda_graph_destroy(s->graph);
-            hy_arena_free(&s->graph_work);
-            s->graph = NULL;
-        }
+        if (s->graph && s->graph_cap != s->dense_cap) graph_drop(s);  // the cache moved: record again
     }
     if (!s->graph) graph_record(m, s);
-    long long pos = s->pos;
-    hy_cuda_memcpy_h2d(s->ids_dev, ids, (size_t)s->B * sizeof(int32_t));
-    hy_cuda_memcpy_h2d(s->pos_buf, &pos, sizeof pos);
+    size_t ids_bytes = (size_t)s->B * sizeof(int32_t);
+    if (!s->ids_held || memcmp(s->ids_held, ids, ids_bytes)) {
+        if (!s->ids_held) s->ids_held = (int32_t *)hy_xmalloc(ids_bytes);
+        hy_cuda_memcpy_h2d(s->ids_dev, ids, ids_bytes);
+        memcpy(s->ids_held, ids, ids_bytes);
+    }
+    if (s->pos_held != s->pos) {
+        long long pos = s->pos;
+        hy_cuda_memcpy_h2d(s->pos_buf, &pos, sizeof pos);
+        s->pos_held = pos;
+    }
     hy_cuda_graph_launch(s->graph);
+}
+
+static void graph_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits) {
+    graph_launch(m, s, ids);
     if (logits) {
         hy_tensor_to_host_f32(s->logits, logits);  // waits for the graph
     } else {
         hy_cuda_synchronize();
     }
     s->pos += 1;
+}
+
+// The argmax after the graph writes the next tokens into ids_dev and advances
+// pos_buf: the next greedy step copies neither.
+static void graph_step_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, int32_t *next) {
+    graph_launch(m, s, ids);
+    const hy_tensor *lg = s->logits;  // (B, 1, V) bf16
+    int V = (int)lg->shape[lg->ndim - 1];
+    hy_cuda_greedy_rows(s->B, V, lg->data, s->ids_dev, s->pos_buf, NULL);
+    hy_cuda_memcpy_d2h(next, s->ids_dev, (size_t)s->B * sizeof(int32_t));  // waits for both
+    memcpy(s->ids_held, next, (size_t)s->B * sizeof(int32_t));
+    s->pos += 1;
+    s->pos_held = s->pos;
+    for (int b = 0; b < s->B; b++)
+        HY_CHECK(next[b] >= 0, "sampling: row %d's logits hold a NaN or +inf, or are all -inf", b);
+}
+
+int hy_greedy_token(const float *l, int V) {
+    int best = 0;
+    for (int i = 0; i < V; i++) {
+        HY_CHECK(!isnan(l[i]) && l[i] != INFINITY, "sampling: logit %d is %g", i, (double)l[i]);
+        if (l[i] > l[best]) best = i;
+    }
+    HY_CHECK(l[best] != -INFINITY, "sampling: every logit is -inf");
+    return best;
 }
 
 void hy_model_prefill(hy_model *m, hy_decode_state *s, const int32_t *ids, int T, float *logits,
@@ -284,4 +330,17 @@ void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *l
         return;
     }
     run(m, s, ids, 1, logits, work, 1);
+}
+
+void hy_model_step_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, int32_t *next,
+                          hy_arena *work) {
+    if (graph_wanted(s)) {
+        graph_step_greedy(m, s, ids, next);
+        return;
+    }
+    int V = m->cfg.vocab_size;
+    float *logits = (float *)hy_xmalloc((size_t)s->B * V * sizeof(float));
+    run(m, s, ids, 1, logits, work, 1);
+    for (int b = 0; b < s->B; b++) next[b] = hy_greedy_token(logits + (size_t)b * V, V);
+    free(logits);
 }

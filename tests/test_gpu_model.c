@@ -345,3 +345,62 @@ static void decode_graph_vs_eager(hy_arch arch, int T) {
 
 HY_TEST(gpu_decode_graph_matches_eager, "gpu") { decode_graph_vs_eager(HY_ARCH_HYDRA, 60); }
 HY_TEST(gpu_dense_decode_graph_matches_eager, "gpu") { decode_graph_vs_eager(HY_ARCH_DENSE, 300); }
+
+// Greedy steps with the argmax on the device (hy_model_step_greedy, its tokens
+// fed back with no copy) against steps that bring the logits to the host and
+// take the sampler's argmax there: the same graph, so the same tokens. Three
+// rows; a token that is not the greedy one fed in at step 40 (the ids are
+// copied again), a one-token prefill at step 60 (the position is copied
+// again), and, for the dense model, its graph recorded again at 256 rows.
+// The same steps launched one by one (HYDRA_DECODE_GRAPH=0) agree too.
+static void decode_greedy(hy_arch arch, int T) {
+    need_gpu();
+    hy_model_config c = gpu_config(4, 2, 24);
+    world cw, gw;
+    world_cpu(&cw, arch, &c, 17);
+    world_gpu(&gw, &cw);
+    enum { B = 3 };
+    int V = c.vocab_size;
+    int32_t prompt[B * 5];
+    random_tokens(prompt, B * 5, V, 21);
+    hy_decode_state s[3];  // greedy on the device, logits to the host, eager greedy
+    for (int g = 0; g < 3; g++) {
+        setenv("HYDRA_DECODE_GRAPH", g == 2 ? "0" : "1", 1);
+        hy_decode_init(&s[g], &gw.m, B);
+        hy_model_prefill(&gw.m, &s[g], prompt, 5, NULL, &gw.acts);
+    }
+    float *lg = malloc((size_t)B * V * 4);
+    int32_t tok[3][B], diff = 0, distinct = 0, last = -1;
+    for (int b = 0; b < B; b++) tok[0][b] = tok[1][b] = tok[2][b] = prompt[b * 5 + 4];
+    for (int t = 5; t < T; t++) {
+        setenv("HYDRA_DECODE_GRAPH", "1", 1);
+        hy_model_step_greedy(&gw.m, &s[0], tok[0], tok[0], &gw.acts);
+        hy_model_step(&gw.m, &s[1], tok[1], lg, &gw.acts);
+        for (int b = 0; b < B; b++) tok[1][b] = hy_greedy_token(lg + (size_t)b * V, V);
+        setenv("HYDRA_DECODE_GRAPH", "0", 1);
+        hy_model_step_greedy(&gw.m, &s[2], tok[2], tok[2], &gw.acts);
+        if (memcmp(tok[0], tok[1], sizeof tok[0]) || memcmp(tok[0], tok[2], sizeof tok[0])) diff++;
+        if (tok[1][0] != last) distinct++, last = tok[1][0];
+        if (t == 40)  // not the greedy token: the graph's ids must be copied again
+            for (int b = 0; b < B; b++) tok[0][b] = tok[1][b] = tok[2][b] = (tok[1][b] + 1 + b) % V;
+        if (t == 60)  // the position moves on the host
+            for (int g = 0; g < 3; g++) {
+                setenv("HYDRA_DECODE_GRAPH", g == 2 ? "0" : "1", 1);
+                hy_model_prefill(&gw.m, &s[g], tok[1], 1, NULL, &gw.acts);
+            }
+    }
+    unsetenv("HYDRA_DECODE_GRAPH");
+    printf("  %s: %d greedy steps, %d token changes in row 0; steps whose tokens differ: %d\n",
+           arch == HY_ARCH_DENSE ? "dense" : "hydra", T - 5, distinct, diff);
+    HY_ASSERT(s[0].graph != NULL && s[2].graph == NULL, "the graph is used only when asked");
+    HY_ASSERT(s[0].pos == s[1].pos && s[0].pos == T + 1, "positions %lld, %lld", (long long)s[0].pos,
+              (long long)s[1].pos);
+    HY_ASSERT(diff == 0, "%d greedy steps differ from the host's argmax", diff);
+    for (int g = 0; g < 3; g++) hy_decode_free(&s[g]);
+    free(lg);
+    world_free(&gw);
+    world_free(&cw);
+}
+
+HY_TEST(gpu_decode_greedy_on_device, "gpu") { decode_greedy(HY_ARCH_HYDRA, 90); }
+HY_TEST(gpu_dense_decode_greedy_on_device, "gpu") { decode_greedy(HY_ARCH_DENSE, 300); }

@@ -20,6 +20,7 @@
 // scalar fallback). gpu_op_stream_large runs the streaming backwards on
 // tensors larger than one grid (every thread walks several units) against
 // host references; gpu_op_bench prints times and bandwidths (never asserted).
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #include "../cuda/hy_cuda_blas.h"
 #include "../cuda/hy_cuda_ops.h"
 #include "../layers/ops.h"
+#include "../layers/model.h"
 #include "harness.h"
 
 static void need_gpu(void) {
@@ -899,6 +901,51 @@ HY_TEST(gpu_op_argmax_rows, "gpu") {
                           ties ? " (ties)" : "", row, got[row], best);
             }
         }
+    free_all();
+}
+
+// The greedy token of bf16 rows (one block a row) against the sampler's scan
+// (hy_greedy_token): odd sizes (the scalar kernel) and multiples of 8 (16-byte
+// loads), ties, -inf entries; a NaN or +inf anywhere in a row, or a row of
+// -inf only, gives -1 for that row alone; the position advances once a call.
+HY_TEST(gpu_op_greedy_rows, "gpu") {
+    need_gpu();
+    hy_rng r;
+    hy_rng_seed(&r, 43);
+    const int Vs[] = {1, 7, 33, 1000, 8193, 32000};
+    long long *pos = (long long *)dbuf(sizeof(long long)), p0 = 41, p1 = 0;
+    hy_cuda_memcpy_h2d(pos, &p0, sizeof p0);
+    int calls = 0;
+    for (int vi = 0; vi < 6; vi++)
+        for (int kind = 0; kind < 3; kind++) {  // plain, ties, broken rows
+            int V = Vs[vi], rows = 7;
+            size_t n = (size_t)rows * V;
+            float *x = randn_bf16(&r, n, 0.0f, 1.0f);
+            if (kind == 1)
+                for (size_t i = 0; i < n; i++) x[i] = (float)(hy_rng_below(&r, 4));
+            for (int row = 0; row < rows && V > 1; row++)  // some -inf entries
+                x[(size_t)row * V + hy_rng_below(&r, (uint64_t)V)] = -INFINITY;
+            int bad[7] = {0};
+            if (kind == 2) {  // row 1 NaN, row 3 +inf, row 5 all -inf
+                x[(size_t)1 * V + hy_rng_below(&r, (uint64_t)V)] = NAN;
+                x[(size_t)3 * V + hy_rng_below(&r, (uint64_t)V)] = INFINITY;
+                for (int j = 0; j < V; j++) x[(size_t)5 * V + j] = -INFINITY;
+                bad[1] = bad[3] = bad[5] = 1;
+            }
+            int32_t *idx = (int32_t *)dbuf((size_t)rows * sizeof(int32_t));
+            hy_cuda_greedy_rows(rows, V, up_bf16(x, n, 0), idx, pos, NULL);
+            calls++;
+            int32_t *got = (int32_t *)hbuf((size_t)rows * sizeof(int32_t));
+            hy_cuda_synchronize();
+            hy_cuda_memcpy_d2h(got, idx, (size_t)rows * sizeof(int32_t));
+            for (int row = 0; row < rows; row++) {
+                int want = bad[row] ? -1 : hy_greedy_token(x + (size_t)row * V, V);
+                HY_ASSERT(got[row] == want, "V=%d kind %d row %d: GPU %d, CPU %d", V, kind, row,
+                          got[row], want);
+            }
+        }
+    hy_cuda_memcpy_d2h(&p1, pos, sizeof p1);
+    HY_ASSERT(p1 == p0 + calls, "position %lld after %d calls from %lld", p1, calls, p0);
     free_all();
 }
 
