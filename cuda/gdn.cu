@@ -80,6 +80,10 @@ namespace {
 typedef __nv_bfloat16 bf16;
 constexpr int CH = 64;        // chunk length (rows)
 constexpr int LDL = CH + 8;   // row stride of a (64, 64) bf16 tile in shared memory
+// Row stride of the fp32 (64, 64) KG tile of the fast WY kernels: with 72 floats the float2
+// accumulator pairs of a half warp (4 rows x 4 pairs) fall on 32 distinct banks (64 put
+// all 8 rows of a warp on the same 8 banks).
+constexpr int LKG = CH + 8;
 constexpr unsigned FULL = 0xffffffffu;
 
 // ---------------------------------------------------------------- arguments
@@ -364,7 +368,7 @@ __device__ void invert_unit_lower64(const float *sKG, const float *rb, float *sA
         for (int r = 0; r < 16; r++) {
             float s = 0.f;  // rows above c stay 0: their x_j are all 0
 #pragma unroll
-            for (int j = 0; j < r; j++) s += sKG[(o + r) * CH + o + j] * x[j];
+            for (int j = 0; j < r; j++) s += sKG[(o + r) * LKG + o + j] * x[j];
             x[r] = (r == c ? 1.f : 0.f) - rb[o + r] * s;
         }
 #pragma unroll
@@ -379,7 +383,7 @@ __device__ void invert_unit_lower64(const float *sKG, const float *rb, float *sA
             const int b = idx >> 8, r = (idx >> 4) & 15, c = idx & 15, a = b + d;
             float s = 0.f;
             for (int l = b * 16; l < a * 16; l++)
-                s += sKG[(a * 16 + r) * CH + l] * sA[l * CH + b * 16 + c];
+                s += sKG[(a * 16 + r) * LKG + l] * sA[l * CH + b * 16 + c];
             sX[idx] = rb[a * 16 + r] * s;
         }
         __syncthreads();
@@ -405,7 +409,7 @@ template <int D>
 struct WySmem {
     static constexpr int LD = D + 8;
     static constexpr size_t K = 0, V = K + CH * LD * 2, KG = V + CH * LD * 2,
-                            A = KG + CH * CH * 4, X = A + CH * CH * 4, A_HI = X + 768 * 4,
+                            A = KG + CH * LKG * 4, X = A + CH * CH * 4, A_HI = X + 768 * 4,
                             A_LO = A_HI + CH * LDL * 2, G = A_LO + CH * LDL * 2, B = G + CH * 4,
                             TOTAL = B + CH * 4;
     static_assert(D != 64 || TOTAL <= 75 * 1024, "three blocks an SM at D = 64");
@@ -465,8 +469,8 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 2) wy_kernel(Args a) {
         float acc[1][4][4] = {};
         mma_tile<1, 4, D, false, false>(acc, sK, LD, m0, sK, LD, n0);
         for_acc(acc, m0, n0, [&](int i, int j, int, float &x0, float &x1) {
-            sKG[i * CH + j] = j < i ? x0 * expf(sg[i] - sg[j]) : 0.f;
-            sKG[i * CH + j + 1] = j + 1 < i ? x1 * expf(sg[i] - sg[j + 1]) : 0.f;
+            st_f2(sKG + i * LKG + j, j < i ? x0 * expf(sg[i] - sg[j]) : 0.f,
+                  j + 1 < i ? x1 * expf(sg[i] - sg[j + 1]) : 0.f);
         });
     }
     __syncthreads();
@@ -647,10 +651,12 @@ __global__ void __launch_bounds__(256) out_kernel(Args a) {
 // ================================================================ 5. backward state pass
 template <int D, int BV>
 struct BwdStateSmem {
-    static constexpr int LD = D + 8, LDV = BV + 8;
+    // LDN: the fp32 dN tile's row stride; BV + 8 puts a half warp's float2 reads (4 rows x 4
+    // pairs) on distinct banks.
+    static constexpr int LD = D + 8, LDV = BV + 8, LDN = BV + 8;
     static constexpr size_t W_HI = 0, W_LO = W_HI + CH * LD * 2, K = W_LO + CH * LD * 2,
                             Q = K + CH * LD * 2, DO = Q + CH * LD * 2, DN = DO + CH * LDV * 2,
-                            G = DN + CH * (BV + 4) * 4, BUF = G + CH * 4;
+                            G = DN + CH * LDN * 4, BUF = G + CH * 4;
     static constexpr size_t H_HI = 2 * BUF, H_LO = H_HI + BV * LD * 2, N_HI = H_LO + BV * LD * 2,
                             N_LO = N_HI + CH * LDV * 2, O_HI = N_LO + CH * LDV * 2,
                             O_LO = O_HI + CH * LDV * 2, TOTAL = O_LO + CH * LDV * 2;
@@ -681,7 +687,7 @@ __global__ void __launch_bounds__(256) state_bwd_kernel(Args a) {
         cp_tok((bf16 *)(B + Sm::K), LD, a.k, tok0, a.H, D, L, 0, D);
         cp_tok((bf16 *)(B + Sm::Q), LD, a.q, tok0, a.H, D, L, 0, D);
         cp_tok((bf16 *)(B + Sm::DO), LDV, a.dO, tok0, a.H, D, L, v0, BV);
-        cp_rows(B + Sm::DN, (BV + 4) * 4, a.dN + r0 * D + v0, (size_t)D * 4, CH, BV * 4);
+        cp_rows(B + Sm::DN, Sm::LDN * 4, a.dN + r0 * D + v0, (size_t)D * 4, CH, BV * 4);
         cp_rows(B + Sm::G, CH * 4, a.G + r0, CH * 4, 1, CH * 4);
         cp_commit();
     };
@@ -720,8 +726,8 @@ __global__ void __launch_bounds__(256) state_bwd_kernel(Args a) {
             const float glast = sg[CH - 1];
             for_acc(accX, m0, nn0, [&](int i, int v, int, float &x0, float &x1) {
                 const float d = expf(glast - sg[i]);
-                const float n0 = sdN[i * (BV + 4) + v] + d * x0;
-                const float n1 = sdN[i * (BV + 4) + v + 1] + d * x1;
+                const float2 dn = *reinterpret_cast<const float2 *>(sdN + i * Sm::LDN + v);
+                const float n0 = dn.x + d * x0, n1 = dn.y + d * x1;
                 st_f2(a.dN + (ci * CH + i) * D + v0 + v, n0, n1);
                 st_split2(sNhi + i * LDV + v, sNlo + i * LDV + v, -n0, -n1);
                 const float gm = expf(sg[i]);
@@ -928,7 +934,7 @@ struct WyBwdSmem {
     static constexpr int LD = D + 8;
     static constexpr size_t K = 0, V = K + CH * LD * 2, U = V + CH * LD * 2, W = U + CH * LD * 2,
                             X1 = W + CH * LD * 2, X2 = X1 + CH * LD * 2, KG = X2 + CH * LD * 2,
-                            A = KG + CH * CH * 4, X = A + CH * CH * 4, A_HI = X + 768 * 4,
+                            A = KG + CH * LKG * 4, X = A + CH * CH * 4, A_HI = X + 768 * 4,
                             A_LO = A_HI + CH * LDL * 2, SMALL = A_LO + CH * LDL * 2,
                             TOTAL = SMALL + 6 * CH * 4;
     static_assert(D != 64 || TOTAL <= 112 * 1024, "two blocks an SM at D = 64");
@@ -996,8 +1002,8 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
         float acc[1][4][4] = {};
         mma_tile<1, 4, D, false, false>(acc, sK, LD, qm0, sK, LD, qn0);
         for_acc(acc, qm0, qn0, [&](int i, int j, int, float &x0, float &x1) {
-            sKG[i * CH + j] = j < i ? x0 * expf(sg[i] - sg[j]) : 0.f;
-            sKG[i * CH + j + 1] = j + 1 < i ? x1 * expf(sg[i] - sg[j + 1]) : 0.f;
+            st_f2(sKG + i * LKG + j, j < i ? x0 * expf(sg[i] - sg[j]) : 0.f,
+                  j + 1 < i ? x1 * expf(sg[i] - sg[j + 1]) : 0.f);
         });
     }
     __syncthreads();
@@ -1059,12 +1065,13 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
             for (int hh = 0; hh < 2; hh++) {
                 const int i = qm0 + g + 8 * hh;
                 float ev[2];
+                const float2 kg2 = *reinterpret_cast<const float2 *>(sKG + i * LKG + qn0 + nt * 8 + 2 * t);
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int j = qn0 + nt * 8 + 2 * t + e;
                     const bool ok = j < i && i < L;
                     const float dm = ok ? -acc[0][nt][2 * hh + e] : 0.f;
-                    const float kg = sKG[i * CH + j];  // 0 unless j < i
+                    const float kg = e ? kg2.y : kg2.x;  // 0 unless j < i
                     const float gm = ok ? expf(sg[i] - sg[j]) : 0.f;
                     const float f = dm * sb[i] * kg;
                     rowb[hh] += dm * kg;
