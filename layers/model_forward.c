@@ -125,9 +125,14 @@ static hy_tensor *gdn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_lay
                             int step) {
     const hy_layer_params *L = &m->layer[i];
     hy_tensor *qkv = hy_linear(t, h, P(m, L->qkv), NULL);  // (B, T, 3I)
-    hy_tensor *o = gdn_heads(m, t, L, st, h, qkv, step);   // (B, T, H, D)
-    hy_tensor *y = merge_heads(t, o);  // (B, T, I)
-    if (L->gate >= 0) y = hy_silu_gate(t, y, hy_linear(t, h, P(m, L->gate), NULL));
+    // The output gate's projection comes before the thin alpha/beta one (in gdn_heads) so
+    // that backward runs the thin one first: its GEMM then writes dh fresh and the wide gate
+    // GEMM adds into it (a read its compute hides), instead of the thin GEMM reading and
+    // writing all of dh.
+    hy_tensor *gate = L->gate >= 0 ? hy_linear(t, h, P(m, L->gate), NULL) : NULL;  // (B, T, I)
+    hy_tensor *o = gdn_heads(m, t, L, st, h, qkv, step);  // (B, T, H, D)
+    hy_tensor *y = merge_heads(t, o);                     // (B, T, I)
+    if (gate) y = hy_silu_gate(t, y, gate);
     return hy_linear(t, y, P(m, L->o), NULL);  // (B, T, d)
 }
 
