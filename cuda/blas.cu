@@ -5,9 +5,11 @@
 // column-major (C, R) matrix, its transpose. So row-major C = op(A) op(B)
 // is column-major C^T = op(B)^T op(A)^T, i.e. cublasGemmEx with the operands
 // swapped, the same transpose flags, and M and N swapped.
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.cuh"
 #include "hy_cuda_blas.h"
@@ -33,6 +35,7 @@ static void *g_workspace = NULL;
 static const size_t WORKSPACE_BYTES = (size_t)32 << 20;  // NVIDIA's advice for Hopper
 static cudaStream_t g_stream = NULL;
 static int g_device = -1;
+static cublasLtHandle_t g_lt = NULL;  // cuBLASLt: GEMMs whose C and D are apart
 
 extern "C" void hy_cuda_blas_init(void) {
     if (g_handle) return;
@@ -43,14 +46,20 @@ extern "C" void hy_cuda_blas_init(void) {
     CUBLAS_CHECK(cublasSetStream(g_handle, g_stream));
     CUBLAS_CHECK(cublasSetWorkspace(g_handle, g_workspace, WORKSPACE_BYTES));
     CUBLAS_CHECK(cublasSetPointerMode(g_handle, CUBLAS_POINTER_MODE_HOST));
+    CUBLAS_CHECK(cublasLtCreate(&g_lt));
 }
+
+static void lt_plans_free(void);
 
 extern "C" void hy_cuda_blas_shutdown(void) {
     if (!g_handle) return;
     CUDA_CHECK(cudaDeviceSynchronize());
     CUBLAS_CHECK(cublasDestroy(g_handle));
+    lt_plans_free();
+    CUBLAS_CHECK(cublasLtDestroy(g_lt));
     CUDA_CHECK(cudaFree(g_workspace));
     g_handle = NULL;
+    g_lt = NULL;
     g_workspace = NULL;
     g_device = -1;
 }
@@ -218,6 +227,135 @@ extern "C" void hy_cuda_gemm_f32_strided_batched(int trans_a, int trans_b, int M
     gemm_rm("gemm_f32_strided_batched", trans_a, trans_b, M, N, K, alpha, A, lda, stride_a, B,
             ldb, stride_b, beta, C, ldc, stride_c, batch, CUDA_R_32F, CUDA_R_32F,
             CUBLAS_COMPUTE_32F_PEDANTIC, stream);
+}
+
+// ---------------------------------------------------------------- GEMM, C and D apart
+// cuBLASLt descriptors and the algorithm its heuristic picked, kept per call shape: the
+// query runs once per shape (Muon's graph records each shape once; eager replays reuse it).
+typedef struct {
+    int ta, tb, M, N, K, lda, ldb, ldc, ldd, batch;
+    long long sa, sb, sc, sd;
+    int align[4];  // bytes every matrix of A, B, C, D is aligned to (a power of 2, <= 256)
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t la, lb, lc, ld;
+    cublasLtMatmulAlgo_t algo;
+} lt_plan;
+
+enum { LT_PLANS = 64 };
+static lt_plan g_lt_plans[LT_PLANS];
+static int g_lt_count = 0;
+
+static void lt_plans_free(void) {
+    for (int i = 0; i < g_lt_count; i++) {
+        lt_plan *p = &g_lt_plans[i];
+        CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->la));
+        CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lb));
+        CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->lc));
+        CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->ld));
+        CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->op));
+    }
+    g_lt_count = 0;
+}
+
+// A column-major bf16 layout of `rows` x `cols`, `batch` matrices `stride` elements apart.
+static cublasLtMatrixLayout_t lt_layout(int rows, int cols, int ld, int batch, long long stride) {
+    cublasLtMatrixLayout_t l;
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, CUDA_R_16BF, (uint64_t)rows, (uint64_t)cols, ld));
+    int64_t st = stride;
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &batch,
+                                                  sizeof batch));
+    CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                  &st, sizeof st));
+    return l;
+}
+
+// The alignment (bytes, a power of 2 up to 256) of every bf16 matrix at p + i stride.
+static int lt_align(const void *p, long long stride) {
+    uintptr_t bits = (uintptr_t)p | (uintptr_t)(stride * 2) | 256u;
+    return (int)(bits & (~bits + 1));
+}
+
+// The plan of one call shape (row-major arguments) and alignment, made on first use; the
+// heuristic is told the alignments, so it never picks an algorithm that needs more.
+// Column-major, as in gemm_rm: D^T (N, M) = op(B)^T op(A)^T: B is cuBLASLt's first operand.
+static const lt_plan *lt_plan_for(int ta, int tb, int M, int N, int K, int lda, long long sa,
+                                  int ldb, long long sb, int ldc, long long sc, int ldd,
+                                  long long sd, int batch, const int align[4]) {
+    for (int i = 0; i < g_lt_count; i++) {
+        const lt_plan *p = &g_lt_plans[i];
+        if (p->ta == ta && p->tb == tb && p->M == M && p->N == N && p->K == K && p->lda == lda &&
+            p->ldb == ldb && p->ldc == ldc && p->ldd == ldd && p->batch == batch && p->sa == sa &&
+            p->sb == sb && p->sc == sc && p->sd == sd && !memcmp(p->align, align, sizeof p->align))
+            return p;
+    }
+    HY_CHECK(g_lt_count < LT_PLANS, "gemm_cd: more than %d GEMM shapes", LT_PLANS);
+    lt_plan *p = &g_lt_plans[g_lt_count];
+    p->ta = ta, p->tb = tb, p->M = M, p->N = N, p->K = K, p->lda = lda, p->ldb = ldb;
+    p->ldc = ldc, p->ldd = ldd, p->batch = batch, p->sa = sa, p->sb = sb, p->sc = sc, p->sd = sd;
+    memcpy(p->align, align, sizeof p->align);
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    // Stored shapes: row-major B (K, N) is column-major (N, K); transposed, (K, N). Likewise A.
+    p->la = lt_layout(tb ? K : N, tb ? N : K, ldb, batch, sb);
+    p->lb = lt_layout(ta ? M : K, ta ? K : M, lda, batch, sa);
+    p->lc = lt_layout(N, M, ldc, batch, sc);
+    p->ld = lt_layout(N, M, ldd, batch, sd);
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    size_t ws = WORKSPACE_BYTES;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    // cuBLASLt's first operand is our B (see above).
+    const cublasLtMatmulPreferenceAttributes_t which[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (int i = 0; i < 4; i++) {
+        uint32_t al = (uint32_t)align[i];
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al, sizeof al));
+    }
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(g_lt, p->op, p->la, p->lb, p->lc, p->ld, pref, 1,
+                                                &res, &found));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    HY_CHECK(found > 0, "gemm_cd: cuBLASLt has no algorithm for M %d N %d K %d (trans %d %d)", M,
+             N, K, ta, tb);
+    p->algo = res.algo;
+    g_lt_count++;
+    return p;
+}
+
+extern "C" void hy_cuda_gemm_cd_strided_batched(int trans_a, int trans_b, int M, int N, int K,
+                                                float alpha, const void *A, int lda,
+                                                long long stride_a, const void *B, int ldb,
+                                                long long stride_b, float beta, const void *C,
+                                                int ldc, long long stride_c, void *D, int ldd,
+                                                long long stride_d, int batch, void *stream) {
+    HY_REQUIRE(M >= 0 && N >= 0 && K >= 0 && batch >= 0,
+               "gemm_cd: negative size M %d N %d K %d batch %d", M, N, K, batch);
+    if (M == 0 || N == 0 || batch == 0) return;
+    int a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+    HY_REQUIRE(lda >= (a_cols > 1 ? a_cols : 1) && ldb >= (b_cols > 1 ? b_cols : 1) &&
+                   ldc >= (N > 1 ? N : 1) && ldd >= (N > 1 ? N : 1),
+               "gemm_cd: leading dimensions lda %d ldb %d ldc %d ldd %d too small for M %d N %d "
+               "K %d (trans_a %d, trans_b %d)",
+               lda, ldb, ldc, ldd, M, N, K, trans_a, trans_b);
+    size_t d_span = (size_t)(M - 1) * (size_t)ldd + (size_t)N;
+    HY_REQUIRE(stride_a >= 0 && stride_b >= 0 && stride_c >= 0 &&
+                   (batch == 1 || (size_t)stride_d >= d_span),
+               "gemm_cd: strides A %lld B %lld C %lld D %lld for %d matrices of D (%d, %d), ldd %d",
+               stride_a, stride_b, stride_c, stride_d, batch, M, N, ldd);
+    HY_REQUIRE(C != D, "gemm_cd: C and D must be apart (hy_cuda_gemm_strided_batched adds in place)");
+    handle_on((cudaStream_t)stream);  // the start-up check, and our workspace's stream
+    const int align[4] = {lt_align(A, stride_a), lt_align(B, stride_b), lt_align(C, stride_c),
+                          lt_align(D, stride_d)};
+    const lt_plan *p = lt_plan_for(trans_a, trans_b, M, N, K, lda, stride_a, ldb, stride_b, ldc,
+                                   stride_c, ldd, stride_d, batch, align);
+    cudaStream_t s = stream ? (cudaStream_t)stream : cudaStreamPerThread;
+    CUBLAS_CHECK(cublasLtMatmul(g_lt, p->op, &alpha, B, p->la, A, p->lb, &beta, C, p->lc, D, p->ld,
+                                &p->algo, g_workspace, WORKSPACE_BYTES, s));
 }
 
 // ---------------------------------------------------------------- linear forward

@@ -84,6 +84,15 @@ void hy_cuda_gemm_strided_batched(int trans_a, int trans_b, int M, int N, int K,
                                   const void *A, int lda, long long stride_a, const void *B,
                                   int ldb, long long stride_b, float beta, void *C, int c_f32,
                                   int ldc, long long stride_c, int batch, void *stream);
+// Row-major D = alpha op(A) op(B) + beta C, all four bf16 (fp32 accumulation and
+// epilogue), `batch` products as in hy_cuda_gemm_strided_batched, with C an input apart from
+// the output D (cuBLASLt): C may be one of the operands, and D never overwrites it. Strides
+// in elements; C's may be 0. The algorithm is chosen once per call shape.
+void hy_cuda_gemm_cd_strided_batched(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                     const void *A, int lda, long long stride_a, const void *B,
+                                     int ldb, long long stride_b, float beta, const void *C,
+                                     int ldc, long long stride_c, void *D, int ldd,
+                                     long long stride_d, int batch, void *stream);
 // The same in plain fp32 as hy_cuda_gemm_f32() (fp32 products, never TF32).
 void hy_cuda_gemm_f32_strided_batched(int trans_a, int trans_b, int M, int N, int K,
                                       float alpha, const float *A, int lda, long long stride_a,

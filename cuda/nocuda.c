@@ -136,6 +136,11 @@ void hy_cuda_gemm_strided_batched(int trans_a, int trans_b, int M, int N, int K,
                                   const void *A, int lda, long long stride_a, const void *B,
                                   int ldb, long long stride_b, float beta, void *C, int c_f32,
                                   int ldc, long long stride_c, int batch, void *stream) { NO_CUDA(); }
+void hy_cuda_gemm_cd_strided_batched(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                                     const void *A, int lda, long long stride_a, const void *B,
+                                     int ldb, long long stride_b, float beta, const void *C,
+                                     int ldc, long long stride_c, void *D, int ldd,
+                                     long long stride_d, int batch, void *stream) { NO_CUDA(); }
 void hy_cuda_gemm_f32_strided_batched(int trans_a, int trans_b, int M, int N, int K,
                                       float alpha, const float *A, int lda, long long stride_a,
                                       const float *B, int ldb, long long stride_b, float beta,

@@ -424,10 +424,10 @@ extern "C" void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads
 // Batched: the plan groups the Muon matrices by shape (plan_muon_batches),
 // and each batch of B matrices (rows, cols) runs as one sequence of
 // launches: momentum + norm partials, denominators, scale, then per
-// Newton-Schulz step 3 strided-batched GEMMs and a bf16 copy of A with a / b
-// added on its diagonal (the b A term, and X's a X term folded into B;
+// Newton-Schulz step 3 strided-batched GEMMs (bf16 mode: the last two through
+// cuBLASLt, whose C, A for b A and X for a X, is apart from the output;
 // exact mode: fp32 X, A, B and 3 operand copies, 2 on the last step), then
-// apply: 4 + 4 ns_steps (24) launches per batch in the bf16 mode instead of
+// apply: 4 + 3 ns_steps (19) launches per batch in the bf16 mode instead of
 // per matrix. Block row blockIdx.y is the matrix; its buffers sit at
 // stride sx (X, Xc) or sa (A, Ac) in the scratch, its
 // parameters at mats[blockIdx.y].offset in the flat buffers. Every
@@ -491,22 +491,6 @@ __global__ void k_muon_scale(float *__restrict__ X, void *__restrict__ Xc, size_
         } else {
             ((uint16_t *)Xc)[blockIdx.y * sx + j] = f32_to_bf16(v);
         }
-    }
-}
-
-// Bc_y = Ac_y + d I (n, n) in bf16 (the diagonal's sums rounded to bf16,
-// the rest copied): the C of B' = c A A + b (A + (a / b) I) = B + a I, the
-// bf16 mode's Newton-Schulz matrix with X's a X term folded in.
-__global__ void k_copy_add_diag(const uint16_t *__restrict__ Ac, uint16_t *__restrict__ Bc,
-                                int n, size_t sa, float d) {
-    const uint16_t *a = Ac + blockIdx.y * sa;
-    uint16_t *b = Bc + blockIdx.y * sa;
-    const size_t NN = (size_t)n * n;
-    for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < NN;
-         j += (size_t)gridDim.x * blockDim.x) {
-        const uint16_t v = a[j];
-        b[j] = j % (size_t)(n + 1) == 0 ? f32_to_bf16(__fadd_rn(__uint_as_float((uint32_t)v << 16), d))
-                                        : v;
     }
 }
 
@@ -625,20 +609,17 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
             operand_copy(A, Ac, NN, sa, nmat, 1, s);
             Bop = Ac;
         } else {
-            // A straight to bf16 (the GEMM rounds its fp32 sums as the copy did); then B' = B + a
-            // I = c A A + b (A + (a / b) I) in bf16 too, in the A buffer's space, its C a bf16
-            // copy of A with a / b on the diagonal (a GEMM's C may not alias its operands), so
-            // that X's a X term rides in the last product and needs no copy of X. No fp32 A or
-            // B: 14 bytes an element of (n, n) fewer.
+            // A straight to bf16 (the GEMM rounds its fp32 sums as the copy did); then
+            // B = c A A + b A in bf16 too, in the A buffer's space: a cuBLASLt GEMM whose C (A
+            // itself) is apart from its output, so nothing copies A. No fp32 A or B: 14 bytes
+            // an element of (n, n) fewer.
             uint16_t *Bc = (uint16_t *)A;
             hy_cuda_gemm_strided_batched(!tall ? 0 : 1, !tall ? 1 : 0, n, n, mdim, 1.0f, Xc, cols,
                                          (long long)sx, Xc, cols, (long long)sx, 0.0f, Ac, 0, n,
                                          (long long)sa, nmat, st);
-            k_copy_add_diag<<<elem_grid(NN, nmat), THREADS, 0, s>>>((const uint16_t *)Ac, Bc, n,
-                                                                     sa, NS_A / NS_B);
-            LAUNCH_CHECK();
-            hy_cuda_gemm_strided_batched(0, 0, n, n, n, NS_C, Ac, n, (long long)sa, Ac, n,
-                                         (long long)sa, NS_B, Bc, 0, n, (long long)sa, nmat, st);
+            hy_cuda_gemm_cd_strided_batched(0, 0, n, n, n, NS_C, Ac, n, (long long)sa, Ac, n,
+                                            (long long)sa, NS_B, Ac, n, (long long)sa, Bc, n,
+                                            (long long)sa, nmat, st);
             Bop = Bc;
         }
         // X = a X + B X (wide) or a X + X B^T (tall: the transpose of the wide form).
@@ -651,18 +632,17 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
                         nmat, st);
             if (it + 1 < c->ns_steps) operand_copy(X, Xc, N, sx, nmat, 1, s);  // last: unused
         } else {
-            // In bf16 as the reference Muon: X' = B' X (wide) or X B'^T (tall), B' = B + a I,
-            // into a second bf16 buffer (in the fp32 X's space, unused in this mode), and the
-            // two buffers swap. (A copy of X as the C of a beta = a term moved 4 bytes an
-            // element each step: 1.8 GB over the 115M model's five steps.)
+            // In bf16 as the reference Muon: X' = a X + B X (wide) or a X + X B^T (tall), X the
+            // GEMM's C, into a second bf16 buffer (in the fp32 X's space, unused in this mode),
+            // and the two buffers swap.
             if (!tall)
-                hy_cuda_gemm_strided_batched(0, 0, n, mdim, n, 1.0f, Bop, n, (long long)sa, Xc,
-                                             cols, (long long)sx, 0.0f, Xn, 0, cols,
-                                             (long long)sx, nmat, st);
+                hy_cuda_gemm_cd_strided_batched(0, 0, n, mdim, n, 1.0f, Bop, n, (long long)sa, Xc,
+                                                cols, (long long)sx, NS_A, Xc, cols,
+                                                (long long)sx, Xn, cols, (long long)sx, nmat, st);
             else
-                hy_cuda_gemm_strided_batched(0, 1, mdim, n, n, 1.0f, Xc, cols, (long long)sx, Bop,
-                                             n, (long long)sa, 0.0f, Xn, 0, cols, (long long)sx,
-                                             nmat, st);
+                hy_cuda_gemm_cd_strided_batched(0, 1, mdim, n, n, 1.0f, Xc, cols, (long long)sx,
+                                                Bop, n, (long long)sa, NS_A, Xc, cols,
+                                                (long long)sx, Xn, cols, (long long)sx, nmat, st);
             void *t = Xc;
             Xc = Xn;
             Xn = t;

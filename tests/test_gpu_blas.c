@@ -552,6 +552,84 @@ HY_TEST(gpu_adamw_vs_cpu, "gpu") {
     tab_free(&s);
 }
 
+// hy_cuda_gemm_cd_strided_batched (cuBLASLt, C apart from D) against a double reference of
+// the bf16 operands: odd sizes, all four transposes, three matrices at padded strides (so
+// every matrix but the first is only 2-byte aligned), C broadcast (stride 0) in one case and
+// C = A's storage in another (the form Muon uses: D = c A A + b A). D's padding and C stay
+// untouched; C == D is refused.
+static void gemm_cd_case(int ta, int tb, int c_mode, uint64_t seed) {
+    hy_rng r;
+    hy_rng_seed(&r, seed);
+    const int M = 37, N = c_mode == 2 ? 37 : 45, K = c_mode == 2 ? 37 : 29, batch = 3;
+    const float alpha = 0.75f, beta = -1.25f;
+    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2, ldd = N + 5;
+    long long sa = (long long)(ta ? K : M) * lda + 7, sb = (long long)(tb ? N : K) * ldb + 1;
+    long long sc = c_mode == 1 ? 0 : (long long)M * ldc + 3, sd = (long long)M * ldd + 9;
+    size_t na = (size_t)sa * batch, nb = (size_t)sb * batch, nc = (size_t)(sc ? sc : M * ldc) * batch;
+    size_t nd = (size_t)sd * batch;
+    float *a = randn(&r, na, 1.0f), *b = randn(&r, nb, 1.0f), *c = randn(&r, nc, 1.0f);
+    uint16_t *ab = hy_xmalloc(na * 2), *bb = hy_xmalloc(nb * 2), *cb = hy_xmalloc(nc * 2);
+    round_bf16(a, ab, na);
+    round_bf16(b, bb, nb);
+    round_bf16(c, cb, nc);
+    void *dA = dev_upload(ab, na * 2), *dB = dev_upload(bb, nb * 2), *dC = dev_upload(cb, nc * 2);
+    void *dD = dev_poisoned(nd * 2);
+    const void *C = dC;
+    const float *cv = c;
+    int ldc_use = ldc;
+    long long sc_use = sc;
+    if (c_mode == 2) {  // C is A's storage (square, not transposed: op(A) = A when ta = 0)
+        C = dA, cv = a, ldc_use = lda, sc_use = sa;
+    }
+    hy_cuda_gemm_cd_strided_batched(ta, tb, M, N, K, alpha, dA, lda, sa, dB, ldb, sb, beta, C,
+                                    ldc_use, sc_use, dD, ldd, sd, batch, NULL);
+    float *got = dev_download_bf16(dD, nd), *cafter = dev_download_bf16(C, c_mode == 2 ? na : nc);
+    double worst = 0, scale = 0;
+    int pad_bad = 0, c_bad = 0;
+    for (int z = 0; z < batch; z++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                double acc = 0;
+                for (int k = 0; k < K; k++) {
+                    double x = ta ? a[z * sa + (size_t)k * lda + i] : a[z * sa + (size_t)i * lda + k];
+                    double y = tb ? b[z * sb + (size_t)j * ldb + k] : b[z * sb + (size_t)k * ldb + j];
+                    acc += x * y;
+                }
+                double ref = alpha * acc + beta * cv[z * sc_use + (size_t)i * ldc_use + j];
+                double d = fabs(got[z * sd + (size_t)i * ldd + j] - ref);
+                if (!(d <= worst)) worst = d;
+                if (fabs(ref) > scale) scale = fabs(ref);
+            }
+    for (size_t e = 0; e < nd; e++) {  // padding: still the poison (bf16 0xFFFF, a NaN)
+        size_t z = e / sd, off = e % sd, i = off / ldd, j = off % ldd;
+        int inside = z < (size_t)batch && i < (size_t)M && j < (size_t)N;
+        if (!inside && !isnan(got[e])) pad_bad++;
+    }
+    const float *cref = c_mode == 2 ? a : c;
+    for (size_t e = 0; e < (c_mode == 2 ? na : nc); e++) c_bad += cafter[e] != cref[e];
+    double rel = worst / (scale > 0 ? scale : 1);
+    printf("  gemm_cd trans %d %d, C %s: max err %.2e of max |D|; padding touched %d, C changed %d\n",
+           ta, tb, c_mode == 0 ? "apart" : c_mode == 1 ? "broadcast" : "= A", rel, pad_bad, c_bad);
+    HY_ASSERT(rel <= 1e-2, "gemm_cd (%d, %d, C mode %d): error %.3e > 1e-2 (bf16 output)", ta, tb,
+              c_mode, rel);
+    HY_ASSERT(pad_bad == 0 && c_bad == 0, "gemm_cd wrote outside D (%d) or into C (%d)", pad_bad,
+              c_bad);
+    hy_cuda_free(dA), hy_cuda_free(dB), hy_cuda_free(dC), hy_cuda_free(dD);
+    free(a), free(b), free(c), free(ab), free(bb), free(cb), free(got), free(cafter);
+}
+
+HY_TEST(gpu_gemm_cd_vs_cpu, "gpu") {
+    need_gpu();
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) gemm_cd_case(ta, tb, ta == 1 && tb == 0, 50 + 2 * ta + tb);
+    gemm_cd_case(0, 0, 2, 60);
+    void *d = dev_poisoned(64 * 2);
+    HY_EXPECT_ERROR(hy_cuda_gemm_cd_strided_batched(0, 0, 4, 4, 4, 1.0f, d, 4, 16, d, 4, 16, 1.0f, d,
+                                                    4, 16, d, 4, 16, 1, NULL),
+                    2, "apart");
+    hy_cuda_free(d);
+}
+
 // Muon in two modes. Exact mode (Newton-Schulz on fp32 GEMMs) must match
 // muon.c to fp32 noise: it checks everything but the bf16 rounding
 // (momentum, Nesterov, normalisation, orientation of tall matrices, the
@@ -563,9 +641,10 @@ HY_TEST(gpu_adamw_vs_cpu, "gpu") {
 // flipped bf16 rounding changes the whole trajectory, so no model of the
 // GPU's rounding can be held tighter. A logic error costs 30% or more
 // (4 steps instead of 5: 31%). The GPU keeps X, A and B in bf16 between
-// the products, as the reference Muon, with its a X term folded into B as
-// B + a I (measured on an H200: 1.37-1.50e-2 on the matrices of 64 and
-// more; 1.31-1.45e-2 with a X as a GEMM's beta term).
+// the products, as the reference Muon, with b A and a X as the beta terms
+// of cuBLASLt GEMMs (measured on an H200: 1.31-1.45e-2 on the matrices of
+// 64 and more with a X as a beta term; 1.37-1.50e-2 with it folded into B
+// as B + a I).
 static void muon_run(int exact) {
     tab s;
     build_table(&s);
