@@ -517,10 +517,9 @@ __global__ void __launch_bounds__(kNormWarps * 32)
 // ---------------------------------------------------------------- swiglu
 template <int VEC>
 __global__ void swiglu_fwd_kernel(int64_t rows, int H, const uint16_t *gv, uint16_t *y) {
-    int hv = H / VEC;
-    GRID_STRIDE(u, rows * hv) {
-        int64_t r = u / hv;
-        int c = (int)(u - r * hv) * VEC;
+    for (RowWalk w(H / VEC); w.r < rows; w.next()) {  // no 64-bit division a unit
+        const int64_t r = w.r;
+        const int c = w.j * VEC;
         const uint16_t *gp = gv + r * 2 * H + c;
         float g[VEC], v[VEC];
         ld_bf<VEC>(gp, g);
@@ -649,28 +648,48 @@ struct RopeFreq {
     float f[kRopeMaxHalf];  // inv_freq_i, i < D/2 (a kernel parameter, 1 KiB)
 };
 
-// The rotation of VEC pairs (a, b) at position pos, pairs i0 .. i0 + VEC - 1:
-// forward o1 = a cos - b sin, o2 = b cos + a sin; inverse (the backward)
-// o1 = a cos + b sin, o2 = b cos - a sin. The angle and its cos/sin in
-// double, rounded once (as layers/rope.c). One function for every rope
-// kernel, so that each rounds alike.
-template <int VEC, bool INVERSE>
-__device__ __forceinline__ void rope_rotate(const RopeFreq &fr, int i0, double pos,
-                                            const float (&a)[VEC], const float (&b)[VEC],
-                                            float (&o1)[VEC], float (&o2)[VEC]) {
+// The cos and sin of VEC pairs i0 .. i0 + VEC - 1 at position pos: the angle
+// and its cos/sin in double, rounded once (as layers/rope.c). The double
+// sincos is most of a rope kernel's work: q and k share one.
+template <int VEC>
+__device__ __forceinline__ void rope_angles(const RopeFreq &fr, int i0, double pos,
+                                            float (&co)[VEC], float (&si)[VEC]) {
 #pragma unroll
     for (int k = 0; k < VEC; k++) {
         double sd, cd;
         sincos(pos * (double)fr.f[i0 + k], &sd, &cd);
-        const float co = (float)cd, si = (float)sd;
+        co[k] = (float)cd;
+        si[k] = (float)sd;
+    }
+}
+
+// The rotation of VEC pairs (a, b) by those angles: forward o1 = a cos -
+// b sin, o2 = b cos + a sin; inverse (the backward) o1 = a cos + b sin,
+// o2 = b cos - a sin. With rope_angles, one pair of functions for every
+// rope kernel, so that each rounds alike.
+template <int VEC, bool INVERSE>
+__device__ __forceinline__ void rope_apply(const float (&co)[VEC], const float (&si)[VEC],
+                                           const float (&a)[VEC], const float (&b)[VEC],
+                                           float (&o1)[VEC], float (&o2)[VEC]) {
+#pragma unroll
+    for (int k = 0; k < VEC; k++) {
         if (INVERSE) {
-            o1[k] = a[k] * co + b[k] * si;
-            o2[k] = b[k] * co - a[k] * si;
+            o1[k] = a[k] * co[k] + b[k] * si[k];
+            o2[k] = b[k] * co[k] - a[k] * si[k];
         } else {
-            o1[k] = a[k] * co - b[k] * si;
-            o2[k] = b[k] * co + a[k] * si;
+            o1[k] = a[k] * co[k] - b[k] * si[k];
+            o2[k] = b[k] * co[k] + a[k] * si[k];
         }
     }
+}
+
+template <int VEC, bool INVERSE>
+__device__ __forceinline__ void rope_rotate(const RopeFreq &fr, int i0, double pos,
+                                            const float (&a)[VEC], const float (&b)[VEC],
+                                            float (&o1)[VEC], float (&o2)[VEC]) {
+    float co[VEC], si[VEC];
+    rope_angles<VEC>(fr, i0, pos, co, si);
+    rope_apply<VEC, INVERSE>(co, si, a, b, o1, o2);
 }
 
 // fwd (sign +1): y = R(theta) x into y (bf16). bwd (sign -1): dx += R(-theta) dy.
@@ -737,12 +756,12 @@ __global__ void qkv_rope_fwd_kernel(int64_t units, int T, int H, int D, int64_t 
         ld_bf<VEC>(src + I + half, kb);
         ld_bf<VEC>(src + 2 * I, va);
         ld_bf<VEC>(src + 2 * I + half, vb);
-        const double pos = (double)(pos0 + row % T);
-        float o1[VEC], o2[VEC];
-        rope_rotate<VEC, false>(fr, i0, pos, qa, qb, o1, o2);
+        float co[VEC], si[VEC], o1[VEC], o2[VEC];
+        rope_angles<VEC>(fr, i0, (double)(pos0 + row % T), co, si);
+        rope_apply<VEC, false>(co, si, qa, qb, o1, o2);
         st_bf<VEC>(q + dst, o1);
         st_bf<VEC>(q + dst + half, o2);
-        rope_rotate<VEC, false>(fr, i0, pos, ka, kb, o1, o2);
+        rope_apply<VEC, false>(co, si, ka, kb, o1, o2);
         st_bf<VEC>(k + dst, o1);
         st_bf<VEC>(k + dst + half, o2);
         st_bf<VEC>(v + dst, va);
@@ -786,12 +805,12 @@ __global__ void qkv_rope_bwd_kernel(int64_t units, int T, int H, int D, int64_t 
         ld_f_or_zero<VEC>(dk, src + half, kb);
         ld_f_or_zero<VEC>(dv, src, va);
         ld_f_or_zero<VEC>(dv, src + half, vb);
-        const double pos = (double)(pos0 + row % T);
-        float o1[VEC], o2[VEC];
-        rope_rotate<VEC, true>(fr, i0, pos, qa, qb, o1, o2);
+        float co[VEC], si[VEC], o1[VEC], o2[VEC];
+        rope_angles<VEC>(fr, i0, (double)(pos0 + row % T), co, si);
+        rope_apply<VEC, true>(co, si, qa, qb, o1, o2);
         qkv_rope_put<VEC, MODE>(dqkv, dst, o1);
         qkv_rope_put<VEC, MODE>(dqkv, dst + half, o2);
-        rope_rotate<VEC, true>(fr, i0, pos, ka, kb, o1, o2);
+        rope_apply<VEC, true>(co, si, ka, kb, o1, o2);
         qkv_rope_put<VEC, MODE>(dqkv, dst + I, o1);
         qkv_rope_put<VEC, MODE>(dqkv, dst + I + half, o2);
         qkv_rope_put<VEC, MODE>(dqkv, dst + 2 * I, va);
