@@ -105,7 +105,7 @@ static double time_decode(decoder *d, const int32_t *prompt, int P, int N, int o
 static void decode_row(table *t, const char *phase, int n, double ms, double per_tok,
                        double floor_tps) {
     int r = table_row(t);
-    set_str(t, r, 0, phase);
+    set_str(t, r, 0, "%s", phase);
     set_num(t, r, 1, n);
     set_num(t, r, 2, ms);
     set_num(t, r, 3, per_tok);
