@@ -1,6 +1,8 @@
 // plan.c: the tape's memory plan (see plan.h).
 #include "plan.h"
 
+#include "../cuda/hy_cuda_gdn.h"
+
 // Per token and layer, the outputs the ops keep (about 24 vectors of
 // max(d_model, inner) values plus 4 of the MLP width) and the logits, at
 // `elem` bytes a value (the CPU's are fp32; the GPU's activations are bf16
@@ -15,17 +17,18 @@ size_t hy_plan_activations(const hy_run_config *c, size_t elem) {
     return per_tok * tokens * elem * 5 / 4 + ((size_t)64 << 20);
 }
 
-// Per token and head: g (4 bytes), W as a bf16 pair, U in f32 and the new
-// values N in bf16 (10 D), and per 64 tokens a bf16 (D, D) chunk state
-// (D^2 / 32): the sums of cuda/gdn.cu's workspace layout, before its
-// 256-byte rounding (the margin covers it).
+// Each GDN layer's saved forward results (cuda/gdn.cu's workspace layout:
+// hy_cuda_gdn_saved_bytes), with the 256-byte alignment its allocation takes;
+// one layer's at a time when the blocks are recomputed.
 size_t hy_plan_gdn_saved(const hy_run_config *c) {
     const hy_model_config *m = &c->model;
     if (c->arch != HY_ARCH_HYDRA) return 0;
     int n_gdn = 0;
     for (int i = 0; i < m->n_layers; i++) n_gdn += m->layer_kind[i] == HY_LAYER_GDN;
     if (c->train.recompute && n_gdn > 1) n_gdn = 1;
-    size_t D = (size_t)m->head_dim, per_head_tok = 4 + 10 * D + D * D / 32;
-    size_t tokens = (size_t)c->train.batch_size * (((size_t)c->train.seq_len + 63) / 64 * 64);
-    return (size_t)n_gdn * tokens * (size_t)m->n_heads * per_head_tok * 5 / 4;
+    // A shape the kernels do not take: nothing to plan; the forward says so.
+    if (n_gdn == 0 || (m->head_dim != 64 && m->head_dim != 128) || m->dn_chunk_size != 64) return 0;
+    size_t one = hy_cuda_gdn_saved_bytes(c->train.batch_size, c->train.seq_len, m->n_heads,
+                                         m->head_dim, m->dn_chunk_size);
+    return (size_t)n_gdn * (one + 256);
 }
