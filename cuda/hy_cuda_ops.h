@@ -1,5 +1,5 @@
-// hy_cuda_ops.h: the basic ops of layers/ops.h on the GPU (cuda/ops.cu), as
-// plain C: one forward and one backward entry point per op.
+// hy_cuda_ops.h: the basic ops of layers/ops.h on the GPU (cuda/ops.cu, norms.cu,
+// rope.cu, short_conv.cu), as plain C: one forward and one backward entry point per op.
 //
 // Each entry point computes the same function as the CPU reference op of the
 // same name (layers/*.c) and its hand-written backward, under the GPU path's

@@ -972,7 +972,7 @@ HY_TEST(gpu_op_stream_large, "gpu") {
 // The streaming backwards at the 115M model's training sizes (B*T = 16384
 // rows), timed with hy_cuda_time_ms (median of 20 after 3 warmups). Prints
 // the bytes each must move (its floor: each tensor read or written once,
-// from the comments in cuda/ops.cu) and the bandwidth that implies; asserts
+// from the comments in cuda/ops.cu and its neighbours) and the bandwidth that implies; asserts
 // nothing (timings depend on the machine).
 typedef struct {
     int op;
