@@ -130,9 +130,10 @@ void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *l
                    hy_arena *work);
 // One token per row, greedily: ids (B) -> next (B), each row's most likely token
 // (the lowest id among equal largest logits, as hy_sample at temperature 0). On
-// the GPU the argmax runs on the device and only the B tokens come back; feeding
-// them in as the next ids costs no copy. A NaN or +inf logit, or a row of -inf
-// only, stops with an error, as the sampler does.
+// the GPU's decoding graph the argmax runs on the device and only the B tokens
+// come back; feeding them in as the next ids costs no copy (elsewhere the logits
+// come to the host). A NaN or +inf logit, or a row of -inf only, stops with an
+// error, as the sampler does.
 void hy_model_step_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, int32_t *next,
                           hy_arena *work);
 // The greedy token of one row of logits (V) on the host, with the same checks.
