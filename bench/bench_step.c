@@ -397,7 +397,7 @@ static void step_pieces(const hy_model *m, int B, int T, int reps, int iters, do
 // the measured steps: the updates they apply do not matter then).
 typedef struct {
     gpu_run *r;
-    int part;  // 0 AdamW, 1 Muon, 2 the bf16 copies
+    int part;  // 0 AdamW, 1 Muon, 2 the bf16 copies as a pass of their own
 } opt_arg;
 
 static void opt_part(void *p) {
@@ -421,9 +421,11 @@ static void optim_table(gpu_run *r, int reps, double opt_ms) {
     char title[160];
     snprintf(title, sizeof title, "The optimizer in parts, each alone: median of %d", reps);
     table *t = table_new("optimizer", title, cols, 3);
+    // On one GPU AdamW and Muon write the bf16 copies with the values; the pass of its own
+    // is what several GPUs run after the owners' broadcast (not in this step).
     static const char *names[3] = {"AdamW (embedding, norms, gates, conv, biases)",
                                    "Muon (momentum, Newton-Schulz, update; one CUDA graph)",
-                                   "bf16 copies of the weights"};
+                                   "bf16 copies as a pass of their own (several GPUs only)"};
     for (int k = 0; k < 3; k++) {
         opt_arg a = {r, k};
         double ms = hy_cuda_time_ms(opt_part, &a, 2, reps);
@@ -442,7 +444,7 @@ static void parts_table(const step_parts *p, int steps) {
              steps);
     table *t = table_new("parts", title, cols, 3);
     const char *names[6] = {"forward (tape: embedding ... head + loss)", "backward (every tape node)",
-                            "gradient clip (norm + scale)", "optimizer (AdamW + Muon + bf16 refresh)",
+                            "gradient clip (norm + scale)", "optimizer (AdamW + Muon, with the bf16 copies)",
                             "host and sync gaps (wall - parts)", "step (wall clock)"};
     double ms[6] = {p->fwd, p->bwd, p->clip, p->opt, p->wall - p->fwd - p->bwd - p->clip - p->opt,
                     p->wall};

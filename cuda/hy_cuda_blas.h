@@ -185,6 +185,12 @@ void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p);
 // 1: Newton-Schulz on fp32 GEMMs (exact mode, see hy_cuda_muon_step());
 // 0 (default): bf16 operands, fp32 accumulation.
 void hy_cuda_optim_plan_set_ns_fp32(hy_cuda_optim_plan *p, int on);
+// half (not NULL): the bf16 copies of the values, a buffer parallel to them
+// (same offsets, as hy_params_refresh_half's): AdamW and Muon then write each
+// updated value's copy as they update it, and the separate refresh pass is not
+// needed (when this plan updates every parameter: one GPU). NULL (default):
+// only the values are written.
+void hy_cuda_optim_plan_set_half(hy_cuda_optim_plan *p, void *half);
 // Scratch bytes for hy_cuda_optim_step() / hy_cuda_muon_step() (the
 // largest Muon batch's Newton-Schulz buffers: about 4 fp32 copies of every
 // matrix of the largest same-shape group, e.g. ~342 MiB for the 115M

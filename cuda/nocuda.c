@@ -166,6 +166,7 @@ int hy_cuda_optim_ranges(const hy_optim_config *c, const hy_param_table *t,
 hy_cuda_optim_plan *hy_cuda_optim_plan_create(const hy_cuda_param_range *r, int n) { NO_CUDA(); return NULL; }
 void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p) { NO_CUDA(); }
 void hy_cuda_optim_plan_set_ns_fp32(hy_cuda_optim_plan *p, int on) { NO_CUDA(); }
+void hy_cuda_optim_plan_set_half(hy_cuda_optim_plan *p, void *half) { NO_CUDA(); }
 size_t hy_cuda_optim_scratch_bytes(const hy_cuda_optim_plan *p) { NO_CUDA(); return 0; }
 void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, int64_t t,
                         float lr_mult, float *values, const float *grads, float *m, float *v,

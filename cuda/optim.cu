@@ -97,7 +97,7 @@ typedef struct {
 // What a recorded Muon step depends on besides the lr (which it reads from
 // device memory): the buffers, the stream and the configuration.
 typedef struct {
-    const void *values, *grads, *m, *scratch, *stream;
+    const void *values, *grads, *m, *scratch, *stream, *half;
     int fp32, nesterov, ns_steps;
     float momentum, wd;
 } muon_graph_key;
@@ -114,6 +114,7 @@ struct hy_cuda_optim_plan {
     dev_muon_mat *muon_mats;    // device, the Muon matrices batch by batch
     size_t muon_scratch;        // largest batch's Newton-Schulz buffers
     int ns_fp32;                // Newton-Schulz on fp32 GEMMs (exact mode)
+    uint16_t *half;             // the values' bf16 copies, written with them; NULL: not written
     float *lr_dev;              // device: this step's Muon lr (read by the recorded step)
     cudaGraphExec_t graph;      // the recorded Muon step, NULL until the first one
     muon_graph_key key;         // what it was recorded with
@@ -269,6 +270,10 @@ extern "C" void hy_cuda_optim_plan_set_ns_fp32(hy_cuda_optim_plan *p, int on) {
     p->ns_fp32 = on != 0;
 }
 
+extern "C" void hy_cuda_optim_plan_set_half(hy_cuda_optim_plan *p, void *half) {
+    p->half = (uint16_t *)half;
+}
+
 extern "C" void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p) {
     if (!p) return;
     CUDA_CHECK(cudaFree(p->ranges));
@@ -317,10 +322,12 @@ static __device__ double block_sum(double v) {
 // optim.c's adamw_update, operation for operation:
 //   p *= decay; m = b1 m + a1 g; v = b2 v + (a2 g) g;
 //   denom = sqrt(v) / bc2_sqrt + eps; p -= step_size * (m / denom)
+// half (not NULL): the new value's bf16 copy at the same offset.
 __global__ void k_adamw(const dev_tile *__restrict__ tiles, const dev_range *__restrict__ ranges,
                         float *__restrict__ values, const float *__restrict__ grads,
-                        float *__restrict__ m, float *__restrict__ v, float lr, float wd, float b1,
-                        float b2, float eps, float step_size, float bc2_sqrt) {
+                        float *__restrict__ m, float *__restrict__ v, uint16_t *__restrict__ half,
+                        float lr, float wd, float b1, float b2, float eps, float step_size,
+                        float bc2_sqrt) {
     dev_tile t = tiles[blockIdx.x];
     dev_range r = ranges[t.range];
     float decay = __fsub_rn(1.0f, __fmul_rn(lr, __fmul_rn(wd, r.wd_mult)));
@@ -334,7 +341,9 @@ __global__ void k_adamw(const dev_tile *__restrict__ tiles, const dev_range *__r
         float mj = __fadd_rn(__fmul_rn(b1, mm[j]), __fmul_rn(a1, gj));
         float vj = __fadd_rn(__fmul_rn(b2, vv[j]), __fmul_rn(__fmul_rn(a2, gj), gj));
         float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vj), bc2_sqrt), eps);
-        p[j] = __fsub_rn(pj, __fmul_rn(step_size, __fdiv_rn(mj, denom)));
+        pj = __fsub_rn(pj, __fmul_rn(step_size, __fdiv_rn(mj, denom)));
+        p[j] = pj;
+        if (half) half[r.offset + j] = f32_to_bf16(pj);
         mm[j] = mj;
         vv[j] = vj;
     }
@@ -350,8 +359,8 @@ extern "C" void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_c
     float step_size = (float)(lr / (1.0 - pow(c->beta1, (double)t)));
     float bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t));
     k_adamw<<<p->n_adamw_tiles, THREADS, 0, (cudaStream_t)stream>>>(
-        p->adamw_tiles, p->ranges, values, grads, m, v, (float)lr, c->weight_decay, c->beta1,
-        c->beta2, c->eps, step_size, bc2_sqrt);
+        p->adamw_tiles, p->ranges, values, grads, m, v, p->half, (float)lr, c->weight_decay,
+        c->beta1, c->beta2, c->eps, step_size, bc2_sqrt);
     LAUNCH_CHECK();
 }
 
@@ -531,11 +540,13 @@ __global__ void k_operand_copy(const float *__restrict__ x, void *__restrict__ x
 // device memory (a recorded step replays with each step's lr).
 // X is fp32 (exact mode) or bf16 (x_bf16: the Newton-Schulz result of the bf16 mode).
 __global__ void k_muon_apply(const dev_muon_mat *__restrict__ mats, float *__restrict__ values,
-                             const void *__restrict__ X, int x_bf16, size_t N, size_t sx,
-                             const float *__restrict__ lr_dev, double aspect_sqrt, float muon_wd) {
+                             uint16_t *__restrict__ half, const void *__restrict__ X, int x_bf16,
+                             size_t N, size_t sx, const float *__restrict__ lr_dev,
+                             double aspect_sqrt, float muon_wd) {
     const float step_lr = (float)((double)lr_dev[0] * aspect_sqrt);
     dev_muon_mat mt = mats[blockIdx.y];
     float *p = values + mt.offset;
+    uint16_t *ph = half ? half + mt.offset : NULL;  // the bf16 copies, when written here
     const float *xf = (const float *)X + blockIdx.y * sx;
     const uint16_t *xh = (const uint16_t *)X + blockIdx.y * sx;
     float wd = __fmul_rn(muon_wd, mt.wd_mult);
@@ -548,7 +559,8 @@ __global__ void k_muon_apply(const dev_muon_mat *__restrict__ mats, float *__res
     const size_t first = blockIdx.x * (size_t)blockDim.x + threadIdx.x;
     const size_t stride = (size_t)gridDim.x * blockDim.x;
     size_t done = 0;
-    if (x_bf16 && ((uintptr_t)p & 15) == 0) {  // four a thread: 16-byte p, 8-byte X
+    // Four a thread where p is 16-byte and the copies 8-byte aligned (X is).
+    if (x_bf16 && ((uintptr_t)p & 15) == 0 && ((uintptr_t)ph & 7) == 0) {
         float4 *p4 = (float4 *)p;
         const uint2 *x4 = (const uint2 *)xh;
         for (size_t q = first; q < N / 4; q += stride) {
@@ -559,11 +571,18 @@ __global__ void k_muon_apply(const dev_muon_mat *__restrict__ mats, float *__res
             v.z = update(v.z, __uint_as_float(x.y << 16));
             v.w = update(v.w, __uint_as_float(x.y & 0xffff0000u));
             p4[q] = v;
+            if (ph)
+                ((uint2 *)ph)[q] = make_uint2(
+                    (uint32_t)f32_to_bf16(v.x) | ((uint32_t)f32_to_bf16(v.y) << 16),
+                    (uint32_t)f32_to_bf16(v.z) | ((uint32_t)f32_to_bf16(v.w) << 16));
         }
         done = N / 4 * 4;
     }
-    for (size_t j = done + first; j < N; j += stride)
-        p[j] = update(p[j], x_bf16 ? __uint_as_float((uint32_t)xh[j] << 16) : xf[j]);
+    for (size_t j = done + first; j < N; j += stride) {
+        const float v = update(p[j], x_bf16 ? __uint_as_float((uint32_t)xh[j] << 16) : xf[j]);
+        p[j] = v;
+        if (ph) ph[j] = f32_to_bf16(v);
+    }
 }
 
 __global__ void k_set_f32(float *dst, float v) { *dst = v; }
@@ -606,7 +625,8 @@ static void ns_gemm(int fp32, int ta, int tb, int M, int N, int K, float alpha, 
 // One batch of Muon matrices of one shape.
 static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
                            const dev_muon_mat *mats, const float *lr_dev, int fp32, float *values,
-                           const float *grads, float *m, char *scratch, cudaStream_t s) {
+                           uint16_t *half, const float *grads, float *m, char *scratch,
+                           cudaStream_t s) {
     int rows = mb->rows, cols = mb->cols, nmat = mb->count;
     int tall = rows > cols, n = tall ? cols : rows, mdim = tall ? rows : cols;
     size_t N = (size_t)rows * cols, NN = (size_t)n * n, sx = mb->sx, sa = mb->sa;
@@ -683,7 +703,7 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
     // decay = 1 - step_lr wd per matrix, in the kernel.
     double aspect = (double)rows / (double)cols;
     k_muon_apply<<<elem_grid(N, nmat), THREADS, 0, s>>>(
-        mats, values, fp32 ? (const void *)X : (const void *)Xc, !fp32, N, sx, lr_dev,
+        mats, values, half, fp32 ? (const void *)X : (const void *)Xc, !fp32, N, sx, lr_dev,
         sqrt(aspect > 1.0 ? aspect : 1.0), c->muon_weight_decay);
     LAUNCH_CHECK();
 }
@@ -692,7 +712,7 @@ static void muon_run_all(const hy_cuda_optim_plan *p, const hy_optim_config *c, 
                          const float *grads, float *m, void *scratch, cudaStream_t s) {
     for (int b = 0; b < p->n_batches; b++)
         muon_batch_run(c, &p->batches[b], p->muon_mats + p->batches[b].first, p->lr_dev,
-                       p->ns_fp32, values, grads, m, (char *)scratch, s);
+                       p->ns_fp32, values, p->half, grads, m, (char *)scratch, s);
 }
 
 // A Muon step is ~6 launches per Newton-Schulz iteration and matrix shape
@@ -722,6 +742,7 @@ extern "C" void hy_cuda_muon_step(const hy_cuda_optim_plan *p, const hy_optim_co
     muon_graph_key k;
     memset(&k, 0, sizeof k);  // the padding too: keys are compared with memcmp
     k.values = values, k.grads = grads, k.m = m, k.scratch = scratch, k.stream = s;
+    k.half = p->half;
     k.fp32 = p->ns_fp32, k.nesterov = c->muon_nesterov, k.ns_steps = c->ns_steps;
     k.momentum = c->muon_momentum, k.wd = c->muon_weight_decay;
     hy_cuda_optim_plan *w = (hy_cuda_optim_plan *)p;  // the recorded graph is a cache

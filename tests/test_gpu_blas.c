@@ -698,6 +698,67 @@ HY_TEST(gpu_muon_vs_cpu, "gpu") {
     muon_run(0);
 }
 
+// With the values' bf16 copies handed to the plan (hy_cuda_optim_plan_set_half),
+// AdamW and Muon write each updated value's copy: after two steps (the Muon graph
+// recorded, then replayed), in both Newton-Schulz modes, every element of every
+// parameter's copy is bf16(value) bit for bit, and the padding between parameters
+// (poisoned) is left alone. Without a copy handed over, none is written.
+static void optim_half_run(int exact) {
+    tab s;
+    build_table(&s);
+    tab_alloc(&s, 31, 7.0f);
+    hy_optim_config c = hy_optim_defaults();
+    c.kind = HY_OPTIM_MUON_HYBRID;
+    c.lr = 1e-2f;
+    c.muon_lr = 0.02f;
+    c.muon_weight_decay = 0.1f;
+    hy_param_table *t = &s.t;
+    gpu_opt g;
+    gpu_opt_init(&g, &c, t);
+    hy_cuda_optim_plan_set_ns_fp32(g.plan, exact);
+    uint16_t *half = (uint16_t *)dev_poisoned(t->numel * 2);
+    hy_cuda_optim_plan_set_half(g.plan, half);
+    for (int k = 1; k <= 2; k++) {
+        hy_cuda_memset(g.scratch, 0xFF, g.scratch_bytes);
+        hy_cuda_optim_step(g.plan, &c, k, 1.0f, g.values, g.grads, g.m, g.v, g.scratch,
+                           g.scratch_bytes, NULL);
+    }
+    float *vals = dev_download_f32(g.values, t->numel);
+    uint16_t *got = (uint16_t *)hy_xmalloc(t->numel * 2);
+    hy_cuda_synchronize();
+    hy_cuda_memcpy_d2h(got, half, t->numel * 2);
+    char *inside = (char *)hy_xcalloc(t->numel, 1);
+    for (int i = 0; i < t->n; i++) memset(inside + t->p[i].offset, 1, pnumel(&t->p[i]));
+    size_t wrong = 0, touched = 0;
+    for (size_t e = 0; e < t->numel; e++) {
+        if (inside[e])
+            wrong += got[e] != hy_f32_to_bf16(vals[e]);
+        else
+            touched += got[e] != 0xFFFF;
+    }
+    printf("  %s: copies differing from bf16(value) %zu of %zu; padding written %zu\n",
+           exact ? "exact mode" : "bf16 mode", wrong, t->numel, touched);
+    HY_ASSERT(wrong == 0 && touched == 0, "the optimizer's bf16 copies: %zu wrong, %zu outside",
+              wrong, touched);
+    hy_cuda_optim_plan_set_half(g.plan, NULL);  // none written: the old copies stay
+    hy_cuda_optim_step(g.plan, &c, 3, 1.0f, g.values, g.grads, g.m, g.v, g.scratch,
+                       g.scratch_bytes, NULL);
+    uint16_t *after = (uint16_t *)hy_xmalloc(t->numel * 2);
+    hy_cuda_synchronize();
+    hy_cuda_memcpy_d2h(after, half, t->numel * 2);
+    HY_ASSERT(!memcmp(after, got, t->numel * 2), "copies written with no buffer handed over");
+    free(vals), free(got), free(inside), free(after);
+    hy_cuda_free(half);
+    gpu_opt_free(&g);
+    tab_free(&s);
+}
+
+HY_TEST(gpu_optim_writes_half, "gpu") {
+    need_gpu();
+    optim_half_run(0);
+    optim_half_run(1);
+}
+
 // The batched Muon step (the plan groups matrices of one shape) against
 // the same matrices run one plan per matrix (every batch of one), on the
 // same device state and gradients. The momentum buffers are elementwise

@@ -154,6 +154,9 @@ void hy_train_gpu_init_dp(hy_train_gpu *g, const hy_model *host, const hy_optimi
     int n_own = plan_shards(g, full, t->n, own);
     plan_buckets(g);
     g->plan = hy_cuda_optim_plan_create(own, n_own);
+    // One GPU: the optimizers write the bf16 copies with the values (no refresh
+    // pass); data parallel refreshes them after the owners' broadcast.
+    if (world == 1) hy_cuda_optim_plan_set_half(g->plan, t->half);
     free(full);
     free(own);
     g->scratch_bytes = hy_cuda_optim_scratch_bytes(g->plan);
@@ -250,8 +253,10 @@ void hy_train_gpu_step(hy_train_gpu *g, hy_optimizer *opt, float lr_mult) {
     hy_param_table *t = &g->model.params;
     hy_cuda_optim_step(g->plan, &opt->cfg, opt->step + 1, lr_mult, t->values, t->grads, g->m, g->v,
                        g->scratch, g->scratch_bytes, NULL);
-    if (g->world > 1) hy_dist_broadcast_from_owners(t->values, g->pieces, t->n, NULL);
-    hy_params_refresh_half(t);  // the GEMMs read the bf16 copies
+    if (g->world > 1) {
+        hy_dist_broadcast_from_owners(t->values, g->pieces, t->n, NULL);
+        hy_params_refresh_half(t);  // the GEMMs read the bf16 copies
+    }
     opt->step++;
     hy_cuda_synchronize();  // so that the step's time includes its update
 }
