@@ -116,8 +116,10 @@ struct DqkSmem {
                             G = DP + CH * LDL * 2, DG = G + CH * 4, TOTAL = DG + CH * 4;
 };
 
+// D = 64: three blocks an SM (64.5 KB of shared memory each; the register cap of 80 spills 32
+// bytes, and still 244 -> 207 us at (8, 2048, 12, 64) against two blocks).
 template <int D>
-__global__ void __launch_bounds__(256) dqk_kernel(Args a) {
+__global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
     using Sm = DqkSmem<D>;
     static_assert(Sm::TOTAL <= 227 * 1024, "shared memory per block");
     constexpr int LD = Sm::LD, NTD = D / 16;
@@ -137,11 +139,26 @@ __global__ void __launch_bounds__(256) dqk_kernel(Args a) {
     cp_rows(sS, LD * 2, a.Sc + ci * D * D, (size_t)D * 2, D, D * 2);
     cp_rows(sg, CH * 4, a.G + ci * CH, CH * 4, 1, CH * 4);
     cp_commit();
-    for (int idx = tid; idx < CH * D / 4; idx += 256) {  // dN fp32 -> bf16
-        const int i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
-        const float4 f = *reinterpret_cast<const float4 *>(a.dN + (ci * CH + i) * D + c4);
-        st_bf2(sdN + i * LD + c4, f.x, f.y);
-        st_bf2(sdN + i * LD + c4 + 2, f.z, f.w);
+    // dH at the chunk's end (bf16) and dN (fp32), each thread's share loaded at once, so the
+    // loads overlap each other and the copies above; dH is used after the first products.
+    constexpr int NH = D * D / 8 / 256, NN = CH * D / 4 / 256;
+    uint4 hreg[NH];
+    float4 nreg[NN];
+#pragma unroll
+    for (int u = 0; u < NH; u++) {
+        const int idx = tid + 256 * u, r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
+        hreg[u] = *reinterpret_cast<const uint4 *>(a.dHc + ci * D * D + (size_t)r * D + c8);
+    }
+#pragma unroll
+    for (int u = 0; u < NN; u++) {
+        const int idx = tid + 256 * u, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
+        nreg[u] = *reinterpret_cast<const float4 *>(a.dN + (ci * CH + i) * D + c4);
+    }
+#pragma unroll
+    for (int u = 0; u < NN; u++) {  // dN fp32 -> bf16
+        const int idx = tid + 256 * u, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
+        st_bf2(sdN + i * LD + c4, nreg[u].x, nreg[u].y);
+        st_bf2(sdN + i * LD + c4 + 2, nreg[u].z, nreg[u].w);
     }
     if (tid < CH) sdg[tid] = 0.f;
     cp_wait_all();
@@ -173,10 +190,10 @@ __global__ void __launch_bounds__(256) dqk_kernel(Args a) {
     __syncthreads();  // S no longer needed: replace it with dH (chunk end), and sum(dH * S)
     {
         float part = 0.f;
-        const bf16 *gh = a.dHc + ci * D * D;
-        for (int idx = tid; idx < D * D / 8; idx += 256) {
-            const int r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
-            const uint4 hv = *reinterpret_cast<const uint4 *>(gh + (size_t)r * D + c8);
+#pragma unroll
+        for (int u = 0; u < NH; u++) {
+            const int idx = tid + 256 * u, r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
+            const uint4 hv = hreg[u];
             uint4 *sp = reinterpret_cast<uint4 *>(sS + r * LD + c8);
             const uint4 sv = *sp;
             const bf16 *hb = reinterpret_cast<const bf16 *>(&hv);
@@ -412,6 +429,17 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
         sdg[i] += sb[i] * gm * rk;
     }
     __syncthreads();
+    // dqk's part of dk, loaded now, all at once: read-modify-writes of a.dk at the end would wait
+    // for each load in turn (the compiler cannot move a load above a store to the same array).
+    float2 dk_part[2 * NT];
+    {
+        int n = 0;
+        for_acc(accK, m0, n0, [&](int i, int k, int, float &, float &) {
+            dk_part[n++] = i < L ? *reinterpret_cast<const float2 *>(
+                                       a.dk + (tok0 + (size_t)i * a.H) * D + k)
+                                 : make_float2(0.f, 0.f);
+        });
+    }
     {  // dM = -(dB_V U^T + dB_K W^T) (strict lower): dbeta, E = dM beta G, dg from dM * M
         float acc[1][4][4] = {};
         mma_tile<1, 4, D, false, false>(acc, sX1, LD, qm0, sU, LD, qn0);
@@ -459,13 +487,14 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     // dk = (dqk's part) + diag(beta gamma) dB_K + E K + E^T K
     mma_tile<1, NT, CH, false, true>(accK, sE, LDL, m0, sK, LD, n0);
     mma_tile<1, NT, CH, true, true>(accK, sE, LDL, m0, sK, LD, n0);
-    for_acc(accK, m0, n0, [&](int i, int k, int, float &x0, float &x1) {
-        if (i < L) {
-            float2 *p = reinterpret_cast<float2 *>(a.dk + (tok0 + (size_t)i * a.H) * D + k);
-            const float2 d = *p;
-            *p = make_float2(d.x + x0, d.y + x1);
-        }
-    });
+    {
+        int n = 0;
+        for_acc(accK, m0, n0, [&](int i, int k, int, float &x0, float &x1) {
+            const float2 d = dk_part[n++];
+            if (i < L)
+                st_f2(a.dk + (tok0 + (size_t)i * a.H) * D + k, d.x + x0, d.y + x1);
+        });
+    }
     __syncthreads();  // every atomic into sdb and sdg done
     write_dbeta_dalpha(a, tok0, L, sdb, sdg, sal);
 }
