@@ -30,11 +30,11 @@
 //   4. out_kernel<bwd>  dN_loc = causal_incl(Q K^T * G)^T dO                     (fp32)
 //   5. state_bwd_kernel (D/BV, B*H), 256 threads: reverse sequential pass over chunks carrying
 //                       dH = dL/dS (fp32, hi/lo products like 2.): for each chunk, stores dH at
-//                       its end (bf16), dN = dN_loc + diag(exp(g_last - g)) K dH^T (fp32, in place
-//                       over dN_loc), then dH <- gamma_last dH + dO^T diag(gamma) Q - dN^T W.
+//                       its end (bf16), dN = dN_loc + diag(exp(g_last - g)) K dH^T (bf16; fp32
+//                       in the pass itself), then dH <- gamma_last dH + dO^T diag(gamma) Q - dN^T W.
 //                       Writes dS0.
 //   6. dqk_kernel       (NC, B*H), 256 threads: dq (final), the k gradient of the output and
-//                       state terms (partial, into dk), dW = -dN S (fp32 workspace) and the
+//                       state terms (partial, into dk), dW = -dN S (bf16 workspace) and the
 //                       g-gradient terms of those parts (workspace).
 //   7. wy_bwd_kernel    (NC, B*H), 256 threads: through the WY factors: A again, then
 //                       dB_V = A^T dN and dB_K = A^T dW on tensor cores,
@@ -61,8 +61,9 @@
 //   dlog alpha_m = sum_{i >= m in the chunk} dg_i.
 //
 // Workspace (per chunk of 64 rows, all chunks of all heads; see ws_layout): g, W hi/lo, U, the
-// chunk start states (bf16, (D, D) per chunk), N (bf16); backward adds dN (fp32), the chunk-end
-// state gradients (bf16), dW (fp32) and the partial dg (fp32).
+// chunk start states (bf16, (D, D) per chunk), N (bf16); backward adds dN_loc (fp32), dN (bf16),
+// the chunk-end state gradients (bf16), dW (bf16) and the partial dg (fp32). dN and dW are
+// stored in bf16 because their consumers (kernels 6, 7) use them as bf16 tensor-core operands.
 //
 // Files: gdn.cu (this one: entry points, the workspace, the decoding step), gdn_fwd.cu (1., 1r.,
 // 2.), gdn_bwd.cu (5., 6., 7., 7r.), gdn_common.cuh (what they share, with 3./4.).
@@ -168,7 +169,7 @@ __global__ void __launch_bounds__(256) step_kernel(int rows, int D, const bf16 *
 // the second part's start).
 struct WsLayout {
     size_t G, Whi, Wlo, U, Sc, N, saved;  // forward part
-    size_t dN, dHc, dW, dG, bwd;          // backward part
+    size_t dN, dNb, dHc, dW, dG, bwd;     // backward part
 };
 
 WsLayout ws_layout(int B, int T, int H, int D) {
@@ -189,8 +190,9 @@ WsLayout ws_layout(int B, int T, int H, int D) {
     w.saved = off;
     off = 0;
     w.dN = take(R * D * 4);
+    w.dNb = take(R * D * 2);
     w.dHc = take(nch * D * D * 2);
-    w.dW = take(R * D * 4);
+    w.dW = take(R * D * 2);
     w.dG = take(R * 4);
     w.bwd = off;
     return w;
@@ -231,8 +233,9 @@ Args make_args(int B, int T, int H, int D, void *saved, void *bwd_ws) {
     a.N = (bf16 *)(fs + w.N);
     if (bs) {
         a.dN = (float *)(bs + w.dN);
+        a.dNb = (bf16 *)(bs + w.dNb);
         a.dHc = (bf16 *)(bs + w.dHc);
-        a.dW = (float *)(bs + w.dW);
+        a.dW = (bf16 *)(bs + w.dW);
         a.dG = (float *)(bs + w.dG);
     }
     return a;

@@ -85,7 +85,7 @@ __global__ void __launch_bounds__(256) state_bwd_kernel(Args a) {
                 const float d = expf(glast - sg[i]);
                 const float2 dn = *reinterpret_cast<const float2 *>(sdN + i * Sm::LDN + v);
                 const float n0 = dn.x + d * x0, n1 = dn.y + d * x1;
-                st_f2(a.dN + (ci * CH + i) * D + v0 + v, n0, n1);
+                st_bf2(a.dNb + (ci * CH + i) * D + v0 + v, n0, n1);
                 st_split2(sNhi + i * LDV + v, sNlo + i * LDV + v, -n0, -n1);
                 const float gm = expf(sg[i]);
                 st_split2(sOhi + i * LDV + v, sOlo + i * LDV + v, gm * bf2f(sdO[i * LDV + v]),
@@ -137,28 +137,17 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
     cp_tok(sdO, LD, a.dO, tok0, a.H, D, L, 0, D);
     cp_rows(sN, LD * 2, a.N + ci * CH * D, (size_t)D * 2, CH, D * 2);
     cp_rows(sS, LD * 2, a.Sc + ci * D * D, (size_t)D * 2, D, D * 2);
+    cp_rows(sdN, LD * 2, a.dNb + ci * CH * D, (size_t)D * 2, CH, D * 2);
     cp_rows(sg, CH * 4, a.G + ci * CH, CH * 4, 1, CH * 4);
     cp_commit();
-    // dH at the chunk's end (bf16) and dN (fp32), each thread's share loaded at once, so the
-    // loads overlap each other and the copies above; dH is used after the first products.
-    constexpr int NH = D * D / 8 / 256, NN = CH * D / 4 / 256;
+    // dH at the chunk's end, this thread's share loaded at once into registers (the shared tile
+    // it goes to holds S until the first products are done).
+    constexpr int NH = D * D / 8 / 256;
     uint4 hreg[NH];
-    float4 nreg[NN];
 #pragma unroll
     for (int u = 0; u < NH; u++) {
         const int idx = tid + 256 * u, r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
         hreg[u] = *reinterpret_cast<const uint4 *>(a.dHc + ci * D * D + (size_t)r * D + c8);
-    }
-#pragma unroll
-    for (int u = 0; u < NN; u++) {
-        const int idx = tid + 256 * u, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
-        nreg[u] = *reinterpret_cast<const float4 *>(a.dN + (ci * CH + i) * D + c4);
-    }
-#pragma unroll
-    for (int u = 0; u < NN; u++) {  // dN fp32 -> bf16
-        const int idx = tid + 256 * u, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
-        st_bf2(sdN + i * LD + c4, nreg[u].x, nreg[u].y);
-        st_bf2(sdN + i * LD + c4 + 2, nreg[u].z, nreg[u].w);
     }
     if (tid < CH) sdg[tid] = 0.f;
     cp_wait_all();
@@ -172,7 +161,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
         mma_tile<1, NTD, D, false, true>(accQ, sdO, LD, m0, sS, LD, n0);
         mma_tile<1, NTD, D, false, true>(accW, sdN, LD, m0, sS, LD, n0);
         for_acc(accW, m0, n0, [&](int i, int k, int, float &x0, float &x1) {
-            st_f2(a.dW + (ci * CH + i) * D + k, -x0, -x1);
+            st_bf2(a.dW + (ci * CH + i) * D + k, -x0, -x1);
         });
         float part[2] = {0.f, 0.f};  // dg_i += sum_k Q_ik gamma_i (dO S)_ik
         for_acc(accQ, m0, n0, [&](int i, int k, int hh, float &x0, float &x1) {
@@ -215,14 +204,19 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
             x1 *= d;
             part[hh] += x0 * bf2f(sK[j * LD + k]) + x1 * bf2f(sK[j * LD + k + 1]);
         });
+        // Row j loses e_j, the last row gains their sum: one add a warp (shared fp32 atomics are
+        // compare-and-swap loops; 128 of them on one word serialised).
+        float tot = 0.f;
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
             const float e = quad_sum(part[hh]);
             if ((lane & 3) == 0) {
                 atomicAdd(&sdg[m0 + (lane >> 2) + 8 * hh], -e);
-                atomicAdd(&sdg[last], e);
+                tot += e;
             }
         }
+        tot = warp_sum(tot);
+        if (lane == 0) atomicAdd(&sdg[last], tot);
     }
     {  // dP = dO N^T, P = Q K^T (then * G, causal): dPt = dP * G -> shared; dg from dP * P
         float accD[1][4][4] = {}, accP[1][4][4] = {};
@@ -316,7 +310,7 @@ struct WyBwdSmem {
 };
 
 // Recomputes M and A = (I + M)^-1 as wy_kernel does, then on tensor cores
-// dB_V = A^T dN, dB_K = A^T dW (A split hi + lo; dN, dW rounded to bf16), and from them dv,
+// dB_V = A^T dN, dB_K = A^T dW (A split hi + lo; dN, dW stored in bf16), and from them dv,
 // dbeta, dg and dk (with the partial dk and dg of dqk_kernel), dM = -(dB_V U^T + dB_K W^T),
 // E = dM * beta G, dk += E K + E^T K, and dalpha.
 // D = 64: 108.5 KB of shared memory and at most 128 registers, two blocks an SM (M is not
@@ -345,19 +339,23 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     cp_tok(sK, LD, a.k, tok0, a.H, D, L, 0, D);
     cp_tok(sV, LD, a.v, tok0, a.H, D, L, 0, D);
     cp_rows(sW, LD * 2, a.Whi + r0 * D, (size_t)D * 2, CH, D * 2);
+    cp_rows(sX1, LD * 2, a.dNb + r0 * D, (size_t)D * 2, CH, D * 2);
+    cp_rows(sX2, LD * 2, a.dW + r0 * D, (size_t)D * 2, CH, D * 2);
     cp_commit();
-    for (int idx = tid; idx < CH * D / 4; idx += 256) {  // fp32 workspace tiles -> bf16
-        const int i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
-        const size_t off = (r0 + i) * D + c4;
-        const float4 u = *reinterpret_cast<const float4 *>(a.U + off);
-        const float4 n = *reinterpret_cast<const float4 *>(a.dN + off);
-        const float4 w = *reinterpret_cast<const float4 *>(a.dW + off);
-        st_bf2(sU + i * LD + c4, u.x, u.y);
-        st_bf2(sU + i * LD + c4 + 2, u.z, u.w);
-        st_bf2(sX1 + i * LD + c4, n.x, n.y);
-        st_bf2(sX1 + i * LD + c4 + 2, n.z, n.w);
-        st_bf2(sX2 + i * LD + c4, w.x, w.y);
-        st_bf2(sX2 + i * LD + c4 + 2, w.z, w.w);
+    {  // U fp32 -> bf16, this thread's share loaded at once
+        constexpr int NU = CH * D / 4 / 256;
+        float4 u[NU];
+#pragma unroll
+        for (int e = 0; e < NU; e++) {
+            const int idx = tid + 256 * e, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
+            u[e] = *reinterpret_cast<const float4 *>(a.U + (r0 + i) * D + c4);
+        }
+#pragma unroll
+        for (int e = 0; e < NU; e++) {
+            const int idx = tid + 256 * e, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
+            st_bf2(sU + i * LD + c4, u[e].x, u[e].y);
+            st_bf2(sU + i * LD + c4 + 2, u[e].z, u[e].w);
+        }
     }
     if (tid < CH) {
         const int i = tid;
@@ -601,9 +599,9 @@ __global__ void __launch_bounds__(2 * D) wy_bwd_ref_kernel(Args a) {
     {  // [dB_V | dB_K] = (I + M)^-T [dN | dW]: backward substitution, thread `col` owns a column
         const int col = tid;
         float x[CH];
-        const float *src = col < D ? a.dN + r0 * D + col : a.dW + r0 * D + (col - D);
+        const bf16 *src = col < D ? a.dNb + r0 * D + col : a.dW + r0 * D + (col - D);
 #pragma unroll
-        for (int i = 0; i < CH; i++) x[i] = src[(size_t)i * D];
+        for (int i = 0; i < CH; i++) x[i] = bf2f(src[(size_t)i * D]);
         // Row l of M^T holds M_il, 0 for i <= l: the float4 reads from the aligned i below
         // l + 1 multiply finite x_i by 0. Four partial sums shorten the dependency chain.
 #pragma unroll

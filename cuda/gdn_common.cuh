@@ -41,9 +41,10 @@ struct Args {
     float *U;     // (chunks, 64, D)
     bf16 *Sc;     // (chunks, D, D)    state at the start of each chunk
     bf16 *N;      // (chunks, 64, D)   new values
-    float *dN;    // (chunks, 64, D)   dN_loc, then dN
+    float *dN;    // (chunks, 64, D)   dN_loc
+    bf16 *dNb;    // (chunks, 64, D)   dN (its consumers round it to bf16 for the tensor cores)
     bf16 *dHc;    // (chunks, D, D)    dL/dS at the end of each chunk
-    float *dW;    // (chunks, 64, D)
+    bf16 *dW;     // (chunks, 64, D)
     float *dG;    // (chunks, 64)      partial dL/dg from dqk_kernel
 };
 
