@@ -342,20 +342,14 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     cp_rows(sX1, LD * 2, a.dNb + r0 * D, (size_t)D * 2, CH, D * 2);
     cp_rows(sX2, LD * 2, a.dW + r0 * D, (size_t)D * 2, CH, D * 2);
     cp_commit();
-    {  // U fp32 -> bf16, this thread's share loaded at once
-        constexpr int NU = CH * D / 4 / 256;
-        float4 u[NU];
+    // U (fp32): this thread's share loaded into registers at once, stored to sU in bf16 after
+    // the inversion (the first use of sU is the dM product), so the loads overlap it.
+    constexpr int NU = CH * D / 4 / 256;
+    float4 u_reg[NU];
 #pragma unroll
-        for (int e = 0; e < NU; e++) {
-            const int idx = tid + 256 * e, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
-            u[e] = *reinterpret_cast<const float4 *>(a.U + (r0 + i) * D + c4);
-        }
-#pragma unroll
-        for (int e = 0; e < NU; e++) {
-            const int idx = tid + 256 * e, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
-            st_bf2(sU + i * LD + c4, u[e].x, u[e].y);
-            st_bf2(sU + i * LD + c4 + 2, u[e].z, u[e].w);
-        }
+    for (int e = 0; e < NU; e++) {
+        const int idx = tid + 256 * e, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
+        u_reg[e] = *reinterpret_cast<const float4 *>(a.U + (r0 + i) * D + c4);
     }
     if (tid < CH) {
         const int i = tid;
@@ -384,6 +378,12 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     for (int idx = tid; idx < CH * CH / 2; idx += 256) {
         const int i = idx / (CH / 2), j = (idx % (CH / 2)) * 2;
         st_split2(sAhi + i * LDL + j, sAlo + i * LDL + j, sA[i * CH + j], sA[i * CH + j + 1]);
+    }
+#pragma unroll
+    for (int e = 0; e < NU; e++) {
+        const int idx = tid + 256 * e, i = idx / (D / 4), c4 = (idx % (D / 4)) * 4;
+        st_bf2(sU + i * LD + c4, u_reg[e].x, u_reg[e].y);
+        st_bf2(sU + i * LD + c4 + 2, u_reg[e].z, u_reg[e].w);
     }
     __syncthreads();
     // [dB_V | dB_K] = A^T [dN | dW]: A^T as the "km" operand of the stored A.

@@ -344,7 +344,9 @@ __device__ __forceinline__ void chunk_coords(const Args &a, int c, int bh, int &
 // M is never stored: each row's sum over KG is scaled by its rb once, which saves the 16 KB a
 // stored M took (the backward kernel needs KG itself, and two 64 x 64 fp32 tiles would keep it
 // at one block an SM). sX: 768 floats of scratch. Needs >= 64 threads; ends with
-// __syncthreads().
+// __syncthreads(). The block products keep four partial sums a thread and read KG four floats
+// at a time: a single sum made each step wait for the one before (a chain of shared loads and
+// adds that took a third of the WY backward kernel).
 __device__ void invert_unit_lower64(const float *sKG, const float *rb, float *sA, float *sX) {
     const int tid = threadIdx.x, nthr = blockDim.x;
     if (tid < CH) {
@@ -360,26 +362,44 @@ __device__ void invert_unit_lower64(const float *sKG, const float *rb, float *sA
 #pragma unroll
         for (int r = 0; r < 16; r++) sA[(o + r) * CH + o + c] = x[r];
     }
-    for (int idx = tid; idx < CH * CH; idx += nthr)
-        if (((idx & 63) >> 4) > ((idx >> 6) >> 4)) sA[idx] = 0.f;  // blocks above the diagonal
+    for (int idx = tid; idx < 6 * 256; idx += nthr) {  // the 6 blocks above the diagonal
+        const int p = idx >> 8, ra = p < 3 ? 0 : (p < 5 ? 1 : 2);
+        const int cb = p - (ra == 0 ? 0 : (ra == 1 ? 3 : 5)) + ra + 1;
+        sA[(ra * 16 + ((idx >> 4) & 15)) * CH + cb * 16 + (idx & 15)] = 0.f;
+    }
     __syncthreads();
     for (int d = 1; d < 4; d++) {
         const int n = (4 - d) * 256;  // pairs (a, b) = (b + d, b), b < 4 - d; 16 x 16 each
         for (int idx = tid; idx < n; idx += nthr) {
             const int b = idx >> 8, r = (idx >> 4) & 15, c = idx & 15, a = b + d;
-            float s = 0.f;
-            for (int l = b * 16; l < a * 16; l++)
-                s += sKG[(a * 16 + r) * LKG + l] * sA[l * CH + b * 16 + c];
-            sX[idx] = rb[a * 16 + r] * s;
+            const float *kg = sKG + (a * 16 + r) * LKG, *ac = sA + b * 16 + c;
+            float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+            for (int l0 = b * 16; l0 < a * 16; l0 += 16) {
+#pragma unroll
+                for (int l = l0; l < l0 + 16; l += 4) {
+                    const float4 k4 = *reinterpret_cast<const float4 *>(kg + l);
+                    s0 += k4.x * ac[l * CH];
+                    s1 += k4.y * ac[(l + 1) * CH];
+                    s2 += k4.z * ac[(l + 2) * CH];
+                    s3 += k4.w * ac[(l + 3) * CH];
+                }
+            }
+            sX[idx] = rb[a * 16 + r] * ((s0 + s1) + (s2 + s3));
         }
         __syncthreads();
         for (int idx = tid; idx < n; idx += nthr) {
             const int b = idx >> 8, r = (idx >> 4) & 15, c = idx & 15, a = b + d;
-            float s = 0.f;
+            const float *ar = sA + (a * 16 + r) * CH + a * 16, *xc = sX + b * 256 + c;
+            float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
 #pragma unroll
-            for (int l = 0; l < 16; l++)
-                s += sA[(a * 16 + r) * CH + a * 16 + l] * sX[b * 256 + l * 16 + c];
-            sA[(a * 16 + r) * CH + b * 16 + c] = -s;
+            for (int l = 0; l < 16; l += 4) {
+                const float4 a4 = *reinterpret_cast<const float4 *>(ar + l);
+                s0 += a4.x * xc[l * 16];
+                s1 += a4.y * xc[(l + 1) * 16];
+                s2 += a4.z * xc[(l + 2) * 16];
+                s3 += a4.w * xc[(l + 3) * 16];
+            }
+            sA[(a * 16 + r) * CH + b * 16 + c] = -((s0 + s1) + (s2 + s3));
         }
         __syncthreads();
     }
