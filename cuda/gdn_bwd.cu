@@ -113,7 +113,8 @@ struct DqkSmem {
     static constexpr int LD = D + 8;
     static constexpr size_t Q = 0, K = Q + CH * LD * 2, DO = K + CH * LD * 2, N = DO + CH * LD * 2,
                             DN = N + CH * LD * 2, S = DN + CH * LD * 2, DP = S + D * LD * 2,
-                            G = DP + CH * LDL * 2, DG = G + CH * 4, TOTAL = DG + CH * 4;
+                            G = DP + CH * LDL * 2, ROW = G + CH * 4, COL = ROW + 2 * CH * 4,
+                            LAST = COL + 4 * CH * 4, TOTAL = LAST + 8 * 4;
 };
 
 // D = 64: three blocks an SM (64.5 KB of shared memory each; the register cap of 80 spills 32
@@ -127,7 +128,12 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
     bf16 *sQ = (bf16 *)(smem + Sm::Q), *sK = (bf16 *)(smem + Sm::K), *sdO = (bf16 *)(smem + Sm::DO);
     bf16 *sN = (bf16 *)(smem + Sm::N), *sdN = (bf16 *)(smem + Sm::DN), *sS = (bf16 *)(smem + Sm::S);
     bf16 *sdP = (bf16 *)(smem + Sm::DP);
-    float *sg = (float *)(smem + Sm::G), *sdg = (float *)(smem + Sm::DG);
+    float *sg = (float *)(smem + Sm::G);
+    // dg's parts, each slot written once (shared fp32 atomics are compare-and-swap loops, and
+    // took a sixth of the kernel): row sums by column half, column sums by row quarter, and
+    // the last row's extra by warp; added in a fixed order at the end.
+    float *srow = (float *)(smem + Sm::ROW), *scol = (float *)(smem + Sm::COL);
+    float *slast = (float *)(smem + Sm::LAST);
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wm = warp & 3, wn = warp >> 2;
     int L;
     size_t tok0, ci;
@@ -149,13 +155,14 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
         const int idx = tid + 256 * u, r = idx / (D / 8), c8 = (idx % (D / 8)) * 8;
         hreg[u] = *reinterpret_cast<const uint4 *>(a.dHc + ci * D * D + (size_t)r * D + c8);
     }
-    if (tid < CH) sdg[tid] = 0.f;
     cp_wait_all();
     __syncthreads();
 
     const int m0 = 16 * wm, n0 = wn * (D / 2), last = L - 1;
     const float glast = sg[CH - 1];
     float accQ[1][NTD][4] = {}, accK[1][NTD][4] = {};
+    // This thread's parts of dg for rows m0 + lane/4 (+ 8): the same rows in every product below.
+    float rowpart[2] = {0.f, 0.f}, lastpart = 0.f;
     {  // dQ_inter = diag(gamma) dO S ;  dW = -dN S
         float accW[1][NTD][4] = {};
         mma_tile<1, NTD, D, false, true>(accQ, sdO, LD, m0, sS, LD, n0);
@@ -163,18 +170,13 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
         for_acc(accW, m0, n0, [&](int i, int k, int, float &x0, float &x1) {
             st_bf2(a.dW + (ci * CH + i) * D + k, -x0, -x1);
         });
-        float part[2] = {0.f, 0.f};  // dg_i += sum_k Q_ik gamma_i (dO S)_ik
+        // dg_i += sum_k Q_ik gamma_i (dO S)_ik
         for_acc(accQ, m0, n0, [&](int i, int k, int hh, float &x0, float &x1) {
             const float gm = expf(sg[i]);
             x0 *= gm;
             x1 *= gm;
-            part[hh] += x0 * bf2f(sQ[i * LD + k]) + x1 * bf2f(sQ[i * LD + k + 1]);
+            rowpart[hh] += x0 * bf2f(sQ[i * LD + k]) + x1 * bf2f(sQ[i * LD + k + 1]);
         });
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            const float p = quad_sum(part[hh]);
-            if ((lane & 3) == 0) atomicAdd(&sdg[m0 + (lane >> 2) + 8 * hh], p);
-        }
     }
     __syncthreads();  // S no longer needed: replace it with dH (chunk end), and sum(dH * S)
     {
@@ -191,39 +193,27 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
             for (int e = 0; e < 8; e++) part += bf2f(hb[e]) * bf2f(sb[e]);
             *sp = hv;
         }
-        part = warp_sum(part);
-        if (lane == 0) atomicAdd(&sdg[last], expf(glast) * part);
+        lastpart = expf(glast) * part;
     }
     __syncthreads();
     {  // dK_state = diag(exp(g_last - g)) N dH ;  e_j = sum_k dK_state_jk K_jk
         mma_tile<1, NTD, D, false, true>(accK, sN, LD, m0, sS, LD, n0);
-        float part[2] = {0.f, 0.f};
+        // row j loses e_j, the last row gains their sum
         for_acc(accK, m0, n0, [&](int j, int k, int hh, float &x0, float &x1) {
             const float d = expf(glast - sg[j]);
             x0 *= d;
             x1 *= d;
-            part[hh] += x0 * bf2f(sK[j * LD + k]) + x1 * bf2f(sK[j * LD + k + 1]);
+            const float e = x0 * bf2f(sK[j * LD + k]) + x1 * bf2f(sK[j * LD + k + 1]);
+            rowpart[hh] -= e;
+            lastpart += e;
         });
-        // Row j loses e_j, the last row gains their sum: one add a warp (shared fp32 atomics are
-        // compare-and-swap loops; 128 of them on one word serialised).
-        float tot = 0.f;
-#pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            const float e = quad_sum(part[hh]);
-            if ((lane & 3) == 0) {
-                atomicAdd(&sdg[m0 + (lane >> 2) + 8 * hh], -e);
-                tot += e;
-            }
-        }
-        tot = warp_sum(tot);
-        if (lane == 0) atomicAdd(&sdg[last], tot);
     }
     {  // dP = dO N^T, P = Q K^T (then * G, causal): dPt = dP * G -> shared; dg from dP * P
         float accD[1][4][4] = {}, accP[1][4][4] = {};
         const int pn0 = 32 * wn, g = lane >> 2, t = lane & 3;
         mma_tile<1, 4, D, false, false>(accD, sdO, LD, m0, sN, LD, pn0);
         mma_tile<1, 4, D, false, false>(accP, sQ, LD, m0, sK, LD, pn0);
-        float rowp[2] = {0.f, 0.f}, colp[4][2] = {};
+        float colp[4][2] = {};
 #pragma unroll
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
@@ -238,23 +228,25 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
                     const float dp = ok ? accD[0][nt][2 * hh + e] : 0.f;
                     const float f = dp * (accP[0][nt][2 * hh + e] * gm);
                     dpt[e] = dp * gm;
-                    rowp[hh] += f;
+                    rowpart[hh] += f;
                     colp[nt][e] += f;
                 }
                 st_bf2(sdP + i * LDL + pn0 + nt * 8 + 2 * t, dpt[0], dpt[1]);
             }
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
-            const float p = quad_sum(rowp[hh]);
-            if (t == 0) atomicAdd(&sdg[m0 + g + 8 * hh], p);
+            const float p = quad_sum(rowpart[hh]);
+            if (t == 0) srow[wn * CH + m0 + g + 8 * hh] = p;
         }
 #pragma unroll
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 const float p = col_sum(colp[nt][e]);
-                if (g == 0) atomicAdd(&sdg[pn0 + nt * 8 + 2 * t + e], -p);
+                if (g == 0) scol[wm * CH + pn0 + nt * 8 + 2 * t + e] = p;
             }
+        lastpart = warp_sum(lastpart);
+        if (lane == 0) slast[warp] = lastpart;
     }
     __syncthreads();  // sdP complete
     mma_tile<1, NTD, CH, false, true>(accQ, sdP, LDL, m0, sK, LD, n0);  // + dPt K
@@ -265,8 +257,16 @@ __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
     for_acc(accK, m0, n0, [&](int i, int k, int, float &x0, float &x1) {
         if (i < L) st_f2(a.dk + (tok0 + (size_t)i * a.H) * D + k, x0, x1);
     });
-    __syncthreads();  // all atomics into sdg done
-    if (tid < CH) a.dG[ci * CH + tid] = sdg[tid];
+    __syncthreads();  // every part of dg written
+    if (tid < CH) {
+        const int i = tid;
+        float v = (srow[i] + srow[CH + i]) -
+                  ((scol[i] + scol[CH + i]) + (scol[2 * CH + i] + scol[3 * CH + i]));
+        if (i == last)
+#pragma unroll
+            for (int w = 0; w < 8; w++) v += slast[w];
+        a.dG[ci * CH + i] = v;
+    }
 }
 
 // The WY backward kernels' last step, for a chunk of L rows from token tok0:
@@ -305,7 +305,7 @@ struct WyBwdSmem {
                             X1 = W + CH * LD * 2, X2 = X1 + CH * LD * 2, KG = X2 + CH * LD * 2,
                             A = KG + CH * LKG * 4, X = A + CH * CH * 4, A_HI = X + 768 * 4,
                             A_LO = A_HI + CH * LDL * 2, SMALL = A_LO + CH * LDL * 2,
-                            TOTAL = SMALL + 6 * CH * 4;
+                            TOTAL = SMALL + 12 * CH * 4;
     static_assert(D != 64 || TOTAL <= 112 * 1024, "two blocks an SM at D = 64");
 };
 
@@ -313,8 +313,10 @@ struct WyBwdSmem {
 // dB_V = A^T dN, dB_K = A^T dW (A split hi + lo; dN, dW stored in bf16), and from them dv,
 // dbeta, dg and dk (with the partial dk and dg of dqk_kernel), dM = -(dB_V U^T + dB_K W^T),
 // E = dM * beta G, dk += E K + E^T K, and dalpha.
-// D = 64: 108.5 KB of shared memory and at most 128 registers, two blocks an SM (M is not
-// stored, see invert_unit_lower64, and E takes A's tile once A is split).
+// D = 64: 110 KB of shared memory and at most 128 registers, two blocks an SM (M is not
+// stored, see invert_unit_lower64, and E takes A's tile once A is split). The row and column
+// sums for dbeta and dg go to slots written once each, added in a fixed order at the end
+// (shared fp32 atomics are compare-and-swap loops).
 template <int D>
 __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     using Sm = WyBwdSmem<D>;
@@ -329,8 +331,9 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     bf16 *sE = (bf16 *)(smem + Sm::A);  // E replaces A once A is split into hi + lo
     bf16 *sAhi = (bf16 *)(smem + Sm::A_HI), *sAlo = (bf16 *)(smem + Sm::A_LO);
     float *small = (float *)(smem + Sm::SMALL);
-    float *sg = small, *sb = small + CH, *sal = small + 2 * CH, *sdg = small + 3 * CH,
-          *sdb = small + 4 * CH, *srowK = small + 5 * CH;
+    float *sg = small, *sb = small + CH, *sal = small + 2 * CH, *sdg = small + 3 * CH;
+    // row sums by column half (dbeta, dg), column sums by row quarter (dg)
+    float *srb = small + 4 * CH, *srg = small + 6 * CH, *scol = small + 8 * CH;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     int L;
     size_t tok0, ci;
@@ -359,8 +362,6 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
         sb[i] = ok ? a.beta[ti] : 0.f;
         sal[i] = ok ? a.alpha[ti] : 1.f;
         sdg[i] = a.dG[r0 + i];
-        sdb[i] = 0.f;
-        srowK[i] = 0.f;
     }
     cp_wait_all();
     __syncthreads();
@@ -394,6 +395,8 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     mma_tile<1, NT, CH, true, true>(accK, sAhi, LDL, m0, sX2, LD, n0);
     mma_tile<1, NT, CH, true, true>(accK, sAlo, LDL, m0, sX2, LD, n0);
     __syncthreads();  // dN and dW tiles read: reuse them for dB_V and dB_K
+    // This thread's parts of dbeta and dg for rows m0 + g (+ 8), the same rows in the dM tile.
+    float rowb[2] = {0.f, 0.f}, rowg[2] = {0.f, 0.f};
     {
         float rv[2] = {0.f, 0.f}, rk[2] = {0.f, 0.f};
         for_acc(accV, m0, n0, [&](int i, int v, int hh, float &x0, float &x1) {
@@ -411,20 +414,12 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
             x1 *= bg;
         });
 #pragma unroll
-        for (int hh = 0; hh < 2; hh++) {
-            const float pv = quad_sum(rv[hh]), pk = quad_sum(rk[hh]);
-            if (t == 0) {
-                atomicAdd(&sdb[m0 + g + 8 * hh], pv);
-                atomicAdd(&srowK[m0 + g + 8 * hh], pk);
-            }
+        for (int hh = 0; hh < 2; hh++) {  // dbeta_i += gamma_i r_i, dg_i += beta_i gamma_i r_i
+            const int i = m0 + g + 8 * hh;
+            const float gm = expf(sg[i]);
+            rowb[hh] = rv[hh] + gm * rk[hh];
+            rowg[hh] = sb[i] * gm * rk[hh];
         }
-    }
-    __syncthreads();
-    if (tid < CH) {
-        const int i = tid;
-        const float gm = expf(sg[i]), rk = srowK[i];
-        sdb[i] += gm * rk;
-        sdg[i] += sb[i] * gm * rk;
     }
     __syncthreads();
     // dqk's part of dk, loaded now, all at once: read-modify-writes of a.dk at the end would wait
@@ -442,7 +437,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
         float acc[1][4][4] = {};
         mma_tile<1, 4, D, false, false>(acc, sX1, LD, qm0, sU, LD, qn0);
         mma_tile<1, 4, D, false, false>(acc, sX2, LD, qm0, sW, LD, qn0);
-        float rowb[2] = {0.f, 0.f}, rowf[2] = {0.f, 0.f}, colf[4][2] = {};
+        float colf[4][2] = {};
 #pragma unroll
         for (int nt = 0; nt < 4; nt++)
 #pragma unroll
@@ -459,7 +454,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
                     const float gm = ok ? expf(sg[i] - sg[j]) : 0.f;
                     const float f = dm * sb[i] * kg;
                     rowb[hh] += dm * kg;
-                    rowf[hh] += f;
+                    rowg[hh] += f;
                     colf[nt][e] += f;
                     ev[e] = dm * sb[i] * gm;
                 }
@@ -467,10 +462,10 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
             }
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
-            const float pb = quad_sum(rowb[hh]), pf = quad_sum(rowf[hh]);
+            const float pb = quad_sum(rowb[hh]), pg = quad_sum(rowg[hh]);
             if (t == 0) {
-                atomicAdd(&sdb[qm0 + g + 8 * hh], pb);
-                atomicAdd(&sdg[qm0 + g + 8 * hh], pf);
+                srb[(warp >> 2) * CH + qm0 + g + 8 * hh] = pb;
+                srg[(warp >> 2) * CH + qm0 + g + 8 * hh] = pg;
             }
         }
 #pragma unroll
@@ -478,7 +473,7 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 const float p = col_sum(colf[nt][e]);
-                if (g == 0) atomicAdd(&sdg[qn0 + nt * 8 + 2 * t + e], -p);
+                if (g == 0) scol[(warp & 3) * CH + qn0 + nt * 8 + 2 * t + e] = p;
             }
     }
     __syncthreads();  // sE complete
@@ -493,8 +488,15 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
                 st_f2(a.dk + (tok0 + (size_t)i * a.H) * D + k, d.x + x0, d.y + x1);
         });
     }
-    __syncthreads();  // every atomic into sdb and sdg done
-    write_dbeta_dalpha(a, tok0, L, sdb, sdg, sal);
+    __syncthreads();  // every part of dbeta and dg written
+    if (tid < CH) {
+        const int i = tid;
+        srb[i] += srb[CH + i];  // dbeta
+        sdg[i] += (srg[i] + srg[CH + i]) -
+                  ((scol[i] + scol[CH + i]) + (scol[2 * CH + i] + scol[3 * CH + i]));
+    }
+    __syncthreads();
+    write_dbeta_dalpha(a, tok0, L, srb, sdg, sal);
 }
 
 
