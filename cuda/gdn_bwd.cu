@@ -32,12 +32,13 @@ __global__ void __launch_bounds__(256) state_bwd_kernel(Args a) {
     bf16 *sHhi = (bf16 *)(smem + Sm::H_HI), *sHlo = (bf16 *)(smem + Sm::H_LO);
     bf16 *sNhi = (bf16 *)(smem + Sm::N_HI), *sNlo = (bf16 *)(smem + Sm::N_LO);
     bf16 *sOhi = (bf16 *)(smem + Sm::O_HI), *sOlo = (bf16 *)(smem + Sm::O_LO);
+    const int b_of = bh / a.H, h_of = bh % a.H, g4 = (threadIdx.x & 31) >> 2;
 
     auto issue = [&](int c, int s) {
         unsigned char *B = smem + s * Sm::BUF;
         int L;
         size_t tok0, ci;
-        chunk_coords(a, c, bh, L, tok0, ci);
+        chunk_coords_bh(a, c, b_of, h_of, bh, L, tok0, ci);
         const size_t r0 = ci * CH;
         cp_rows(B + Sm::W_HI, LD * 2, a.Whi + r0 * D, (size_t)D * 2, CH, D * 2);
         cp_rows(B + Sm::W_LO, LD * 2, a.Wlo + r0 * D, (size_t)D * 2, CH, D * 2);
@@ -80,16 +81,18 @@ __global__ void __launch_bounds__(256) state_bwd_kernel(Args a) {
             float accX[1][NTN][4] = {};
             mma_tile<1, NTN, D, false, false>(accX, sK, LD, m0, sHhi, LD, nn0);
             mma_tile<1, NTN, D, false, false>(accX, sK, LD, m0, sHlo, LD, nn0);
+            // exp(g_last - g_i) and exp(g_i) for this thread's two rows, once (see state_fwd)
             const float glast = sg[CH - 1];
-            for_acc(accX, m0, nn0, [&](int i, int v, int, float &x0, float &x1) {
-                const float d = expf(glast - sg[i]);
+            const float g0 = sg[m0 + g4], g1 = sg[m0 + g4 + 8];
+            const float dr[2] = {expf(glast - g0), expf(glast - g1)};
+            const float gr[2] = {expf(g0), expf(g1)};
+            for_acc(accX, m0, nn0, [&](int i, int v, int h, float &x0, float &x1) {
                 const float2 dn = *reinterpret_cast<const float2 *>(sdN + i * Sm::LDN + v);
-                const float n0 = dn.x + d * x0, n1 = dn.y + d * x1;
+                const float n0 = dn.x + dr[h] * x0, n1 = dn.y + dr[h] * x1;
                 st_bf2(a.dNb + (ci * CH + i) * D + v0 + v, n0, n1);
                 st_split2(sNhi + i * LDV + v, sNlo + i * LDV + v, -n0, -n1);
-                const float gm = expf(sg[i]);
-                st_split2(sOhi + i * LDV + v, sOlo + i * LDV + v, gm * bf2f(sdO[i * LDV + v]),
-                          gm * bf2f(sdO[i * LDV + v + 1]));
+                st_split2(sOhi + i * LDV + v, sOlo + i * LDV + v, gr[h] * bf2f(sdO[i * LDV + v]),
+                          gr[h] * bf2f(sdO[i * LDV + v + 1]));
             });
         }
         __syncthreads();

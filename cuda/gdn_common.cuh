@@ -326,12 +326,17 @@ __device__ __forceinline__ void chunk_decay(const Args &a, size_t tok0, int L, f
     if (2 * lane + 1 >= L) sg[2 * lane + 1] = last;
 }
 
-__device__ __forceinline__ void chunk_coords(const Args &a, int c, int bh, int &L, size_t &tok0,
-                                             size_t &ci) {
-    const int b = bh / a.H, h = bh % a.H, t0 = c * CH;
+// With (b, h) already split from bh = b H + h (the sequential passes split it once a block).
+__device__ __forceinline__ void chunk_coords_bh(const Args &a, int c, int b, int h, int bh, int &L,
+                                                size_t &tok0, size_t &ci) {
+    const int t0 = c * CH;
     L = min(CH, a.T - t0);
     tok0 = ((size_t)b * a.T + t0) * a.H + h;
     ci = (size_t)bh * a.NC + c;
+}
+__device__ __forceinline__ void chunk_coords(const Args &a, int c, int bh, int &L, size_t &tok0,
+                                             size_t &ci) {
+    chunk_coords_bh(a, c, bh / a.H, bh % a.H, bh, L, tok0, ci);
 }
 
 

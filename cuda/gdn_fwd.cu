@@ -114,12 +114,13 @@ __global__ void __launch_bounds__(256) state_fwd_kernel(Args a) {
     const int m0 = 16 * (warp & 3), nn0 = (warp >> 2) * (BV / 2);  // this warp's chunk tile
     bf16 *sShi = (bf16 *)(smem + Sm::S_HI), *sSlo = (bf16 *)(smem + Sm::S_LO);
     bf16 *sNhi = (bf16 *)(smem + Sm::N_HI), *sNlo = (bf16 *)(smem + Sm::N_LO);
+    const int b_of = bh / a.H, h_of = bh % a.H, g4 = (threadIdx.x & 31) >> 2;
 
     auto issue = [&](int c, int s) {
         unsigned char *B = smem + s * Sm::BUF;
         int L;
         size_t tok0, ci;
-        chunk_coords(a, c, bh, L, tok0, ci);
+        chunk_coords_bh(a, c, b_of, h_of, bh, L, tok0, ci);
         const size_t r0 = ci * CH;
         cp_rows(B + Sm::W_HI, LD * 2, a.Whi + r0 * D, (size_t)D * 2, CH, D * 2);
         cp_rows(B + Sm::W_LO, LD * 2, a.Wlo + r0 * D, (size_t)D * 2, CH, D * 2);
@@ -161,12 +162,14 @@ __global__ void __launch_bounds__(256) state_fwd_kernel(Args a) {
             mma_tile<1, NTN, D, false, false>(accN, sWhi, LD, m0, sShi, LD, nn0);
             mma_tile<1, NTN, D, false, false>(accN, sWhi, LD, m0, sSlo, LD, nn0);
             mma_tile<1, NTN, D, false, false>(accN, sWlo, LD, m0, sShi, LD, nn0);
+            // exp(g_last - g_i) for this thread's two rows, once (in the loop, the stores to
+            // shared memory between the reads of sg kept the compiler from reusing them)
             const float glast = sg[CH - 1];
-            for_acc(accN, m0, nn0, [&](int i, int v, int, float &x0, float &x1) {
+            const float dr[2] = {expf(glast - sg[m0 + g4]), expf(glast - sg[m0 + g4 + 8])};
+            for_acc(accN, m0, nn0, [&](int i, int v, int h, float &x0, float &x1) {
                 const float n0 = sU[i * (BV + 4) + v] - x0, n1 = sU[i * (BV + 4) + v + 1] - x1;
                 st_bf2(a.N + (ci * CH + i) * D + v0 + v, n0, n1);
-                const float d = expf(glast - sg[i]);
-                st_split2(sNhi + i * LDV + v, sNlo + i * LDV + v, n0 * d, n1 * d);
+                st_split2(sNhi + i * LDV + v, sNlo + i * LDV + v, n0 * dr[h], n1 * dr[h]);
             });
         }
         __syncthreads();  // sN complete
