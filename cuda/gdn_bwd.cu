@@ -120,7 +120,7 @@ struct DqkSmem {
                             LAST = COL + 4 * CH * 4, TOTAL = LAST + 8 * 4;
 };
 
-// D = 64: three blocks an SM (64.5 KB of shared memory each; the register cap of 80 spills 32
+// D = 64: three blocks an SM (66 KB of shared memory each; the register cap of 80 spills a few
 // bytes, and still 244 -> 207 us at (8, 2048, 12, 64) against two blocks).
 template <int D>
 __global__ void __launch_bounds__(256, D == 64 ? 3 : 1) dqk_kernel(Args a) {
