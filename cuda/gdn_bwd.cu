@@ -401,10 +401,14 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
     // This thread's parts of dbeta and dg for rows m0 + g (+ 8), the same rows in the dM tile.
     float rowb[2] = {0.f, 0.f}, rowg[2] = {0.f, 0.f};
     {
+        // beta_i, gamma_i for this thread's two rows, once (see state_fwd_kernel)
+        const float bet[2] = {sb[m0 + g], sb[m0 + g + 8]};
+        const float gam[2] = {expf(sg[m0 + g]), expf(sg[m0 + g + 8])};
         float rv[2] = {0.f, 0.f}, rk[2] = {0.f, 0.f};
         for_acc(accV, m0, n0, [&](int i, int v, int hh, float &x0, float &x1) {
             // dv = diag(beta) dB_V;  dbeta_i += sum_v dB_V V
-            if (i < L) st_f2(a.dv + (tok0 + (size_t)i * a.H) * D + v, sb[i] * x0, sb[i] * x1);
+            if (i < L)
+                st_f2(a.dv + (tok0 + (size_t)i * a.H) * D + v, bet[hh] * x0, bet[hh] * x1);
             rv[hh] += x0 * bf2f(sV[i * LD + v]) + x1 * bf2f(sV[i * LD + v + 1]);
             st_bf2(sX1 + i * LD + v, x0, x1);
         });
@@ -412,16 +416,14 @@ __global__ void __launch_bounds__(256, D == 64 ? 2 : 1) wy_bwd_kernel(Args a) {
             // d(beta gamma)_i = sum_k dB_K K;  dk += diag(beta gamma) dB_K (kept in accK)
             rk[hh] += x0 * bf2f(sK[i * LD + k]) + x1 * bf2f(sK[i * LD + k + 1]);
             st_bf2(sX2 + i * LD + k, x0, x1);
-            const float bg = sb[i] * expf(sg[i]);
+            const float bg = bet[hh] * gam[hh];
             x0 *= bg;
             x1 *= bg;
         });
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {  // dbeta_i += gamma_i r_i, dg_i += beta_i gamma_i r_i
-            const int i = m0 + g + 8 * hh;
-            const float gm = expf(sg[i]);
-            rowb[hh] = rv[hh] + gm * rk[hh];
-            rowg[hh] = sb[i] * gm * rk[hh];
+            rowb[hh] = rv[hh] + gam[hh] * rk[hh];
+            rowg[hh] = bet[hh] * gam[hh] * rk[hh];
         }
     }
     __syncthreads();
