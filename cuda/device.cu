@@ -16,6 +16,14 @@ extern "C" int hy_cuda_device_count(void) {
     return n;
 }
 
+extern "C" int hy_cuda_sm_count(void) {
+    if (hy_cuda_device_count() == 0) return 0;
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+}
+
 extern "C" const char *hy_cuda_device_info(int device, char *buf, size_t n) {
     cudaDeviceProp p;
     CUDA_CHECK(cudaGetDeviceProperties(&p, device));

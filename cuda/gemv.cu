@@ -15,35 +15,14 @@
 // lines are requested before the kernel waits for its input.
 #include <string.h>
 
-#include "hy_cuda_gemv.h"
-#include "ops_device.cuh"
+#include "gemv_common.cuh"
 #include "pdl.cuh"
+
+using namespace hy_gemv;
 
 namespace {
 
-constexpr int kGemvWarps = 4;
-constexpr int kGemvThreads = kGemvWarps * 32;
 constexpr int kGemvNB = 4;  // batch rows per block (grid.y covers the rest)
-
-struct GemvSegs {
-    const uint16_t *W[HY_GEMV_MAX_OUT];
-    const float *bias[HY_GEMV_MAX_OUT];
-    const uint16_t *res[HY_GEMV_MAX_OUT];
-    uint16_t *y[HY_GEMV_MAX_OUT];
-    int N[HY_GEMV_MAX_OUT];
-    int end[HY_GEMV_MAX_OUT];  // exclusive end of each projection's rows in the concatenation
-    int n;
-    int swiglu;  // one projection whose rows m and m + N/2 give y[m] = silu(g) v
-};
-
-struct GemvIn {
-    int kind;
-    const uint16_t *x, *gate;
-    const float *norm_w;
-    float eps;
-};
-
-__device__ __forceinline__ float round_bf(float x) { return bf2f(f2bf(x)); }
 
 // Sum of v over the block (all threads call it); red holds kGemvWarps floats.
 __device__ float block_sum(float v, float *red) {
@@ -111,32 +90,6 @@ __device__ void gemv_prologue(const GemvIn &in, int K, int b0, int nb, float *xs
             st_f<VEC>(u + ch * VEC, f);
         }
     }
-}
-
-// a[s] for a projection index s < HY_GEMV_MAX_OUT, by selects: indexing the
-// kernel parameter's arrays with a run-time index would copy them to local
-// memory.
-template <typename T>
-__device__ __forceinline__ T pick(const T (&a)[HY_GEMV_MAX_OUT], int s) {
-    static_assert(HY_GEMV_MAX_OUT == 4, "pick() selects among four");
-    return s == 0 ? a[0] : s == 1 ? a[1] : s == 2 ? a[2] : a[3];
-}
-
-// Projection of concatenated row r and its row within it.
-__device__ __forceinline__ int seg_of(const GemvSegs &sg, int r, int *local) {
-    const int s = (sg.n > 1 && r >= sg.end[0]) + (sg.n > 2 && r >= sg.end[1]) +
-                  (sg.n > 3 && r >= sg.end[2]);
-    *local = r - (pick(sg.end, s) - pick(sg.N, s));
-    return s;
-}
-
-__device__ __forceinline__ void gemv_store(const GemvSegs &sg, int s, int n, int b, float acc) {
-    const size_t i = (size_t)b * pick(sg.N, s) + n;
-    const float *bias = pick(sg.bias, s);
-    const uint16_t *res = pick(sg.res, s);
-    float p = acc + (bias ? bias[n] : 0.0f);
-    if (res) p = bf2f(res[i]) + round_bf(p);
-    pick(sg.y, s)[i] = f2bf(p);
 }
 
 // a0[b] += f0 . u_b[c:c+VEC], a1[b] += f1 . u_b[c:c+VEC] for the block's batch rows.
@@ -242,9 +195,10 @@ void launch(int B, int K, const GemvIn &in, const GemvSegs &sg, cudaStream_t s) 
 
 }  // namespace
 
-extern "C" void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out,
-                             int n_out, void *stream) {
-    const char *fn = "hy_cuda_gemv";
+// The kernel's view of a call, after checking it; *vec: the 16-byte path
+// (rows of x, gate, norm_w and W all start 16-byte aligned).
+static void prepare(const char *fn, int B, int K, const hy_gemv_in *in, const hy_gemv_out *out,
+                    int n_out, GemvIn *gi, GemvSegs *sg, bool *vec) {
     HY_REQUIRE(in && out && n_out >= 1 && n_out <= HY_GEMV_MAX_OUT,
                "%s: needs an input and 1 to %d projections, got %d", fn, HY_GEMV_MAX_OUT, n_out);
     HY_REQUIRE(B >= 1 && K >= 1 && K <= HY_GEMV_MAX_K && B <= 65535 * kGemvNB,
@@ -256,35 +210,42 @@ extern "C" void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_o
     HY_REQUIRE(in->kind != HY_GEMV_GATE || in->gate, "%s: a GATE input needs gate", fn);
     HY_REQUIRE(in->kind != HY_GEMV_RMSNORM || in->norm_w, "%s: an RMSNORM input needs norm_w",
                fn);
-    GemvIn gi = {(int)in->kind, (const uint16_t *)in->x, (const uint16_t *)in->gate, in->norm_w,
-                 in->eps};
-    GemvSegs sg;
-    memset(&sg, 0, sizeof sg);
-    sg.n = n_out;
+    *gi = {(int)in->kind, (const uint16_t *)in->x, (const uint16_t *)in->gate, in->norm_w,
+           in->eps};
+    memset(sg, 0, sizeof *sg);
+    sg->n = n_out;
     long long rows = 0;
-    // The 16-byte path: rows of x, gate, norm_w and W all start 16-byte aligned.
-    bool vec = K % 8 == 0 && aligned16(in->x) && aligned16(in->gate) && aligned16(in->norm_w);
+    *vec = K % 8 == 0 && aligned16(in->x) && aligned16(in->gate) && aligned16(in->norm_w);
     for (int i = 0; i < n_out; i++) {
         HY_REQUIRE(out[i].W && out[i].y && out[i].N >= 1,
                    "%s: projection %d needs W, y and N >= 1 (N %d)", fn, i, out[i].N);
         rows += out[i].N;
         HY_REQUIRE(rows <= 0x7fffffffLL && (long long)B * out[i].N <= 0x7fffffffLL,
                    "%s: %lld rows are too many", fn, rows);
-        sg.W[i] = (const uint16_t *)out[i].W;
-        sg.bias[i] = out[i].bias;
-        sg.res[i] = (const uint16_t *)out[i].residual;
-        sg.y[i] = (uint16_t *)out[i].y;
-        sg.N[i] = out[i].N;
-        sg.end[i] = (int)rows;
-        vec = vec && aligned16(out[i].W);
+        sg->W[i] = (const uint16_t *)out[i].W;
+        sg->bias[i] = out[i].bias;
+        sg->res[i] = (const uint16_t *)out[i].residual;
+        sg->y[i] = (uint16_t *)out[i].y;
+        sg->N[i] = out[i].N;
+        sg->end[i] = (int)rows;
+        *vec = *vec && aligned16(out[i].W);
     }
     for (int i = 0; i < n_out; i++)
         HY_REQUIRE(!out[i].swiglu || (n_out == 1 && out[i].N % 2 == 0 && !out[i].bias &&
                                       !out[i].residual),
                    "%s: a swiglu projection must be the call's only one, with N even (N %d) and "
                    "no bias or residual", fn, out[i].N);
-    sg.swiglu = out[0].swiglu;
+    sg->swiglu = out[0].swiglu;
+}
+
+extern "C" void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out,
+                             int n_out, void *stream) {
+    GemvIn gi;
+    GemvSegs sg;
+    bool vec;
+    prepare("hy_cuda_gemv", B, K, in, out, n_out, &gi, &sg, &vec);
     cudaStream_t s = as_stream(stream);
+    if (vec && B == 1 && launch_resident(K, gi, sg, s)) return;
     if (vec && B == 1)
         launch<8, 1>(B, K, gi, sg, s);
     else if (vec)
@@ -293,4 +254,13 @@ extern "C" void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_o
         launch<1, 1>(B, K, gi, sg, s);
     else
         launch<1, kGemvNB>(B, K, gi, sg, s);
+}
+
+extern "C" int hy_cuda_gemv_resident(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out,
+                                     int n_out) {
+    GemvIn gi;
+    GemvSegs sg;
+    bool vec;
+    prepare("hy_cuda_gemv_resident", B, K, in, out, n_out, &gi, &sg, &vec);
+    return vec && B == 1 && plan_resident(K, gi, sg, NULL);
 }

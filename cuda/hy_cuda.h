@@ -17,6 +17,8 @@ extern "C" {
 int hy_cuda_built(void);
 // Number of usable GPUs; 0 without a driver, a device, or a CUDA build.
 int hy_cuda_device_count(void);
+// Multiprocessors of the current GPU (132 on an H200); 0 without a GPU.
+int hy_cuda_sm_count(void);
 // "NVIDIA H200 (sm_90, 139.8 GiB, 132 SMs)" into buf; returns buf.
 const char *hy_cuda_device_info(int device, char *buf, size_t n);
 void hy_cuda_set_device(int device);

@@ -72,6 +72,12 @@ typedef struct {
 void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out, int n_out,
                   void *stream);
 
+// 1 when hy_cuda_gemv runs this call with the batch-1 kernel that stages its
+// weights in shared memory (cuda/gemv_resident.cu; same results to the bit),
+// 0 when with the general one. HYDRA_GEMV_RESIDENT=0 in the environment
+// keeps every call on the general kernel (for A/B timing and tests).
+int hy_cuda_gemv_resident(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out, int n_out);
+
 #ifdef __cplusplus
 }
 #endif

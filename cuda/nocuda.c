@@ -28,6 +28,7 @@
 // ---------------------------------------------------------------- hy_cuda.h: devices, memory
 int hy_cuda_built(void) { return 0; }
 int hy_cuda_device_count(void) { return 0; }
+int hy_cuda_sm_count(void) { return 0; }
 size_t hy_cuda_mem_in_use(void) { NO_CUDA(); return 0; }
 const char *hy_cuda_versions(char *buf, size_t n) {
     snprintf(buf, n, "none");
@@ -272,6 +273,8 @@ void hy_cuda_gdn_time(int B, int T, int H, int D, const void *q, const void *k, 
 // ---------------------------------------------------------------- hy_cuda_gemv.h: decoding projections
 void hy_cuda_gemv(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out, int n_out,
                   void *stream) { NO_CUDA(); }
+int hy_cuda_gemv_resident(int B, int K, const hy_gemv_in *in, const hy_gemv_out *out,
+                          int n_out) { NO_CUDA(); return 0; }
 
 // ---------------------------------------------------------------- hy_cuda_glue.h: step and decode glue
 void hy_cuda_acc_f32(size_t n, const float *x, float *y, void *stream) { NO_CUDA(); }

@@ -44,10 +44,29 @@ inline bool pdl_enabled() {
     return on != 0;
 }
 
+// Every kernel launched here asks for the largest shared-memory carveout
+// (228 KB of the SM's 256 KB of L1 and shared memory). An SM changes its
+// split only when idle, so a kernel that wants another split than the one
+// still running cannot start beside it: the early launch would be lost at
+// each change between the decoding chain's kernels (which need 2 to 64 KB).
+// Set once a kernel (a short list, searched).
+inline void prefer_shared(const void *kernel) {
+    static const void *done[64];
+    static int n = 0;
+    for (int i = 0; i < n; i++)
+        if (done[i] == kernel) return;
+    const char *e = getenv("HYDRA_CARVEOUT");
+    if (e && e[0] == '0') return;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    cudaSharedmemCarveoutMaxShared));
+    if (n < 64) done[n++] = kernel;
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...), allowed to start early.
 template <typename... Params, typename... Args>
 void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                 Args... args) {
+    prefer_shared((const void *)kernel);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;

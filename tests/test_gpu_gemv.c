@@ -186,6 +186,130 @@ HY_TEST(gpu_gemv_vs_reference, "gpu") {
     for (int i = 0; i < (int)(sizeof cases / sizeof *cases); i++) check_case(&cases[i], 900 + i);
 }
 
+// The batch-1 kernel with its weights in shared memory (cuda/gemv_resident.cu) against
+// the general kernel (HYDRA_GEMV_RESIDENT=0) on the same inputs: the same bits, as both
+// sum in the same order. `resident` 1: the call must take the resident kernel; 0: must
+// not (a block's rows exceed its shared memory); 2: must on a GPU of 132 SMs or more
+// (the 115M model's sizes; fewer SMs give a block more rows).
+typedef struct {
+    gemv_case c;
+    int resident;
+} same_case;
+
+static void fill_bf(hy_rng *r, void *dev, size_t n, float std) {
+    uint16_t *h = (uint16_t *)hy_xmalloc(n * 2);
+    for (size_t i = 0; i < n; i++) h[i] = hy_f32_to_bf16(std * hy_rng_normal(r));
+    hy_cuda_memcpy_h2d(dev, h, n * 2);
+    free(h);
+}
+
+// Runs c with the general kernel, then (with the same inputs, the residuals rewritten) the
+// resident one; returns how many output bytes differ.
+static long run_both(const same_case *sc, uint64_t seed) {
+    const gemv_case *c = &sc->c;
+    const int K = c->K;
+    hy_rng r;
+    void *d_x, *d_gate = NULL, *d_norm = NULL, *d_W[3], *d_bias[3], *d_res[3], *d_y[3][2];
+    hy_rng_seed(&r, seed);
+    size_t xw = c->kind == HY_GEMV_SWIGLU ? 2 * (size_t)K : (size_t)K;
+    free(randn_bf(&r, xw, 1.0f, &d_x));
+    if (c->kind == HY_GEMV_GATE) free(randn_bf(&r, (size_t)K, 1.5f, &d_gate));
+    if (c->kind == HY_GEMV_RMSNORM) free(randn_f32(&r, (size_t)K, 1.0f, 0.2f, &d_norm));
+    hy_gemv_in in = {c->kind, d_x, d_gate, (const float *)d_norm, 1e-5f};
+    hy_gemv_out out[3];
+    for (int i = 0; i < c->n_out; i++) {
+        const proj_spec *p = &c->p[i];
+        size_t ny = p->swiglu ? p->N / 2 : p->N;
+        free(randn_bf(&r, (size_t)p->N * K, 1.0f / sqrtf((float)K), &d_W[i]));
+        d_bias[i] = NULL;
+        if (p->bias) free(randn_f32(&r, (size_t)p->N, 0.0f, 0.5f, &d_bias[i]));
+        d_res[i] = p->residual ? hy_cuda_malloc(ny * 2) : NULL;
+        for (int k = 0; k < 2; k++) {  // in place: y[0] keeps the first run's result
+            d_y[i][k] = k == 1 && p->residual && p->in_place ? NULL : hy_cuda_malloc(ny * 2);
+            if (d_y[i][k]) hy_cuda_memset(d_y[i][k], 0xFF, ny * 2);
+        }
+    }
+    for (int k = 0; k < 2; k++) {  // k = 0: the general kernel, 1: the resident one
+        if (k == 0) setenv("HYDRA_GEMV_RESIDENT", "0", 1);
+        else unsetenv("HYDRA_GEMV_RESIDENT");
+        for (int i = 0; i < c->n_out; i++) {
+            const proj_spec *p = &c->p[i];
+            hy_rng rr;  // the same residual both times (an in-place run overwrites it)
+            hy_rng_seed(&rr, seed * 31 + i);
+            if (p->residual) fill_bf(&rr, d_res[i], p->N, 1.0f);
+            hy_gemv_out o = {d_W[i], (const float *)d_bias[i], d_res[i],
+                             p->residual && p->in_place ? d_res[i] : d_y[i][k], p->N, p->swiglu};
+            out[i] = o;
+        }
+        int res = hy_cuda_gemv_resident(1, K, &in, out, c->n_out);
+        if (k == 0) HY_ASSERT(res == 0, "HYDRA_GEMV_RESIDENT=0 must keep the general kernel");
+        if (k == 1 && sc->resident != 2)
+            HY_ASSERT(res == sc->resident, "kind %d K=%d N=%d: resident kernel %d, expected %d",
+                      (int)c->kind, K, c->p[0].N, res, sc->resident);
+        if (k == 1 && sc->resident == 2 && hy_cuda_sm_count() >= 132)
+            HY_ASSERT(res == 1, "kind %d K=%d N=%d: the model's call is not on the resident kernel",
+                      (int)c->kind, K, c->p[0].N);
+        hy_cuda_gemv(1, K, &in, out, c->n_out, NULL);
+        for (int i = 0; i < c->n_out && k == 0; i++)
+            if (c->p[i].residual && c->p[i].in_place) {
+                size_t nb = (size_t)c->p[i].N * 2;
+                void *h = hy_xmalloc(nb);
+                hy_cuda_memcpy_d2h(h, d_res[i], nb);
+                hy_cuda_memcpy_h2d(d_y[i][0], h, nb);
+                free(h);
+            }
+    }
+    long diff = 0;
+    for (int i = 0; i < c->n_out; i++) {
+        const proj_spec *p = &c->p[i];
+        size_t ny = (p->swiglu ? p->N / 2 : p->N) * 2;
+        uint8_t *a = (uint8_t *)hy_xmalloc(ny), *b = (uint8_t *)hy_xmalloc(ny);
+        hy_cuda_memcpy_d2h(a, d_y[i][0], ny);
+        hy_cuda_memcpy_d2h(b, p->residual && p->in_place ? d_res[i] : d_y[i][1], ny);
+        for (size_t j = 0; j < ny; j++) diff += a[j] != b[j];
+        free(a), free(b);
+        hy_cuda_free(d_W[i]);
+        if (d_bias[i]) hy_cuda_free(d_bias[i]);
+        if (d_res[i]) hy_cuda_free(d_res[i]);
+        for (int k = 0; k < 2; k++)
+            if (d_y[i][k]) hy_cuda_free(d_y[i][k]);
+    }
+    hy_cuda_free(d_x);
+    if (d_gate) hy_cuda_free(d_gate);
+    if (d_norm) hy_cuda_free(d_norm);
+    return diff;
+}
+
+HY_TEST(gpu_gemv_resident_same, "gpu") {
+    need_gpu();
+    const same_case cases[] = {
+        // The 115M decoding step's calls (the tied head stays on the general kernel).
+        {{HY_GEMV_RMSNORM, 1, 768, 3, {{2304, 0, 0, 0, 0}, {24, 1, 0, 0, 0}, {768, 0, 0, 0, 0}}},
+         2},
+        {{HY_GEMV_GATE, 1, 768, 1, {{768, 0, 1, 0, 0}}}, 2},
+        {{HY_GEMV_RMSNORM, 1, 768, 1, {{4096, 0, 0, 0, 1}}}, 2},
+        {{HY_GEMV_PLAIN, 1, 2048, 1, {{768, 0, 1, 0, 0}}}, 2},
+        {{HY_GEMV_RMSNORM, 1, 768, 1, {{32000, 0, 0, 0, 0}}}, 0},
+        // Other sizes: K of 1, 4, 5 and 7 chunks a lane, odd row counts, bias with
+        // residual, a SwiGLU input with the residual updated in place, four
+        // projections' worth of segments crossing block boundaries.
+        {{HY_GEMV_RMSNORM, 1, 256, 3, {{1, 1, 1, 0, 0}, {1000, 0, 0, 0, 0}, {333, 0, 1, 0, 0}}}, 1},
+        {{HY_GEMV_GATE, 1, 1792, 2, {{130, 1, 1, 0, 0}, {7, 0, 0, 0, 0}}}, 1},
+        {{HY_GEMV_RMSNORM, 1, 1024, 1, {{70, 0, 0, 0, 1}}}, 1},
+        {{HY_GEMV_SWIGLU, 1, 1280, 1, {{33, 0, 1, 1, 0}}}, 1},
+        {{HY_GEMV_PLAIN, 1, 512, 3, {{5, 1, 0, 0, 0}, {129, 0, 1, 0, 0}, {2, 1, 1, 0, 0}}}, 1},
+        // An rmsnorm input wider than 1024, and K not a multiple of 256: general kernel.
+        {{HY_GEMV_RMSNORM, 1, 2048, 1, {{64, 0, 0, 0, 0}}}, 0},
+        {{HY_GEMV_PLAIN, 1, 776, 1, {{64, 0, 0, 0, 0}}}, 0},
+    };
+    for (int i = 0; i < (int)(sizeof cases / sizeof *cases); i++) {
+        long d = run_both(&cases[i], 1700 + i);
+        printf("  resident vs general: kind %d K=%4d N=%5d (%d projections): %ld bytes differ\n",
+               (int)cases[i].c.kind, cases[i].c.K, cases[i].c.p[0].N, cases[i].c.n_out, d);
+        HY_ASSERT(d == 0, "case %d: %ld output bytes differ between the two kernels", i, d);
+    }
+}
+
 HY_TEST(gpu_gemv_bad_args, "gpu") {
     need_gpu();
     uint16_t *d = (uint16_t *)hy_cuda_malloc(64);
