@@ -7,10 +7,13 @@
 // per (b, h) does all of it: the causal conv of the head's q, k, v channels
 // from the bf16 cache, SiLU, the cache shift, the l2 norms of q and k, the
 // gates, and the delta-rule update of the head's state (as step_kernel of
-// gdn.cu: one warp per state row, the rows in registers for D <= 128, loaded
-// before the kernel waits for its inputs; see pdl.cuh). The prologue stays
-// in fp32 (the unfused path rounds each stage to bf16); see hy_cuda_gdn.h
-// for the contract.
+// gdn.cu: one warp per state row, the rows in registers for D <= 128). What
+// does not depend on the kernel before (the state rows, a thread's conv taps
+// and cached inputs: this layer's own state) is read before the kernel waits
+// for its inputs (see pdl.cuh), so that after the wait one round trip to
+// memory remains; a warp's rows go through the recurrence in phases, their
+// shuffle reductions side by side. The prologue stays in fp32 (the unfused
+// path rounds each stage to bf16); see hy_cuda_gdn.h for the contract.
 #include "hy_cuda_gdn.h"
 #include "ops_device.cuh"
 #include "pdl.cuh"
@@ -19,6 +22,7 @@ namespace {
 
 constexpr int kDecodeThreads = 256;  // 8 warps
 constexpr int kDecodeWarps = kDecodeThreads / 32;
+constexpr int kTaps = 4;  // conv kernels up to this size read their taps before the wait
 
 // Block (b, h). Shared: q, k, v of the head, D floats each. RPW > 0: the
 // head's state rows (RPW a warp, EPL floats a lane; RPW * 8 >= D, EPL * 32
@@ -26,7 +30,7 @@ constexpr int kDecodeWarps = kDecodeThreads / 32;
 // the kernels before (only this layer's step writes them, a token earlier);
 // RPW = 0 reads them in the update loop (any D).
 template <int RPW, int EPL>
-__global__ void __launch_bounds__(kDecodeThreads)
+__global__ void __launch_bounds__(kDecodeThreads, 1)  // B H blocks: few when decoding one sequence
     gdn_decode_kernel(int H, int D, int K, int norm_qk, const uint16_t *__restrict__ qkv,
                       const float *__restrict__ conv_w, const float *__restrict__ conv_b,
                       uint16_t *__restrict__ cache, const uint16_t *__restrict__ ab,
@@ -45,8 +49,22 @@ __global__ void __launch_bounds__(kDecodeThreads)
                 sr[r][e] = i < D && j < D ? S[(bh * D + i) * D + j] : 0.0f;
             }
     }
-    // The conv taps of this thread's channels (weights) toward L1 meanwhile.
-    for (int e = threadIdx.x; e < 3 * D; e += blockDim.x) {
+    // This thread's first channel's conv taps, bias and cached inputs (the
+    // cache is this layer's own state, written a token earlier) into
+    // registers meanwhile; the taps of any further channels toward L1.
+    const bool pre = K <= kTaps && threadIdx.x < 3 * D;
+    float wt[kTaps], ct[kTaps], cb = 0.0f;
+    if (pre) {
+        const int e = threadIdx.x, part = e / D, c = part * I + h * D + (e - part * D);
+        const uint16_t *cr = cache + ((size_t)b * C + c) * (K - 1);
+#pragma unroll
+        for (int j = 0; j < kTaps; j++) {
+            wt[j] = j < K ? conv_w[(size_t)c * K + j] : 0.0f;
+            ct[j] = j < K - 1 ? bf2f(cr[j]) : 0.0f;
+        }
+        if (conv_b) cb = conv_b[c];
+    }
+    for (int e = threadIdx.x + (pre ? blockDim.x : 0); e < 3 * D; e += blockDim.x) {
         const int part = e / D, c = part * I + h * D + (e - part * D);
         asm volatile("prefetch.global.L1 [%0];" ::"l"(conv_w + (size_t)c * K));
     }
@@ -60,11 +78,23 @@ __global__ void __launch_bounds__(kDecodeThreads)
         const int part = e / D, i = e - part * D, c = part * I + h * D + i;
         const uint16_t x = qkv[(size_t)b * C + c];
         uint16_t *cr = cache + ((size_t)b * C + c) * (K - 1);
-        const float *w = conv_w + (size_t)c * K;
-        float acc = conv_b ? conv_b[c] : 0.0f;
-        for (int j = 0; j < K - 1; j++) acc += w[j] * bf2f(cr[j]);
-        acc += w[K - 1] * bf2f(x);
-        for (int j = 0; j + 1 < K - 1; j++) cr[j] = cr[j + 1];
+        float acc;
+        if (pre && e == (int)threadIdx.x) {
+            acc = cb;
+#pragma unroll
+            for (int j = 0; j < kTaps; j++)  // the cached inputs, then x at tap K - 1
+                if (j < K - 1) acc += wt[j] * ct[j];
+                else if (j == K - 1) acc += wt[j] * bf2f(x);
+#pragma unroll
+            for (int j = 0; j < kTaps - 2; j++)
+                if (j + 1 < K - 1) cr[j] = f2bf(ct[j + 1]);  // bf16 values: exact
+        } else {
+            const float *w = conv_w + (size_t)c * K;
+            acc = conv_b ? conv_b[c] : 0.0f;
+            for (int j = 0; j < K - 1; j++) acc += w[j] * bf2f(cr[j]);
+            acc += w[K - 1] * bf2f(x);
+            for (int j = 0; j + 1 < K - 1; j++) cr[j] = cr[j + 1];
+        }
         if (K > 1) cr[K - 2] = x;
         sh[e] = acc * sigm(acc);
     }
@@ -81,32 +111,45 @@ __global__ void __launch_bounds__(kDecodeThreads)
     // S_i = alpha S_i + beta r k, o_i = S_i.q.
     const float *sq = sh, *sk = sh + D, *sv = sh + 2 * D;
     if constexpr (RPW > 0) {
+        // In phases across the warp's rows, so that their shuffle
+        // reductions overlap instead of running one row after another.
+        float dot[RPW], od[RPW];
 #pragma unroll
         for (int r = 0; r < RPW; r++) {
-            const int i = warp + kDecodeWarps * r;
-            if (i >= D) break;
-            float *s = S + (bh * D + i) * D;
-            float dot = 0.0f;
+            dot[r] = 0.0f;
 #pragma unroll
             for (int e = 0; e < EPL; e++) {
                 const int j = lane + 32 * e;
-                if (j < D) dot += sr[r][e] * sk[j];
+                if (j < D) dot[r] += sr[r][e] * sk[j];
             }
-            dot = warp_sum(dot);
-            const float u = be * (sv[i] - al * dot);
-            float od = 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < RPW; r++) dot[r] = warp_sum(dot[r]);
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            const int i = warp + kDecodeWarps * r;
+            od[r] = 0.0f;
+            if (i >= D) continue;
+            float *s = S + (bh * D + i) * D;
+            const float u = be * (sv[i] - al * dot[r]);
 #pragma unroll
             for (int e = 0; e < EPL; e++) {
                 const int j = lane + 32 * e;
                 if (j < D) {
                     const float x = al * sr[r][e] + u * sk[j];
                     s[j] = x;
-                    od += x * sq[j];
+                    od[r] += x * sq[j];
                 }
             }
-            od = warp_sum(od);
-            if (lane == 0) o[bh * D + i] = f2bf(od);
         }
+#pragma unroll
+        for (int r = 0; r < RPW; r++) od[r] = warp_sum(od[r]);
+        if (lane == 0)
+#pragma unroll
+            for (int r = 0; r < RPW; r++) {
+                const int i = warp + kDecodeWarps * r;
+                if (i < D) o[bh * D + i] = f2bf(od[r]);
+            }
     } else {
         for (int i = warp; i < D; i += kDecodeWarps) {
             float *s = S + (bh * D + i) * D;
