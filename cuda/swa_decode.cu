@@ -177,15 +177,37 @@ __device__ __forceinline__ float block_reduce(float v, float *red, bool is_max) 
     return r;
 }
 
+// 16 bytes global -> shared without registers (cp.async, sm_80+); the
+// thread that copies waits for its copies with stage_wait, then a barrier.
+__device__ __forceinline__ void stage16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
+                     (uint32_t)__cvta_generic_to_shared(dst)),
+                 "l"(src)
+                 : "memory");
+}
+__device__ __forceinline__ void stage_wait() {
+    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
+}
+
+// STAGE: the window's other W - 1 keys and values (this layer's own state,
+// written by earlier tokens) are copied into shared memory with cp.async
+// before the kernel waits for its input (rows padded to D + 8 elements, so
+// that a warp's 16-byte reads of 32 different keys spread over the banks);
+// after the wait only this token's q, k, v come from memory. The sums are
+// those of the unstaged kernel, in the same order.
+template <bool STAGE>
 __global__ void __launch_bounds__(DECODE_THREADS)
     swa_decode_kernel(int H, int D, int W, long long pos_arg, const long long *pos_dev,
                       float scale, rope_tab fr, const bf16raw *__restrict__ qkv,
                       bf16raw *ring_k, bf16raw *ring_v, bf16raw *__restrict__ o) {
+    // The position is set before the step's kernels run (a copy, or the argmax
+    // after the step before): it may be read before the wait.
     const long long pos = pos_dev ? *pos_dev : pos_arg;
     extern __shared__ float sc[];                   // [W]: scores, then exp(score - max)
     __shared__ float qs[STEP_MAXD];                 // rotated q (bf16 values)
     __shared__ float acc[DECODE_WARPS][STEP_MAXD];    // each warp's sum of p v
     __shared__ float red[DECODE_WARPS];
+    __shared__ float rc[STEP_MAXHALF], rsn[STEP_MAXHALF];  // RoPE's cos and sin at pos
     const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x, half = D / 2;
     const int warp = tid >> 5, lane = tid & 31;
     const long long rs = (long long)H * D;
@@ -198,35 +220,66 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     // The oldest visible position's slot; position first + j sits in slot
     // f0 + j, less W past the end (no 64-bit modulo in the loops below).
     const int f0 = (int)((pos - n + 1) % W);
-    // The window's rows into L2 while the qkv projection may still run (the
-    // ring is this layer's own state, written a token earlier; see pdl.cuh).
-    for (int j = tid; j < n; j += blockDim.x) {
-        const int sl = f0 + j < W ? f0 + j : f0 + j - W;
-        for (int d = 0; d < D; d += 64) {  // 128-byte lines
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(rk + sl * rs + d));
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(rv + sl * rs + d));
+    const int DP = D + 8;  // a staged row's stride (elements)
+    bf16raw *sk = reinterpret_cast<bf16raw *>(sc + ((W + 3) & ~3)), *sv = sk + (size_t)W * DP;
+    if (STAGE) {
+        // Positions first .. pos - 1 (j < n - 1), 16 bytes a copy.
+        const int cpr = D / 8, total = (n - 1) * cpr;
+        for (int e = tid; e < total; e += blockDim.x) {
+            const int j = e / cpr, c = (e - j * cpr) * 8;
+            const int sl = f0 + j < W ? f0 + j : f0 + j - W;
+            stage16(sk + (size_t)j * DP + c, rk + sl * rs + c);
+            stage16(sv + (size_t)j * DP + c, rv + sl * rs + c);
         }
+    } else {
+        // The window's rows into L2 while the qkv projection may still run.
+        for (int j = tid; j < n; j += blockDim.x) {
+            const int sl = f0 + j < W ? f0 + j : f0 + j - W;
+            for (int d = 0; d < D; d += 64) {  // 128-byte lines
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(rk + sl * rs + d));
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(rv + sl * rs + d));
+            }
+        }
+    }
+    for (int i = tid; i < half; i += blockDim.x) {
+        double sd, cd;
+        sincos((double)pos * (double)fr.f[i], &sd, &cd);
+        rc[i] = (float)cd, rsn[i] = (float)sd;
     }
     pdl_wait();
     pdl_trigger();
     for (int i = tid; i < half; i += blockDim.x) {
-        double sd, cd;
-        sincos((double)pos * (double)fr.f[i], &sd, &cd);
-        const float co = (float)cd, si = (float)sd;
+        const float co = rc[i], si = rsn[i];
         const float q1 = bf2f(q[i]), q2 = bf2f(q[i + half]);
         const float k1 = bf2f(k[i]), k2 = bf2f(k[i + half]);
+        const bf16raw ka = f2bf_rn(k1 * co - k2 * si), kb = f2bf_rn(k2 * co + k1 * si);
         qs[i] = bf2f(f2bf_rn(q1 * co - q2 * si));
         qs[i + half] = bf2f(f2bf_rn(q2 * co + q1 * si));
-        rk[slot * rs + i] = f2bf_rn(k1 * co - k2 * si);
-        rk[slot * rs + i + half] = f2bf_rn(k2 * co + k1 * si);
+        rk[slot * rs + i] = ka;
+        rk[slot * rs + i + half] = kb;
+        if (STAGE) sk[(size_t)(n - 1) * DP + i] = ka, sk[(size_t)(n - 1) * DP + i + half] = kb;
     }
-    for (int d = tid; d < D; d += blockDim.x) rv[slot * rs + d] = v[d];
+    for (int d = tid; d < D; d += blockDim.x) {
+        const bf16raw x = v[d];
+        rv[slot * rs + d] = x;
+        if (STAGE) sv[(size_t)(n - 1) * DP + d] = x;
+    }
+    if (STAGE) stage_wait();
     __syncthreads();  // q in shared memory; the block reads back the slot it wrote
+    // Row j of the window: staged, or in the ring.
+    auto key = [&](int j) -> const bf16raw * {
+        if (STAGE) return sk + (size_t)j * DP;
+        return rk + (size_t)(f0 + j < W ? f0 + j : f0 + j - W) * rs;
+    };
+    auto val = [&](int j) -> const bf16raw * {
+        if (STAGE) return sv + (size_t)j * DP;
+        return rv + (size_t)(f0 + j < W ? f0 + j : f0 + j - W) * rs;
+    };
     // 1. Scores, a whole key per thread (8 bf16 per load when D allows, else 2).
     float mx = -INFINITY;
     const bool vec8 = D % 8 == 0;  // then every row starts 16-byte aligned (rs, h D multiples of 8)
     for (int j = tid; j < n; j += blockDim.x) {
-        const bf16raw *kr = rk + (size_t)(f0 + j < W ? f0 + j : f0 + j - W) * rs;
+        const bf16raw *kr = key(j);
         float dot = 0.f;
         if (vec8) {
 #pragma unroll 8  // the key's loads in flight together
@@ -259,8 +312,7 @@ __global__ void __launch_bounds__(DECODE_THREADS)
     for (int r = 0; r < STEP_R; r++) a[r] = 0.f;
 #pragma unroll 16  // the value loads of 16 positions in flight
     for (int j = warp; j < n; j += DECODE_WARPS) {
-        const uint32_t *vr = reinterpret_cast<const uint32_t *>(
-            rv + (size_t)(f0 + j < W ? f0 + j : f0 + j - W) * rs);
+        const uint32_t *vr = reinterpret_cast<const uint32_t *>(val(j));
         const float p = sc[j];
 #pragma unroll
         for (int r = 0; r < STEP_R / 2; r++) {
@@ -444,12 +496,23 @@ extern "C" void hy_cuda_swa_decode(int B, int H, int D, int W, long long pos,
         fr.f[i] = i < D / 2 ? 1.0f / powf(rope_base, (float)(2 * i) / (float)D) : 0.0f;
     HY_REQUIRE(W <= SWA_DECODE_MAXW, "%s: window %d exceeds %d (its scores sit in shared memory)",
                fn, W, SWA_DECODE_MAXW);
-    const size_t smem = (size_t)W * sizeof(float);
-    if (smem > 8 * 1024)  // above the static part's (~33 KiB) headroom under the default 48 KiB
-        CUDA_CHECK(cudaFuncSetAttribute(swa_decode_kernel,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    // The window staged in shared memory when it fits beside the static
+    // part (~34 KiB): W = 512 at D = 64 takes 146 KiB. HYDRA_SWA_STAGE=0
+    // reads it from the ring instead (for A/B timing and tests).
+    const size_t sc_bytes = (size_t)((W + 3) & ~3) * sizeof(float);
+    const size_t staged = sc_bytes + 2 * (size_t)W * (D + 8) * sizeof(bf16raw);
+    const char *e = getenv("HYDRA_SWA_STAGE");
+    const bool stage = D % 8 == 0 && staged <= 180 * 1024 && !(e && e[0] == '0');
+    const size_t smem = stage ? staged : (size_t)W * sizeof(float);
+    auto kernel = stage ? swa_decode_kernel<true> : swa_decode_kernel<false>;
+    if (smem > 8 * 1024)  // above the static part's headroom under the default 48 KiB
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)smem));
     dim3 grid(H, B);
-    launch_pdl(swa_decode_kernel, grid, dim3(DECODE_THREADS), smem, (cudaStream_t)stream, H, D, W,
-               pos, pos_dev, 1.0f / sqrtf((float)D), fr, (const bf16raw *)qkv, (bf16raw *)ring_k,
-               (bf16raw *)ring_v, (bf16raw *)o);
+    // Unstaged, the driver's carveout: the window's keys and values are read
+    // through L1 (the largest shared carveout slowed that kernel by ~1 us a
+    // token and the step's graph by ~5 us on an H200).
+    launch_pdl_as(stage, kernel, grid, dim3(DECODE_THREADS), smem, (cudaStream_t)stream, H, D, W,
+                  pos, pos_dev, 1.0f / sqrtf((float)D), fr, (const bf16raw *)qkv,
+                  (bf16raw *)ring_k, (bf16raw *)ring_v, (bf16raw *)o);
 }
