@@ -12,7 +12,9 @@
 // the call (their row ranges concatenated) and grid-strides over them, one
 // wave of blocks at 64 registers a thread (eight 128-thread blocks an SM).
 // Launched with programmatic dependent launch (pdl.cuh): the first weight
-// lines are requested before the kernel waits for its input.
+// lines are requested before the kernel waits for its input. A batch-1 call
+// whose rows fit runs gemv_resident.cu's kernel instead (the same bits;
+// here: batches, the tied head, sizes it does not take).
 #include <string.h>
 
 #include "gemv_common.cuh"
