@@ -72,32 +72,52 @@ static double time_prefill(decoder *d, const int32_t *prompt, int P, int reps) {
     return med;
 }
 
+// Arrival times of greedy tokens (hy_tokens_fn): ms[i] since the token before (the
+// first: since t0).
+typedef struct {
+    double *ms, last;
+    int n;
+} arrivals;
+
+static void arrived(void *ctx, const int32_t *tok) {
+    (void)tok;
+    arrivals *a = (arrivals *)ctx;
+    double now = bench_now();
+    a->ms[a->n++] = (now - a->last) * 1e3;
+    a->last = now;
+}
+
 // N greedy tokens after the prompt (16 untimed ones first, then a fresh prefill). With
-// `on_device` the argmax runs on the GPU after the step's graph and only the token comes
-// back (hy_model_step_greedy); otherwise each step copies the logits to the host (its
-// sync), as sampling does, and the host takes their argmax. Returns the total ms;
-// *per_tok the median token's ms.
+// `on_device` the argmax runs on the GPU in the step's graph and only the tokens come
+// back, the steps queued ahead of the host (hy_model_generate_greedy, as hydra-generate
+// decodes greedily); otherwise each step copies the logits to the host (its sync), as
+// sampling does, and the host takes their argmax. Returns the total ms; *per_tok the
+// median token's ms (between arrivals).
 static double time_decode(decoder *d, const int32_t *prompt, int P, int N, int on_device,
                           double *per_tok) {
     int V = d->dev.cfg.vocab_size;
     float *logits = (float *)hy_xmalloc((size_t)V * sizeof(float));
-    double *ms = (double *)hy_xcalloc((size_t)N, sizeof(double)), total = 0;
+    arrivals a = {(double *)hy_xcalloc((size_t)N + 16, sizeof(double)), 0, 0};
+    double total = 0;
     for (int pass = 0; pass < 2; pass++) {
         prefill(d, prompt, P);
         int32_t tok = prompt[P - 1];
-        for (int i = 0; i < (pass ? N : 16); i++) {
-            double t0 = bench_now();
-            if (on_device) {
-                hy_model_step_greedy(&d->dev, &d->st, &tok, &tok, &d->work);
-            } else {
+        int n = pass ? N : 16;
+        a.n = 0;
+        double t0 = a.last = bench_now();
+        if (on_device) {
+            hy_model_generate_greedy(&d->dev, &d->st, &tok, n, NULL, arrived, &a, &d->work);
+        } else {
+            for (int i = 0; i < n; i++) {
                 hy_model_step(&d->dev, &d->st, &tok, logits, &d->work);
                 tok = hy_greedy_token(logits, V);
+                arrived(&a, &tok);
             }
-            if (pass) ms[i] = (bench_now() - t0) * 1e3, total += ms[i];
         }
+        total = (bench_now() - t0) * 1e3;
     }
-    *per_tok = bench_median(ms, N);
-    free(ms);
+    *per_tok = bench_median(a.ms, N);
+    free(a.ms);
     free(logits);
     return total;
 }

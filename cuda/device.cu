@@ -1,5 +1,6 @@
 // device.cu: device query and raw device memory for the arenas.
 #include <stdio.h>
+#include <string.h>
 
 #include "check.cuh"
 #include "hy_cuda.h"
@@ -105,4 +106,35 @@ extern "C" void hy_cuda_graph_launch(void *exec) {
 
 extern "C" void hy_cuda_graph_destroy(void *exec) {
     if (exec) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)exec));
+}
+
+// ---------------------------------------------------------------- host memory and events
+extern "C" void *hy_cuda_host_alloc(size_t bytes) {
+    void *p = NULL, *dev = NULL;
+    CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocMapped));
+    CUDA_CHECK(cudaHostGetDevicePointer(&dev, p, 0));
+    HY_CHECK(dev == p, "mapped host memory has another address on the device (no unified "
+                       "addressing)");
+    memset(p, 0, bytes);
+    return p;
+}
+
+extern "C" void hy_cuda_host_free(void *p) {
+    if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
+extern "C" void *hy_cuda_event_new(void) {
+    cudaEvent_t e = NULL;
+    CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    return (void *)e;
+}
+
+extern "C" void hy_cuda_event_record(void *ev) {
+    CUDA_CHECK(cudaEventRecord((cudaEvent_t)ev, cudaStreamPerThread));
+}
+
+extern "C" void hy_cuda_event_wait(void *ev) { CUDA_CHECK(cudaEventSynchronize((cudaEvent_t)ev)); }
+
+extern "C" void hy_cuda_event_free(void *ev) {
+    if (ev) CUDA_CHECK(cudaEventDestroy((cudaEvent_t)ev));
 }

@@ -44,6 +44,16 @@ void hy_cuda_capture_begin(void);
 void *hy_cuda_capture_end(void);
 void hy_cuda_graph_launch(void *graph);
 void hy_cuda_graph_destroy(void *graph);
+// Pinned host memory that kernels may write directly (mapped: the same
+// address on both sides), zeroed; hy_cuda_host_free releases it.
+void *hy_cuda_host_alloc(size_t bytes);
+void hy_cuda_host_free(void *p);
+// Events on the default stream: record marks the work queued so far; wait
+// returns once that work has run (its writes to host memory visible).
+void *hy_cuda_event_new(void);
+void hy_cuda_event_record(void *ev);
+void hy_cuda_event_wait(void *ev);
+void hy_cuda_event_free(void *ev);
 
 #ifdef __cplusplus
 }

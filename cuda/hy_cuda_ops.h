@@ -222,8 +222,13 @@ void hy_cuda_argmax_rows(int64_t rows, int V, const void *x, int32_t *idx, void 
 // sampler at temperature 0 picks it (the lowest index among equal largest values), or -1
 // for a row holding a NaN or +inf, or only -inf (the caller reports it). One block a row:
 // meant for decoding, where rows is the batch. When pos is not NULL, *pos += 1 (the
-// decoding graph's position: the next step then needs no copy of it).
-void hy_cuda_greedy_rows(int rows, int V, const void *x, int32_t *idx, long long *pos, void *stream);
+// decoding graph's position: the next step then needs no copy of it); with more than one
+// row the last block to finish advances it, counting in *done (zero before, zero after).
+// When ring is not NULL (host memory the device writes, hy_cuda_host_alloc), the tokens
+// also go to ring[(*pos % ring_len) * rows + row], *pos as it was before the call: the
+// host reads a step's tokens there once the step has run, while later steps queue.
+void hy_cuda_greedy_rows(int rows, int V, const void *x, int32_t *idx, long long *pos,
+                         unsigned *done, int32_t *ring, int ring_len, void *stream);
 
 #ifdef __cplusplus
 }

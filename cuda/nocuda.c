@@ -51,6 +51,12 @@ void hy_cuda_capture_begin(void) { NO_CUDA(); }
 void *hy_cuda_capture_end(void) { NO_CUDA(); }
 void hy_cuda_graph_launch(void *g) { NO_CUDA(); }
 void hy_cuda_graph_destroy(void *g) { NO_CUDA(); }
+void *hy_cuda_host_alloc(size_t bytes) { NO_CUDA(); return NULL; }
+void hy_cuda_host_free(void *p) { NO_CUDA(); }
+void *hy_cuda_event_new(void) { NO_CUDA(); return NULL; }
+void hy_cuda_event_record(void *ev) { NO_CUDA(); }
+void hy_cuda_event_wait(void *ev) { NO_CUDA(); }
+void hy_cuda_event_free(void *ev) { NO_CUDA(); }
 
 // ---------------------------------------------------------------- hy_cuda_ops.h: basic ops
 // (hy_cuda_f32_to_bf16 and hy_cuda_bf16_to_f32, declared here and in
@@ -119,7 +125,8 @@ void hy_cuda_slice_last_bwd(int rows, int N, int start, int len, const float *dy
                             void *stream) { NO_CUDA(); }
 void hy_cuda_mean_fwd(size_t n, const float *x, float *y, void *stream) { NO_CUDA(); }
 void hy_cuda_argmax_rows(int64_t rows, int V, const void *x, int32_t *idx, void *stream) { NO_CUDA(); }
-void hy_cuda_greedy_rows(int rows, int V, const void *x, int32_t *idx, long long *pos, void *stream) { NO_CUDA(); }
+void hy_cuda_greedy_rows(int rows, int V, const void *x, int32_t *idx, long long *pos,
+                         unsigned *done, int32_t *ring, int ring_len, void *stream) { NO_CUDA(); }
 void hy_cuda_mean_bwd(size_t n, const float *dy, float *dx, void *stream) { NO_CUDA(); }
 
 // ---------------------------------------------------------------- hy_cuda_blas.h: GEMMs, head, optimizers

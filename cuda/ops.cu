@@ -28,6 +28,7 @@
 
 #include "hy_cuda_ops.h"
 #include "ops_device.cuh"
+#include "pdl.cuh"
 
 namespace {
 
@@ -504,9 +505,14 @@ constexpr int kGreedyThreads = 512;
 template <bool vec>
 __global__ void __launch_bounds__(kGreedyThreads) greedy_rows_kernel(int V, const uint16_t *__restrict__ x,
                                                                      int32_t *__restrict__ idx,
-                                                                     long long *pos) {
+                                                                     long long *pos, unsigned *done,
+                                                                     int32_t *ring, int ring_len) {
     __shared__ float sv[kGreedyThreads / 32];
     __shared__ int si[kGreedyThreads / 32], sbad[kGreedyThreads / 32];
+    pdl_wait();  // the logits come from the head's kernel before
+    // Every block reads the position before any block may advance it (the
+    // last block to finish does, below).
+    const long long p = pos ? *pos : 0;
     const uint16_t *row = x + (int64_t)blockIdx.x * V;
     float best = -INFINITY;
     int at = V, bad = 0;  // at = V: no candidate yet
@@ -548,8 +554,19 @@ __global__ void __launch_bounds__(kGreedyThreads) greedy_rows_kernel(int V, cons
         argmax_take(best, at, v2, i2);
     }
     if (lane) return;
-    idx[blockIdx.x] = (bad || !(best > -INFINITY)) ? -1 : at;
-    if (pos && blockIdx.x == 0) *pos += 1;
+    const int tok = (bad || !(best > -INFINITY)) ? -1 : at;
+    idx[blockIdx.x] = tok;
+    if (ring) {  // host memory: visible to the host once the kernel has run
+        ring[(size_t)(p % ring_len) * gridDim.x + blockIdx.x] = tok;
+        __threadfence_system();
+    }
+    if (!pos) return;
+    if (gridDim.x > 1) {
+        __threadfence();
+        if (atomicAdd(done, 1u) != gridDim.x - 1) return;
+        *done = 0;  // the last block: every block has read p
+    }
+    *pos = p + 1;
 }
 
 }  // namespace
@@ -567,14 +584,18 @@ extern "C" void hy_cuda_argmax_rows(int64_t rows, int V, const void *x, int32_t 
 }
 
 extern "C" void hy_cuda_greedy_rows(int rows, int V, const void *x, int32_t *idx, long long *pos,
-                                    void *stream) {
-    HY_REQUIRE(rows >= 0 && V > 0, "cuda greedy_rows: bad sizes rows %d, V %d", rows, V);
+                                    unsigned *done, int32_t *ring, int ring_len, void *stream) {
+    const char *fn = "cuda greedy_rows";
+    HY_REQUIRE(rows >= 0 && V > 0, "%s: bad sizes rows %d, V %d", fn, rows, V);
+    HY_REQUIRE(!pos || rows <= 1 || done, "%s: %d rows advance the position through a counter",
+               fn, rows);
+    HY_REQUIRE(!ring || (pos && ring_len > 0), "%s: the ring needs the position and a length", fn);
     if (rows == 0) return;
-    if (V % 8 == 0 && aligned16(x))
-        greedy_rows_kernel<true><<<rows, kGreedyThreads, 0, as_stream(stream)>>>(V, (const uint16_t *)x, idx, pos);
-    else
-        greedy_rows_kernel<false><<<rows, kGreedyThreads, 0, as_stream(stream)>>>(V, (const uint16_t *)x, idx, pos);
-    LAUNCH_CHECK();
+    // Launched early (pdl.cuh) behind the decoding graph's head, with the
+    // driver's carveout: it uses no dynamic shared memory.
+    auto *k = V % 8 == 0 && aligned16(x) ? greedy_rows_kernel<true> : greedy_rows_kernel<false>;
+    launch_pdl_as(false, k, dim3(rows), dim3(kGreedyThreads), 0, as_stream(stream), V,
+                  (const uint16_t *)x, idx, pos, done, ring, ring_len);
 }
 
 // ---------------------------------------------------------------- embedding

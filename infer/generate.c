@@ -280,6 +280,9 @@ static void emit(int tok, int bytes) {
     fflush(stdout);  // tokens appear as they are sampled
 }
 
+// hy_tokens_fn for greedy decoding (batch 1); ctx: the `bytes` flag.
+static void emit_greedy(void *ctx, const int32_t *tok) { emit(tok[0], *(const int *)ctx); }
+
 int hy_generate_main(int argc, char **argv) {
     gen_args a;
     int rc = parse_args(argc, argv, &a);
@@ -315,11 +318,9 @@ int hy_generate_main(int argc, char **argv) {
     int32_t tok = ids[T - 1];
     if (a.sampler.temperature == 0) {
         // Greedy: the argmax is taken where the logits are (on the GPU, only the
-        // token comes back), with the sampler's choice and checks.
-        for (long i = 0; i < a.max_new; i++) {
-            hy_model_step_greedy(m, &w.state, &tok, &tok, &w.work);
-            emit(tok, bytes);
-        }
+        // tokens come back, steps queued ahead), with the sampler's choice and checks.
+        hy_model_generate_greedy(m, &w.state, &tok, a.max_new, NULL, emit_greedy, (void *)&bytes,
+                                 &w.work);
     } else {
         hy_model_step(m, &w.state, &tok, logits, &w.work);
         hy_rng rng;

@@ -87,6 +87,8 @@ typedef struct {
     void *k16, *v16;   // GPU: SWA ring (B, W, H, D) or dense cache (B, cap, H, D), bf16
 } hy_layer_state;
 
+enum { HY_GREEDY_RING = 8 };  // greedy steps' tokens held for the host (> steps queued + 1)
+
 typedef struct {
     const hy_model *model;
     int B;
@@ -112,6 +114,13 @@ typedef struct {
     // they change (a greedy step leaves its tokens and the next position there).
     int32_t *ids_held;    // (B) host copy of ids_dev; NULL until a copy is made
     long long pos_held;   // *pos_buf, or -1 when unknown
+    // Greedy steps: the same step with the argmax after it, recorded with the
+    // graph (same activations). Its tokens also land in host memory, in a ring
+    // by position, so that steps can be queued before the host reads them.
+    void *graph_greedy;
+    unsigned *done_dev;               // the argmax's count of finished rows
+    int32_t *ring;                    // (HY_GREEDY_RING, B) mapped host memory
+    void *ring_ev[HY_GREEDY_RING];    // each slot's step has run once its event has
 } hy_decode_state;
 
 void hy_decode_init(hy_decode_state *s, const hy_model *m, int B);
@@ -136,6 +145,15 @@ void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *l
 // error, as the sampler does.
 void hy_model_step_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, int32_t *next,
                           hy_arena *work);
+// n greedy steps from ids (B), each fed the tokens of the one before: step i's tokens
+// go to out + i * B (out may be NULL) and to on_tokens (may be NULL) as they arrive, in
+// order. On the GPU's decoding graph the steps are queued ahead of the host (a step's ids
+// are the argmax of the one before, already on the device), so the device runs them back
+// to back while the host reads tokens behind it; the tokens are those of n calls of
+// hy_model_step_greedy.
+typedef void (*hy_tokens_fn)(void *ctx, const int32_t *tokens);
+void hy_model_generate_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, long n,
+                              int32_t *out, hy_tokens_fn on_tokens, void *ctx, hy_arena *work);
 // The greedy token of one row of logits (V) on the host, with the same checks.
 int hy_greedy_token(const float *logits, int V);
 

@@ -107,9 +107,13 @@ void hy_decode_reset(hy_decode_state *s) {
 static void graph_drop(hy_decode_state *s) {
     if (!s->graph) return;
     hy_cuda_graph_destroy(s->graph);
+    hy_cuda_graph_destroy(s->graph_greedy);
+    for (int i = 0; i < HY_GREEDY_RING; i++) hy_cuda_event_free(s->ring_ev[i]);
+    hy_cuda_host_free(s->ring);
     hy_arena_free(&s->graph_work);
     free(s->ids_held);
-    s->graph = NULL;
+    s->graph = s->graph_greedy = NULL;
+    s->ring = NULL;
     s->ids_held = NULL;
 }
 
@@ -244,6 +248,10 @@ static void graph_record(hy_model *m, hy_decode_state *s) {
     hy_arena_init(&s->graph_work, "decode graph", HY_CUDA, bytes);
     s->ids_dev = (int32_t *)hy_arena_alloc(&s->graph_work, (size_t)s->B * sizeof(int32_t));
     s->pos_buf = (long long *)hy_arena_alloc(&s->graph_work, sizeof(long long));
+    s->done_dev = (unsigned *)hy_arena_alloc(&s->graph_work, sizeof(unsigned));
+    hy_cuda_memset(s->done_dev, 0, sizeof(unsigned));
+    s->ring = (int32_t *)hy_cuda_host_alloc((size_t)HY_GREEDY_RING * s->B * sizeof(int32_t));
+    for (int i = 0; i < HY_GREEDY_RING; i++) s->ring_ev[i] = hy_cuda_event_new();
     s->ids_held = NULL;
     s->pos_held = -1;
     hy_tape t;
@@ -254,16 +262,27 @@ static void graph_record(hy_model *m, hy_decode_state *s) {
     int64_t shape[2] = {s->B, 1};
     hy_tensor *x = hy_wrap_as(&s->graph_work, s->ids_dev, HY_I32, HY_CUDA, 2, shape, "ids");
     s->pos_dev = s->pos_buf;  // the recorded kernels read the position from here
+    // Both graphs from the same mark: the same activations, the same logits.
+    hy_arena_mark_t mark = hy_arena_mark(&s->graph_work);
     hy_cuda_capture_begin();
     hy_tensor *out = hy_model_blocks(m, &t, x, s, 1);  // (B, 1, V) bf16
     s->graph = hy_cuda_capture_end();
+    hy_arena_reset_to(&s->graph_work, mark);
+    hy_cuda_capture_begin();
+    hy_tensor *out2 = hy_model_blocks(m, &t, x, s, 1);
+    int V = (int)out2->shape[out2->ndim - 1];
+    hy_cuda_greedy_rows(s->B, V, out2->data, s->ids_dev, s->pos_buf, s->done_dev, s->ring,
+                        HY_GREEDY_RING, NULL);
+    s->graph_greedy = hy_cuda_capture_end();
+    HY_CHECK(out2->data == out->data, "decoding graph: the greedy step's logits moved");
     s->pos_dev = NULL;
     s->logits = out;
 }
 
-// Launch the step's graph for ids at s->pos, copying the ids and the position
-// to the device only when they differ from what it holds.
-static void graph_launch(hy_model *m, hy_decode_state *s, const int32_t *ids) {
+// Launch the step's graph for ids at s->pos (greedy: the one with the argmax),
+// copying the ids and the position to the device only when they differ from
+// what it holds.
+static void graph_launch_as(hy_model *m, hy_decode_state *s, const int32_t *ids, int greedy) {
     if (m->arch == HY_ARCH_DENSE) {
         dense_reserve(s, s->pos + 1);
         if (s->graph && s->graph_cap != s->dense_cap) graph_drop(s);  // the cache moved: record again
@@ -280,11 +299,11 @@ static void graph_launch(hy_model *m, hy_decode_state *s, const int32_t *ids) {
         hy_cuda_memcpy_h2d(s->pos_buf, &pos, sizeof pos);
         s->pos_held = pos;
     }
-    hy_cuda_graph_launch(s->graph);
+    hy_cuda_graph_launch(greedy ? s->graph_greedy : s->graph);
 }
 
 static void graph_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *logits) {
-    graph_launch(m, s, ids);
+    graph_launch_as(m, s, ids, 0);
     if (logits) {
         hy_tensor_to_host_f32(s->logits, logits);  // waits for the graph
     } else {
@@ -293,19 +312,57 @@ static void graph_step(hy_model *m, hy_decode_state *s, const int32_t *ids, floa
     s->pos += 1;
 }
 
-// The argmax after the graph writes the next tokens into ids_dev and advances
-// pos_buf: the next greedy step copies neither.
-static void graph_step_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, int32_t *next) {
-    graph_launch(m, s, ids);
-    const hy_tensor *lg = s->logits;  // (B, 1, V) bf16
-    int V = (int)lg->shape[lg->ndim - 1];
-    hy_cuda_greedy_rows(s->B, V, lg->data, s->ids_dev, s->pos_buf, NULL);
-    hy_cuda_memcpy_d2h(next, s->ids_dev, (size_t)s->B * sizeof(int32_t));  // waits for both
-    memcpy(s->ids_held, next, (size_t)s->B * sizeof(int32_t));
+// Queue a greedy step at s->pos: the step's graph with the argmax after it,
+// which writes the next tokens into ids_dev and the ring and advances pos_buf.
+// ids: the step's tokens, or NULL when the device holds them already (the
+// argmax of the step queued before). Its tokens are read by greedy_read.
+static void greedy_queue(hy_model *m, hy_decode_state *s, const int32_t *ids) {
+    if (ids) {
+        graph_launch_as(m, s, ids, 1);
+    } else {
+        hy_cuda_graph_launch(s->graph_greedy);
+    }
+    hy_cuda_event_record(s->ring_ev[s->pos % HY_GREEDY_RING]);
     s->pos += 1;
     s->pos_held = s->pos;
-    for (int b = 0; b < s->B; b++)
+}
+
+// The tokens of the greedy step queued at position p (waits for it to run).
+static void greedy_read(hy_decode_state *s, int64_t p, int32_t *next) {
+    hy_cuda_event_wait(s->ring_ev[p % HY_GREEDY_RING]);
+    const volatile int32_t *slot = s->ring + (size_t)(p % HY_GREEDY_RING) * s->B;
+    for (int b = 0; b < s->B; b++) {
+        next[b] = slot[b];
         HY_CHECK(next[b] >= 0, "sampling: row %d's logits hold a NaN or +inf, or are all -inf", b);
+    }
+}
+
+// Greedy steps on the graph, up to kAhead queued beyond the one being read.
+// The dense model's graph is recorded again when its cache grows (new
+// buffers): the steps in flight are read first, so that the ids go in from
+// the host.
+enum { kAhead = 2 };
+static void graph_generate_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, long n,
+                                  int32_t *out, hy_tokens_fn on_tokens, void *ctx) {
+    const int B = s->B;
+    int32_t *tok = (int32_t *)hy_xmalloc((size_t)B * sizeof(int32_t));
+    memcpy(tok, ids, (size_t)B * sizeof(int32_t));
+    const int64_t p0 = s->pos;
+    long queued = 0, read = 0;
+    while (read < n) {
+        int grows = m->arch == HY_ARCH_DENSE && s->pos + 1 > s->dense_cap;
+        if (queued < n && queued - read <= kAhead && !(grows && queued > read)) {
+            greedy_queue(m, s, queued == read ? tok : NULL);
+            queued++;
+            continue;
+        }
+        greedy_read(s, p0 + read, tok);
+        if (read == queued - 1) memcpy(s->ids_held, tok, (size_t)B * sizeof(int32_t));
+        if (out) memcpy(out + (size_t)read * B, tok, (size_t)B * sizeof(int32_t));
+        if (on_tokens) on_tokens(ctx, tok);
+        read++;
+    }
+    free(tok);
 }
 
 int hy_greedy_token(const float *l, int V) {
@@ -335,7 +392,7 @@ void hy_model_step(hy_model *m, hy_decode_state *s, const int32_t *ids, float *l
 void hy_model_step_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, int32_t *next,
                           hy_arena *work) {
     if (graph_wanted(s)) {
-        graph_step_greedy(m, s, ids, next);
+        graph_generate_greedy(m, s, ids, 1, next, NULL, NULL);
         return;
     }
     int V = m->cfg.vocab_size;
@@ -343,4 +400,23 @@ void hy_model_step_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, i
     run(m, s, ids, 1, logits, work, 1);
     for (int b = 0; b < s->B; b++) next[b] = hy_greedy_token(logits + (size_t)b * V, V);
     free(logits);
+}
+
+void hy_model_generate_greedy(hy_model *m, hy_decode_state *s, const int32_t *ids, long n,
+                              int32_t *out, hy_tokens_fn on_tokens, void *ctx, hy_arena *work) {
+    HY_REQUIRE(n >= 0, "greedy decoding: %ld steps", n);
+    if (n == 0) return;
+    if (graph_wanted(s)) {
+        graph_generate_greedy(m, s, ids, n, out, on_tokens, ctx);
+        return;
+    }
+    const int B = s->B;
+    int32_t *tok = (int32_t *)hy_xmalloc((size_t)B * sizeof(int32_t));
+    memcpy(tok, ids, (size_t)B * sizeof(int32_t));
+    for (long i = 0; i < n; i++) {
+        hy_model_step_greedy(m, s, tok, tok, work);
+        if (out) memcpy(out + (size_t)i * B, tok, (size_t)B * sizeof(int32_t));
+        if (on_tokens) on_tokens(ctx, tok);
+    }
+    free(tok);
 }

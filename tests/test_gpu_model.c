@@ -352,7 +352,31 @@ HY_TEST(gpu_dense_decode_graph_matches_eager, "gpu") { decode_graph_vs_eager(HY_
 // rows; a token that is not the greedy one fed in at step 40 (the ids are
 // copied again), a one-token prefill at step 60 (the position is copied
 // again), and, for the dense model, its graph recorded again at 256 rows.
-// The same steps launched one by one (HYDRA_DECODE_GRAPH=0) agree too.
+// The same steps launched one by one (HYDRA_DECODE_GRAPH=0) agree too, and so
+// do hy_model_generate_greedy's queued steps, run over the same three spans.
+typedef struct {
+    const int32_t *want;  // (steps, B) the host argmax's tokens from the span's start
+    int n, bad;
+} span_check;
+
+static void span_tokens(void *ctx, const int32_t *tok) {
+    span_check *c = (span_check *)ctx;
+    c->bad += memcmp(tok, c->want + (size_t)c->n * 3, 3 * sizeof(int32_t)) != 0;
+    c->n++;
+}
+
+// Steps [t0, t1] of the queued state from ids; its tokens against hist (T, B).
+static int greedy_span(world *gw, hy_decode_state *s, const int32_t *ids, int t0, int t1,
+                       const int32_t *hist) {
+    long n = t1 - t0 + 1;
+    int32_t *out = malloc((size_t)n * 3 * sizeof(int32_t));
+    span_check c = {hist + (size_t)t0 * 3, 0, 0};
+    hy_model_generate_greedy(&gw->m, s, ids, n, out, span_tokens, &c, &gw->acts);
+    int bad = c.bad + (c.n != n) + (memcmp(out, c.want, (size_t)n * 3 * sizeof(int32_t)) != 0);
+    free(out);
+    return bad;
+}
+
 static void decode_greedy(hy_arch arch, int T) {
     need_gpu();
     hy_model_config c = gpu_config(4, 2, 24);
@@ -363,43 +387,58 @@ static void decode_greedy(hy_arch arch, int T) {
     int V = c.vocab_size;
     int32_t prompt[B * 5];
     random_tokens(prompt, B * 5, V, 21);
-    hy_decode_state s[3];  // greedy on the device, logits to the host, eager greedy
-    for (int g = 0; g < 3; g++) {
+    // Greedy on the device, logits to the host, eager greedy, queued greedy.
+    hy_decode_state s[4];
+    for (int g = 0; g < 4; g++) {
         setenv("HYDRA_DECODE_GRAPH", g == 2 ? "0" : "1", 1);
         hy_decode_init(&s[g], &gw.m, B);
         hy_model_prefill(&gw.m, &s[g], prompt, 5, NULL, &gw.acts);
     }
     float *lg = malloc((size_t)B * V * 4);
-    int32_t tok[3][B], diff = 0, distinct = 0, last = -1;
+    int32_t *hist = malloc((size_t)T * B * sizeof(int32_t));  // step t's host tokens
+    int32_t tok[3][B], in41[B], diff = 0, distinct = 0, last = -1;
     for (int b = 0; b < B; b++) tok[0][b] = tok[1][b] = tok[2][b] = prompt[b * 5 + 4];
     for (int t = 5; t < T; t++) {
         setenv("HYDRA_DECODE_GRAPH", "1", 1);
         hy_model_step_greedy(&gw.m, &s[0], tok[0], tok[0], &gw.acts);
         hy_model_step(&gw.m, &s[1], tok[1], lg, &gw.acts);
         for (int b = 0; b < B; b++) tok[1][b] = hy_greedy_token(lg + (size_t)b * V, V);
+        memcpy(hist + (size_t)t * B, tok[1], sizeof tok[1]);
         setenv("HYDRA_DECODE_GRAPH", "0", 1);
         hy_model_step_greedy(&gw.m, &s[2], tok[2], tok[2], &gw.acts);
         if (memcmp(tok[0], tok[1], sizeof tok[0]) || memcmp(tok[0], tok[2], sizeof tok[0])) diff++;
         if (tok[1][0] != last) distinct++, last = tok[1][0];
-        if (t == 40)  // not the greedy token: the graph's ids must be copied again
+        if (t == 40) {  // not the greedy token: the graph's ids must be copied again
             for (int b = 0; b < B; b++) tok[0][b] = tok[1][b] = tok[2][b] = (tok[1][b] + 1 + b) % V;
+            memcpy(in41, tok[1], sizeof in41);
+        }
         if (t == 60)  // the position moves on the host
             for (int g = 0; g < 3; g++) {
                 setenv("HYDRA_DECODE_GRAPH", g == 2 ? "0" : "1", 1);
                 hy_model_prefill(&gw.m, &s[g], tok[1], 1, NULL, &gw.acts);
             }
     }
+    // The queued state over the same spans: 5..40, 41..60, a prefill, 61..T-1.
+    setenv("HYDRA_DECODE_GRAPH", "1", 1);
+    int32_t first[B];
+    for (int b = 0; b < B; b++) first[b] = prompt[b * 5 + 4];
+    int queued_bad = greedy_span(&gw, &s[3], first, 5, 40, hist);
+    queued_bad += greedy_span(&gw, &s[3], in41, 41, 60, hist);
+    hy_model_prefill(&gw.m, &s[3], hist + (size_t)60 * B, 1, NULL, &gw.acts);
+    queued_bad += greedy_span(&gw, &s[3], hist + (size_t)60 * B, 61, T - 1, hist);
     unsetenv("HYDRA_DECODE_GRAPH");
-    printf("  %s: %d greedy steps, %d token changes in row 0; steps whose tokens differ: %d\n",
-           arch == HY_ARCH_DENSE ? "dense" : "hydra", T - 5, distinct, diff);
+    printf("  %s: %d greedy steps, %d token changes in row 0; steps whose tokens differ: %d;"
+           " queued spans that differ: %d\n", arch == HY_ARCH_DENSE ? "dense" : "hydra", T - 5,
+           distinct, diff, queued_bad);
     HY_ASSERT(s[0].graph != NULL && s[2].graph == NULL, "the graph is used only when asked");
-    HY_ASSERT(s[0].pos == s[1].pos && s[0].pos == T + 1, "positions %lld, %lld", (long long)s[0].pos,
-              (long long)s[1].pos);
+    HY_ASSERT(s[0].pos == s[1].pos && s[0].pos == T + 1 && s[3].pos == T + 1,
+              "positions %lld, %lld, %lld", (long long)s[0].pos, (long long)s[1].pos,
+              (long long)s[3].pos);
     HY_ASSERT(diff == 0, "%d greedy steps differ from the host's argmax", diff);
-    for (int g = 0; g < 3; g++) hy_decode_free(&s[g]);
+    HY_ASSERT(queued_bad == 0, "queued greedy steps differ from the host's argmax");
+    for (int g = 0; g < 4; g++) hy_decode_free(&s[g]);
+    free(hist);
     free(lg);
-    world_free(&gw);
-    world_free(&cw);
 }
 
 HY_TEST(gpu_decode_greedy_on_device, "gpu") { decode_greedy(HY_ARCH_HYDRA, 90); }

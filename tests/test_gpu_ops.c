@@ -907,7 +907,9 @@ HY_TEST(gpu_op_argmax_rows, "gpu") {
 // The greedy token of bf16 rows (one block a row) against the sampler's scan
 // (hy_greedy_token): odd sizes (the scalar kernel) and multiples of 8 (16-byte
 // loads), ties, -inf entries; a NaN or +inf anywhere in a row, or a row of
-// -inf only, gives -1 for that row alone; the position advances once a call.
+// -inf only, gives -1 for that row alone; the position advances once a call (the
+// last of the 7 blocks advances it), and each call's tokens land in the host ring's
+// slot for the position it started at.
 HY_TEST(gpu_op_greedy_rows, "gpu") {
     need_gpu();
     hy_rng r;
@@ -915,6 +917,10 @@ HY_TEST(gpu_op_greedy_rows, "gpu") {
     const int Vs[] = {1, 7, 33, 1000, 8193, 32000};
     long long *pos = (long long *)dbuf(sizeof(long long)), p0 = 41, p1 = 0;
     hy_cuda_memcpy_h2d(pos, &p0, sizeof p0);
+    unsigned *done = (unsigned *)dbuf(sizeof(unsigned));
+    hy_cuda_memset(done, 0, sizeof(unsigned));
+    enum { kRing = 5 };
+    int32_t *ring = (int32_t *)hy_cuda_host_alloc(kRing * 7 * sizeof(int32_t));
     int calls = 0;
     for (int vi = 0; vi < 6; vi++)
         for (int kind = 0; kind < 3; kind++) {  // plain, ties, broken rows
@@ -933,7 +939,8 @@ HY_TEST(gpu_op_greedy_rows, "gpu") {
                 bad[1] = bad[3] = bad[5] = 1;
             }
             int32_t *idx = (int32_t *)dbuf((size_t)rows * sizeof(int32_t));
-            hy_cuda_greedy_rows(rows, V, up_bf16(x, n, 0), idx, pos, NULL);
+            hy_cuda_greedy_rows(rows, V, up_bf16(x, n, 0), idx, pos, done, ring, kRing, NULL);
+            const int32_t *slot = ring + ((p0 + calls) % kRing) * rows;
             calls++;
             int32_t *got = (int32_t *)hbuf((size_t)rows * sizeof(int32_t));
             hy_cuda_synchronize();
@@ -942,10 +949,16 @@ HY_TEST(gpu_op_greedy_rows, "gpu") {
                 int want = bad[row] ? -1 : hy_greedy_token(x + (size_t)row * V, V);
                 HY_ASSERT(got[row] == want, "V=%d kind %d row %d: GPU %d, CPU %d", V, kind, row,
                           got[row], want);
+                HY_ASSERT(slot[row] == want, "V=%d kind %d row %d: ring %d, CPU %d", V, kind, row,
+                          slot[row], want);
             }
         }
     hy_cuda_memcpy_d2h(&p1, pos, sizeof p1);
     HY_ASSERT(p1 == p0 + calls, "position %lld after %d calls from %lld", p1, calls, p0);
+    unsigned left = 1;
+    hy_cuda_memcpy_d2h(&left, done, sizeof left);
+    HY_ASSERT(left == 0, "the row counter ends at %u", left);
+    hy_cuda_host_free(ring);
     free_all();
 }
 
