@@ -76,6 +76,10 @@ void hy_cuda_embedding_bwd(int rows, int D, int V, const float *dy, const int32_
 // backward (NULL: not saved, inference).
 void hy_cuda_rmsnorm_fwd(int rows, int D, float eps, const void *x, const float *w, void *y,
                          float *rstd, void *stream);
+// The residual add and the norm after it in one pass: x (rows, D) bf16 = a + b (the bits of
+// hy_cuda_add_fwd), then y and rstd from x as hy_cuda_rmsnorm_fwd (the same bits).
+void hy_cuda_add_rmsnorm_fwd(int rows, int D, float eps, const void *a, const void *b, void *x,
+                             const float *w, void *y, float *rstd, void *stream);
 // Scratch bytes hy_cuda_rmsnorm_bwd() needs for the dw partial sums (a
 // function of rows and D alone).
 size_t hy_cuda_rmsnorm_bwd_scratch_bytes(int rows, int D);
@@ -87,6 +91,12 @@ size_t hy_cuda_rmsnorm_bwd_scratch_bytes(int rows, int D);
 void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void *x, const float *w,
                          const float *rstd, float *dx, float *dw, void *scratch,
                          size_t scratch_bytes, void *stream);
+// The same, and dx16 (rows, D) bf16 = the new dx rounded (hy_cuda_f32_to_bf16's bits): the
+// copy a residual add's backward hands its branch, written in the same pass (D a multiple of
+// 256 up to 1024, 16-byte aligned; otherwise by a rounding pass after). dx16 needs dx.
+void hy_cuda_rmsnorm_bwd_x16(int rows, int D, const float *dy, const void *x, const float *w,
+                             const float *rstd, float *dx, void *dx16, float *dw, void *scratch,
+                             size_t scratch_bytes, void *stream);
 
 // ---------------------------------------------------------------- swiglu
 // gv (rows, 2H) bf16 = [gate | value] -> y (rows, H) bf16 = silu(gate) * value.

@@ -67,7 +67,12 @@ void hy_cuda_embedding_bwd(int rows, int D, int V, const float *dy, const int32_
                            int padding_idx, float *dweight, void *stream) { NO_CUDA(); }
 void hy_cuda_rmsnorm_fwd(int rows, int D, float eps, const void *x, const float *w, void *y,
                          float *rstd, void *stream) { NO_CUDA(); }
+void hy_cuda_add_rmsnorm_fwd(int rows, int D, float eps, const void *a, const void *b, void *x,
+                             const float *w, void *y, float *rstd, void *stream) { NO_CUDA(); }
 size_t hy_cuda_rmsnorm_bwd_scratch_bytes(int rows, int D) { NO_CUDA(); return 0; }
+void hy_cuda_rmsnorm_bwd_x16(int rows, int D, const float *dy, const void *x, const float *w,
+                             const float *rstd, float *dx, void *dx16, float *dw, void *scratch,
+                             size_t scratch_bytes, void *stream) { NO_CUDA(); }
 void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void *x, const float *w,
                          const float *rstd, float *dx, float *dw, void *scratch,
                          size_t scratch_bytes, void *stream) { NO_CUDA(); }

@@ -10,21 +10,35 @@ namespace {
 
 // ---------------------------------------------------------------- rmsnorm
 // Each warp takes 32 / G rows at a time, G lanes per row; the loop bound is
-// the same for the whole warp (the shuffles need every lane).
+// the same for the whole warp (the shuffles need every lane). a != NULL: the
+// residual add before the norm in the same pass, x = bf16(a + b) written
+// (the add's bits: hy_cuda_add_fwd's f32 sum, rounded once) and normalised
+// from its rounded values: a kernel and a read of x fewer than the add then
+// the norm, the same bits.
 template <int VEC>
-__global__ void rmsnorm_fwd_kernel(int64_t rows, int D, float eps, int G, const uint16_t *x,
-                                   const float *w, uint16_t *y, float *rstd) {
+__global__ void rmsnorm_fwd_kernel(int64_t rows, int D, float eps, int G, const uint16_t *a,
+                                   const uint16_t *b, uint16_t *x, const float *w, uint16_t *y,
+                                   float *rstd) {
     int lane = threadIdx.x & 31, sub = lane & (G - 1), rpw = 32 / G;
     int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
     for (int64_t base = warp * rpw; base < rows; base += nwarps * rpw) {
         int64_t r = base + lane / G;
         bool ok = r < rows;
-        const uint16_t *xr = x + r * D;
+        uint16_t *xr = x + r * D;
         float ss = 0.0f, f[VEC], wf[VEC];
         if (ok)
             for (int c = sub * VEC; c < D; c += G * VEC) {
-                ld_bf<VEC>(xr + c, f);
+                if (a) {
+                    float fb[VEC];
+                    ld_bf<VEC>(a + r * D + c, f);
+                    ld_bf<VEC>(b + r * D + c, fb);
+#pragma unroll
+                    for (int k = 0; k < VEC; k++) f[k] = bf2f(f2bf(f[k] + fb[k]));
+                    st_bf<VEC>(xr + c, f);
+                } else {
+                    ld_bf<VEC>(xr + c, f);
+                }
 #pragma unroll
                 for (int k = 0; k < VEC; k++) ss += f[k] * f[k];
             }
@@ -33,11 +47,62 @@ __global__ void rmsnorm_fwd_kernel(int64_t rows, int D, float eps, int G, const 
         float s = (float)(1.0 / sqrt((double)ss / D + (double)eps));
         if (rstd && sub == 0) rstd[r] = s;
         for (int c = sub * VEC; c < D; c += G * VEC) {
-            ld_bf<VEC>(xr + c, f);
+            ld_bf<VEC>(xr + c, f);  // this thread's own stores when a != NULL
             ld_f<VEC>(w + c, wf);
 #pragma unroll
             for (int k = 0; k < VEC; k++) f[k] = f[k] * s * wf[k];
             st_bf<VEC>(y + r * D + c, f);
+        }
+    }
+}
+
+// The same for D = NIT * 256 (NIT <= 4): a warp a row, lane l owns columns l 8 + 256 i (the
+// columns, order of the sums and reduction of rmsnorm_fwd_kernel<8> with G = 32: the same
+// bits), the row's loads issued together and its values kept in registers (the loop kernel
+// re-reads x and, with the add, waits for each column group's loads behind its stores).
+template <int NIT>
+__global__ void rmsnorm_fwd_reg_kernel(int64_t rows, int D, float eps, const uint16_t *a,
+                                       const uint16_t *b, uint16_t *x, const float *w,
+                                       uint16_t *y, float *rstd) {
+    const int lane = threadIdx.x & 31;
+    const int64_t warp = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int64_t nwarps = ((int64_t)gridDim.x * blockDim.x) >> 5;
+    for (int64_t r = warp; r < rows; r += nwarps) {
+        float f[NIT][8];
+        if (a) {
+            float fb[NIT][8];
+#pragma unroll
+            for (int i = 0; i < NIT; i++) {
+                const int64_t at = r * D + lane * 8 + i * 256;
+                ld_bf<8>(a + at, f[i]);
+                ld_bf<8>(b + at, fb[i]);
+            }
+#pragma unroll
+            for (int i = 0; i < NIT; i++) {
+#pragma unroll
+                for (int k = 0; k < 8; k++) f[i][k] = bf2f(f2bf(f[i][k] + fb[i][k]));
+                st_bf<8>(x + r * D + lane * 8 + i * 256, f[i]);
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < NIT; i++) ld_bf<8>(x + r * D + lane * 8 + i * 256, f[i]);
+        }
+        float ss = 0.0f;
+#pragma unroll
+        for (int i = 0; i < NIT; i++)
+#pragma unroll
+            for (int k = 0; k < 8; k++) ss += f[i][k] * f[i][k];
+        ss = group_sum(ss, 32);
+        const float s = (float)(1.0 / sqrt((double)ss / D + (double)eps));
+        if (rstd && lane == 0) rstd[r] = s;
+#pragma unroll
+        for (int i = 0; i < NIT; i++) {
+            const int c = lane * 8 + i * 256;
+            float wf[8];
+            ld_f<8>(w + c, wf);
+#pragma unroll
+            for (int k = 0; k < 8; k++) f[i][k] = f[i][k] * s * wf[k];
+            st_bf<8>(y + r * D + c, f[i]);
         }
     }
 }
@@ -119,11 +184,13 @@ __global__ void rmsnorm_bwd_kernel(int64_t rows, int D, int64_t per, const float
 // registers before its reduction, where the loop above read dx only after
 // it (two round trips to memory a row) and re-read dy and x. The weights
 // stay in registers across the warp's rows. The arithmetic is the loop
-// kernel's, in the same order.
+// kernel's, in the same order. dx16 != NULL: bf16(dx) is written there too
+// (the residual add's rounded copy for its branch, without a pass of its own).
 template <int NIT>
 __global__ void __launch_bounds__(kNormWarps * 32)
     rmsnorm_bwd_reg_kernel(int64_t rows, int D, int64_t per, const float *dy, const uint16_t *x,
-                           const float *w, const float *rstd, float *dx, float *partial) {
+                           const float *w, const float *rstd, float *dx, uint16_t *dx16,
+                           float *partial) {
     extern __shared__ float sm[];  // (warps, D) when partial
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
     float *mine = sm + (int64_t)warp * D;
@@ -171,6 +238,7 @@ __global__ void __launch_bounds__(kNormWarps * 32)
             }
             if (partial) acc_f<8>(mine + c, gx);
             if (dx) st_f<8>(dx + r * D + c, o);
+            if (dx16) st_bf<8>(dx16 + r * D + c, o);
         }
     }
     if (partial) block_partial(sm, warps, D, partial);
@@ -249,23 +317,46 @@ __global__ void l2norm_bwd_kernel(int64_t vecs, int D, float eps, int G, const f
 
 // ================================================================ entry points
 // ---------------------------------------------------------------- rmsnorm
+static void rmsnorm_fwd(int rows, int D, float eps, const void *a, const void *b, void *x,
+                        const float *w, void *y, float *rstd, cudaStream_t s) {
+    const uint16_t *ai = (const uint16_t *)a, *bi = (const uint16_t *)b;
+    uint16_t *xi = (uint16_t *)x, *yo = (uint16_t *)y;
+    bool vec = D % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(y) &&
+               (!a || (aligned16(a) && aligned16(b)));
+    const int nit = D % 256 == 0 ? D / 256 : 0;
+    if (vec && nit >= 1 && nit <= 4) {
+        auto kern = nit == 1 ? rmsnorm_fwd_reg_kernel<1>
+                  : nit == 2 ? rmsnorm_fwd_reg_kernel<2>
+                  : nit == 3 ? rmsnorm_fwd_reg_kernel<3>
+                             : rmsnorm_fwd_reg_kernel<4>;
+        kern<<<blocks_for(rows, kThreads / 32), kThreads, 0, s>>>(rows, D, eps, ai, bi, xi, w,
+                                                                   yo, rstd);
+    } else if (vec) {
+        int G = lanes_per_row(D, 8);
+        rmsnorm_fwd_kernel<8><<<blocks_for(rows, kThreads / G), kThreads, 0, s>>>(
+            rows, D, eps, G, ai, bi, xi, w, yo, rstd);
+    } else {
+        int G = lanes_per_row(D, 1);
+        rmsnorm_fwd_kernel<1><<<blocks_for(rows, kThreads / G), kThreads, 0, s>>>(
+            rows, D, eps, G, ai, bi, xi, w, yo, rstd);
+    }
+    LAUNCH_CHECK();
+}
+
 extern "C" void hy_cuda_rmsnorm_fwd(int rows, int D, float eps, const void *x, const float *w,
                                     void *y, float *rstd, void *stream) {
     HY_REQUIRE(rows >= 0 && D > 0, "cuda rmsnorm_fwd: bad sizes rows %d, D %d", rows, D);
     if (rows == 0) return;
-    cudaStream_t s = as_stream(stream);
-    const uint16_t *xi = (const uint16_t *)x;
-    uint16_t *yo = (uint16_t *)y;
-    if (D % 8 == 0 && aligned16(x) && aligned16(w) && aligned16(y)) {
-        int G = lanes_per_row(D, 8);
-        rmsnorm_fwd_kernel<8><<<blocks_for(rows, kThreads / G), kThreads, 0, s>>>(
-            rows, D, eps, G, xi, w, yo, rstd);
-    } else {
-        int G = lanes_per_row(D, 1);
-        rmsnorm_fwd_kernel<1><<<blocks_for(rows, kThreads / G), kThreads, 0, s>>>(
-            rows, D, eps, G, xi, w, yo, rstd);
-    }
-    LAUNCH_CHECK();
+    rmsnorm_fwd(rows, D, eps, nullptr, nullptr, (void *)x, w, y, rstd, as_stream(stream));
+}
+
+extern "C" void hy_cuda_add_rmsnorm_fwd(int rows, int D, float eps, const void *a, const void *b,
+                                        void *x, const float *w, void *y, float *rstd,
+                                        void *stream) {
+    HY_REQUIRE(rows >= 0 && D > 0, "cuda add_rmsnorm_fwd: bad sizes rows %d, D %d", rows, D);
+    HY_REQUIRE(a && b && x, "cuda add_rmsnorm_fwd: a, b and x are required");
+    if (rows == 0) return;
+    rmsnorm_fwd(rows, D, eps, a, b, x, w, y, rstd, as_stream(stream));
 }
 
 extern "C" size_t hy_cuda_rmsnorm_bwd_scratch_bytes(int rows, int D) {
@@ -273,12 +364,14 @@ extern "C" size_t hy_cuda_rmsnorm_bwd_scratch_bytes(int rows, int D) {
     return (size_t)rmsnorm_parts(rows) * (size_t)D * sizeof(float);
 }
 
-extern "C" void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void *x,
-                                    const float *w, const float *rstd, float *dx, float *dw,
-                                    void *scratch, size_t scratch_bytes, void *stream) {
+extern "C" void hy_cuda_rmsnorm_bwd_x16(int rows, int D, const float *dy, const void *x,
+                                        const float *w, const float *rstd, float *dx, void *dx16,
+                                        float *dw, void *scratch, size_t scratch_bytes,
+                                        void *stream) {
     HY_REQUIRE(rows >= 0 && D > 0, "cuda rmsnorm_bwd: bad sizes rows %d, D %d", rows, D);
     HY_REQUIRE(D <= kNormMaxD, "cuda rmsnorm_bwd: D = %d is above the supported %d", D,
                kNormMaxD);
+    HY_REQUIRE(!dx16 || dx, "cuda rmsnorm_bwd: a bf16 copy of dx needs dx");
     if (rows == 0 || (!dx && !dw)) return;
     cudaStream_t s = as_stream(stream);
     int parts = rmsnorm_parts(rows);
@@ -294,14 +387,17 @@ extern "C" void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void
         smem = (size_t)warps * D * sizeof(float);
     }
     const uint16_t *xi = (const uint16_t *)x;
-    bool vec = D % 8 == 0 && aligned16(dy) && aligned16(x) && aligned16(w) && aligned16(dx);
+    bool vec = D % 8 == 0 && aligned16(dy) && aligned16(x) && aligned16(w) && aligned16(dx) &&
+               aligned16(dx16);
     const int nit = D % 256 == 0 ? D / 256 : 0;
     if (vec && nit >= 1 && nit <= 4) {
         auto kern = nit == 1 ? rmsnorm_bwd_reg_kernel<1>
                   : nit == 2 ? rmsnorm_bwd_reg_kernel<2>
                   : nit == 3 ? rmsnorm_bwd_reg_kernel<3>
                              : rmsnorm_bwd_reg_kernel<4>;
-        kern<<<parts, warps * 32, smem, s>>>(rows, D, per, dy, xi, w, rstd, dx, partial);
+        kern<<<parts, warps * 32, smem, s>>>(rows, D, per, dy, xi, w, rstd, dx,
+                                             (uint16_t *)dx16, partial);
+        dx16 = nullptr;  // written
     } else if (vec)
         rmsnorm_bwd_kernel<8><<<parts, warps * 32, smem, s>>>(rows, D, per, dy, xi, w, rstd, dx,
                                                               partial);
@@ -309,7 +405,16 @@ extern "C" void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void
         rmsnorm_bwd_kernel<1><<<parts, warps * 32, smem, s>>>(rows, D, per, dy, xi, w, rstd, dx,
                                                               partial);
     LAUNCH_CHECK();
+    // The other kernels round dx in a pass of their own (the same bits).
+    if (dx16) hy_cuda_f32_to_bf16(dx, dx16, (size_t)rows * D, s);
     if (dw) launch_colsum(parts, D, partial, D, dw, nullptr, s);
+}
+
+extern "C" void hy_cuda_rmsnorm_bwd(int rows, int D, const float *dy, const void *x,
+                                    const float *w, const float *rstd, float *dx, float *dw,
+                                    void *scratch, size_t scratch_bytes, void *stream) {
+    hy_cuda_rmsnorm_bwd_x16(rows, D, dy, x, w, rstd, dx, nullptr, dw, scratch, scratch_bytes,
+                            stream);
 }
 
 // ---------------------------------------------------------------- l2norm_heads

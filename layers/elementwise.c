@@ -40,6 +40,12 @@ static void add_backward(hy_tape *t, hy_node *n) {
     }
 }
 
+// A GPU add's context: which input's bf16 gradient copy (k + 1; 0: none) the op that
+// reads y first already wrote (hy_add_branch_grad_bf16).
+typedef struct {
+    int bf16_done;
+} add_ctx;
+
 // GPU: dy (n) f32; da, db (n) f32 += dy. The add is the last reader of dy,
 // so an input without a gradient yet takes dy itself as its gradient (no
 // memory traffic: the residual stream's add passes its gradient through),
@@ -58,8 +64,13 @@ static void add_backward_cuda(hy_tape *t, hy_node *n) {
         if (gb) hy_cuda_add_bwd(len, dy, NULL, hy_f32(gb), NULL);
         return;
     }
+    const add_ctx *ac = (const add_ctx *)n->ctx;
     int done[2];  // bf16 copies first, so that dy is adopted by an input that cannot take one
     for (int k = 0; k < 2; k++) {
+        if (ac && ac->bf16_done == k + 1) {  // written with dy (hy_add_branch_grad_bf16)
+            done[k] = 1;
+            continue;
+        }
         void *g16 = hy_grad_out_bf16(t, n->in[k]);
         if (g16) hy_cuda_f32_to_bf16(dy, g16, len, NULL);
         done[k] = g16 != NULL;
@@ -80,12 +91,33 @@ static void add_backward_cuda(hy_tape *t, hy_node *n) {
     }
 }
 
-// GPU: a, b (n) bf16 -> y (n) bf16. Saves nothing.
+void hy_add_record(hy_tape *t, hy_tensor *a, hy_tensor *b, hy_tensor *y) {
+    int gpu = a->device == HY_CUDA;
+    hy_tensor *ins[2] = {a, b};
+    hy_node *n = hy_tape_record(t, "add", gpu ? add_backward_cuda : add_backward, ins, 2, &y, 1);
+    if (n && gpu) hy_tape_ctx(t, n, sizeof(add_ctx));  // saves nothing else
+}
+
+int hy_is_add_node(const hy_node *n) { return n->backward == add_backward_cuda; }
+
+void *hy_add_branch_grad_bf16(hy_tape *t, hy_node *add) {
+    add_ctx *ac = (add_ctx *)add->ctx;
+    if (!ac || same_owner(add->in[0], add->in[1])) return NULL;
+    for (int k = 0; k < 2; k++) {  // in the add's own order
+        void *g16 = hy_grad_out_bf16(t, add->in[k]);
+        if (g16) {
+            ac->bf16_done = k + 1;
+            return g16;
+        }
+    }
+    return NULL;
+}
+
+// GPU: a, b (n) bf16 -> y (n) bf16.
 static hy_tensor *add_fwd_cuda(hy_tape *t, hy_tensor *a, hy_tensor *b) {
     hy_tensor *y = hy_tape_new(t, HY_BF16, a->ndim, a->shape, "add");
     hy_cuda_add_fwd((size_t)hy_numel(a), a->data, b->data, y->data, NULL);
-    hy_tensor *ins[2] = {a, b};
-    hy_tape_record(t, "add", add_backward_cuda, ins, 2, &y, 1);
+    hy_add_record(t, a, b, y);
     return y;
 }
 
@@ -96,8 +128,7 @@ hy_tensor *hy_add(hy_tape *t, hy_tensor *a, hy_tensor *b) {
     const float *av = hy_f32(a), *bv = hy_f32(b);
     float *yv = hy_f32(y);
     for (int64_t i = 0, len = hy_numel(a); i < len; i++) yv[i] = av[i] + bv[i];
-    hy_tensor *ins[2] = {a, b};
-    hy_tape_record(t, "add", add_backward, ins, 2, &y, 1);  // saves nothing
+    hy_add_record(t, a, b, y);  // saves nothing
     return y;
 }
 

@@ -292,19 +292,34 @@ static hy_tensor *attn_mixer(hy_model *m, hy_tape *t, int i, hy_tensor *h, hy_de
     return hy_linear(t, merge_heads(t, o), P(m, L->o), NULL);  // (B, T, d)
 }
 
+// Block i after its first norm: x (B, T, d) and h = norm1 x -> x + mixer(h) -> ... +
+// mlp(norm2 ...). Each residual add and the norm after it are one op (hy_add_rmsnorm);
+// next_norm given (the next block's norm1, or the final norm), the block's last add too,
+// and *next_h = next_norm(output); mark >= 0: hy_tape_mark(t, mark) before that add, whose
+// norm's weight belongs to the next block.
+static hy_tensor *block_body(hy_model *m, hy_tape *t, int i, hy_tensor *x, hy_tensor *h,
+                             hy_decode_state *ds, int step, hy_tensor *next_norm, int mark,
+                             hy_tensor **next_h) {
+    const hy_layer_params *L = &m->layer[i];
+    float eps = (float)m->cfg.rms_eps;
+    hy_tensor *y = (L->kind == HY_LAYER_GDN) ? gdn_mixer(m, t, i, h, ds ? &ds->layer[i] : NULL, step)
+                                             : attn_mixer(m, t, i, h, ds, step);
+    h = hy_add_rmsnorm(t, x, y, P(m, L->norm2), eps, &x);
+    hy_tensor *a = hy_swiglu(t, hy_linear(t, h, P(m, L->w_fused), NULL));  // (B, T, hidden)
+    hy_tensor *down = hy_linear(t, a, P(m, L->w_down), NULL);
+    if (!next_norm) return hy_add(t, x, down);
+    if (mark >= 0) hy_tape_mark(t, mark);
+    *next_h = hy_add_rmsnorm(t, x, down, next_norm, eps, &x);
+    return x;
+}
+
 // Block i: x (B, T, d) -> x + mixer(norm1 x) -> ... + mlp(norm2 ...).
 static hy_tensor *block(hy_model *m, hy_tape *t, int i, hy_tensor *x, hy_decode_state *ds,
                         int step) {
     const hy_layer_params *L = &m->layer[i];
-    float eps = (float)m->cfg.rms_eps;
     if (step && x->device == HY_CUDA) return hy_block_decode_gpu(m, t, i, x, ds);
-    hy_tensor *h = hy_rmsnorm(t, x, P(m, L->norm1), eps);
-    hy_tensor *y = (L->kind == HY_LAYER_GDN) ? gdn_mixer(m, t, i, h, ds ? &ds->layer[i] : NULL, step)
-                                             : attn_mixer(m, t, i, h, ds, step);
-    x = hy_add(t, x, y);
-    h = hy_rmsnorm(t, x, P(m, L->norm2), eps);
-    hy_tensor *a = hy_swiglu(t, hy_linear(t, h, P(m, L->w_fused), NULL));  // (B, T, hidden)
-    return hy_add(t, x, hy_linear(t, a, P(m, L->w_down), NULL));
+    hy_tensor *h = hy_rmsnorm(t, x, P(m, L->norm1), (float)m->cfg.rms_eps);
+    return block_body(m, t, i, x, h, ds, step, NULL, -1, NULL);
 }
 
 // ---------------------------------------------------------------- recomputation
@@ -380,11 +395,25 @@ static hy_tensor *model_stream(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decod
     return x;
 }
 
-// Embedding, blocks and the final norm: the hidden states (B, T, d).
+// Embedding, blocks and the final norm: the hidden states (B, T, d). Without
+// recomputation or GPU decoding, each block's last residual add and the norm after it (the
+// next block's first, or the final one) are one op.
 static hy_tensor *model_hidden(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,
                                int step) {
-    hy_tensor *x = model_stream(m, t, ids, ds, step);
-    return hy_rmsnorm(t, x, P(m, m->norm_f), (float)m->cfg.rms_eps);
+    const hy_model_config *c = &m->cfg;
+    float eps = (float)c->rms_eps;
+    if ((m->recompute && t && !ds) || (step && ids->device == HY_CUDA) || c->n_layers < 1)
+        return hy_rmsnorm(t, model_stream(m, t, ids, ds, step), P(m, m->norm_f), eps);
+    int pad = m->arch == HY_ARCH_DENSE ? -1 : c->pad_token_id;
+    hy_tensor *x = hy_embedding(t, P(m, m->embed), ids, pad);  // (B, T, d)
+    hy_tape_mark(t, 0);  // block 0's parameter gradients are final when backward gets here
+    hy_tensor *h = hy_rmsnorm(t, x, P(m, m->layer[0].norm1), eps);
+    for (int i = 0; i < c->n_layers; i++) {
+        int last = i + 1 == c->n_layers;
+        hy_tensor *next = P(m, last ? m->norm_f : m->layer[i + 1].norm1);
+        x = block_body(m, t, i, x, h, ds, step, next, last ? -1 : i + 1, &h);
+    }
+    return h;
 }
 
 hy_tensor *hy_model_blocks(hy_model *m, hy_tape *t, hy_tensor *ids, hy_decode_state *ds,

@@ -24,11 +24,26 @@ hy_tensor *hy_linear(hy_tape *t, hy_tensor *x, hy_tensor *w, hy_tensor *b);
 // y = x / sqrt(mean(x^2) + eps) * w. x (..., D), w (D) -> (..., D).
 hy_tensor *hy_rmsnorm(hy_tape *t, hy_tensor *x, hy_tensor *w, float eps);
 
+// The residual add and the norm after it: returns rmsnorm(a + b, w), and a + b in *sum.
+// The tape records hy_add then hy_rmsnorm (the same gradients); on the GPU one kernel
+// computes both (hy_cuda_add_rmsnorm_fwd, the bits of the two ops).
+hy_tensor *hy_add_rmsnorm(hy_tape *t, hy_tensor *a, hy_tensor *b, hy_tensor *w, float eps,
+                          hy_tensor **sum);
+
 // SwiGLU activation: gv (..., 2H) = [gate | value] -> silu(gate) * value (..., H).
 hy_tensor *hy_swiglu(hy_tape *t, hy_tensor *gv);
 
 // Elementwise, same shapes: a + b (the residual add), a * b.
 hy_tensor *hy_add(hy_tape *t, hy_tensor *a, hy_tensor *b);
+// For ops that fuse the add with what follows it (hy_add_rmsnorm): record y = a + b, which
+// the caller computed; whether node n is such an add; and, in backward, from the op that
+// reads the add's output first in the forward (so adds the last part of its gradient, just
+// before the add's backward), the bf16 gradient buffer of the input that takes its gradient
+// rounded (hy_grad_out_bf16), to be written whole by that op: the add's backward then skips
+// that rounding pass. NULL when neither input takes one.
+void hy_add_record(hy_tape *t, hy_tensor *a, hy_tensor *b, hy_tensor *y);
+int hy_is_add_node(const hy_node *n);
+void *hy_add_branch_grad_bf16(hy_tape *t, hy_node *add);
 hy_tensor *hy_mul(hy_tape *t, hy_tensor *a, hy_tensor *b);
 
 // Elementwise activations. On the GPU sigmoid returns f32 (it makes the GDN

@@ -364,6 +364,31 @@ static void check_rmsnorm(hy_rng *r, int rows, int D) {
     hy_cuda_rmsnorm_bwd(rows, D, d_dy, d_x, d_w, d_rstd, d_gx2, NULL, NULL, 0, NULL);
     expect_bits(cfg, "dw rerun", down_f32(d_gw2, D), ggw, (size_t)D * 4);
     expect_bits(cfg, "dx rerun", down_f32(d_gx2, n), ggx, n * 4);
+
+    // With the bf16 copy of dx: the same dx and dw, and the copy is dx rounded.
+    float *d_gx3 = up_f32(pre_x, n, 0), *d_gw3 = up_f32(pre_w, D, 0);
+    void *d_gx16 = out_bf16(n, 0);
+    hy_cuda_rmsnorm_bwd_x16(rows, D, d_dy, d_x, d_w, d_rstd, d_gx3, d_gx16, d_gw3, scratch, sb,
+                            NULL);
+    expect_bits(cfg, "dx (x16)", down_f32(d_gx3, n), ggx, n * 4);
+    expect_bits(cfg, "dw (x16)", down_f32(d_gw3, D), ggw, (size_t)D * 4);
+    float *gx16 = down_bf16(d_gx16, n), *want16 = (float *)hbuf(n * 4);
+    for (size_t i = 0; i < n; i++) want16[i] = hy_bf16_to_f32(hy_f32_to_bf16(ggx[i]));
+    expect_bits(cfg, "bf16(dx)", gx16, want16, n * 4);
+
+    // The add before the norm in one kernel: x = a + b as hy_cuda_add_fwd, y and rstd as
+    // hy_cuda_rmsnorm_fwd from it, bit for bit.
+    float *a = randn_bf16(r, n, 0.1f, 1.0f), *b = randn_bf16(r, n, 0.2f, 1.0f);
+    void *d_a = up_bf16(a, n, 0), *d_b = up_bf16(b, n, 0);
+    void *d_s1 = out_bf16(n, 0), *d_y1 = out_bf16(n, 0), *d_s2 = out_bf16(n, 0);
+    void *d_y2 = out_bf16(n, 0);
+    float *d_r1 = out_f32(rows, 0), *d_r2 = out_f32(rows, 0);
+    hy_cuda_add_fwd(n, d_a, d_b, d_s1, NULL);
+    hy_cuda_rmsnorm_fwd(rows, D, eps, d_s1, d_w, d_y1, d_r1, NULL);
+    hy_cuda_add_rmsnorm_fwd(rows, D, eps, d_a, d_b, d_s2, d_w, d_y2, d_r2, NULL);
+    expect_bits(cfg, "a + b (fused)", down_bf16(d_s2, n), down_bf16(d_s1, n), n * 4);
+    expect_bits(cfg, "y (fused)", down_bf16(d_y2, n), down_bf16(d_y1, n), n * 4);
+    expect_bits(cfg, "rstd (fused)", down_f32(d_r2, rows), down_f32(d_r1, rows), (size_t)rows * 4);
     cpu_free(&e);
 }
 

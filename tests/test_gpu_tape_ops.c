@@ -1078,6 +1078,89 @@ HY_TEST(gpu_tape_grad_bf16, "gpu") {
     free(a.gx), free(a.g1), free(b.gx), free(b.g1), free(c.gx), free(c.g1);
 }
 
+// ================================================================ add + rmsnorm
+// A residual add read first by a norm, then by a later add:
+//   down = x W^T;  h = rmsnorm(x + down, w);  y = (x + down) + h
+// mode 0: hy_add then hy_rmsnorm with HYDRA_GRAD_BF16=0 (the add's backward hands down's
+// linear an f32 gradient, which it rounds); 1: the same ops with bf16 gradients (the norm's
+// backward writes down's rounded gradient, the add skips its pass); 2: hy_add_rmsnorm (one
+// forward kernel). All three: the same y and gradients, bit for bit. D 256 takes the norm's
+// register backward kernel, D 40 its loop kernel and a rounding pass after it.
+typedef struct {
+    float *y, *gx, *gw, *gn;
+    int took_bf16;
+} norm_result;
+
+static void run_add_norm(int mode, int D, norm_result *res) {
+    grad_bf16_mode(mode > 0);
+    enum { ROWS = 37 };
+    hy_rng r;
+    hy_rng_seed(&r, 2800);
+    env e;
+    env_init(&e, HY_CUDA);
+    int64_t xs[2] = {ROWS, D};
+    hy_tensor *x = gpu_input(&e, 2, xs, &r);
+    hy_tensor *w = gpu_weight(&e, D, D, &r, "w_down");
+    hy_tensor *nw = hy_new1(&e.in, HY_F32, D, "norm_w");
+    float *h = (float *)hy_xmalloc((size_t)D * sizeof(float));
+    for (int i = 0; i < D; i++) h[i] = 1.0f + 0.3f * hy_rng_normal(&r);
+    hy_tensor_from_host_f32(nw, h);
+    free(h);
+    hy_tensor *gx = hy_new2(&e.in, HY_F32, ROWS, D, "gx"), *gw = hy_new2(&e.in, HY_F32, D, D, "gw");
+    hy_tensor *gn = hy_new1(&e.in, HY_F32, D, "gn");
+    zero(gx), zero(gw), zero(gn);
+    hy_tape_bind_grad(&e.tape, x, gx);
+    hy_tape_bind_grad(&e.tape, w, gw);
+    hy_tape_bind_grad(&e.tape, nw, gn);
+    poison(&e);
+    hy_tensor *down = hy_linear(&e.tape, x, w, NULL), *sum, *hn;
+    if (mode == 2) {
+        hn = hy_add_rmsnorm(&e.tape, x, down, nw, 1e-5f, &sum);
+    } else {
+        sum = hy_add(&e.tape, x, down);
+        hn = hy_rmsnorm(&e.tape, sum, nw, 1e-5f);
+    }
+    hy_tensor *y = upcast(&e.tape, hy_add(&e.tape, sum, hn));
+    float *seed = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
+    for (int i = 0; i < ROWS * D; i++) seed[i] = hy_rng_normal(&r);
+    hy_tape_backward_seed(&e.tape, y, seed);
+    free(seed);
+    res->took_bf16 = hy_grad_bf16(&e.tape, down) != NULL;
+    res->y = to_host(y), res->gx = to_host(gx), res->gw = to_host(gw), res->gn = to_host(gn);
+    env_free(&e);
+    unsetenv("HYDRA_GRAD_BF16");
+}
+
+HY_TEST(gpu_tape_add_rmsnorm, "gpu") {
+    need_gpu();
+    hy_cuda_blas_init();
+    const int dims[2] = {256, 40};
+    for (int di = 0; di < 2; di++) {
+        int D = dims[di];
+        size_t n = (size_t)37 * D;
+        norm_result m[3];
+        for (int k = 0; k < 3; k++) run_add_norm(k, D, &m[k]);
+        HY_ASSERT(!m[0].took_bf16, "D %d: HYDRA_GRAD_BF16=0, yet w_down's gradient was bf16", D);
+        HY_ASSERT(m[1].took_bf16 && m[2].took_bf16,
+                  "D %d: the norm's backward did not write w_down's output gradient in bf16", D);
+        for (int k = 1; k < 3; k++) {
+            HY_ASSERT(memcmp(m[0].y, m[k].y, n * 4) == 0, "D %d mode %d: y bits differ", D, k);
+            HY_ASSERT(memcmp(m[0].gx, m[k].gx, n * 4) == 0, "D %d mode %d: dx bits differ", D, k);
+            HY_ASSERT(memcmp(m[0].gw, m[k].gw, (size_t)D * D * 4) == 0,
+                      "D %d mode %d: dW bits differ", D, k);
+            HY_ASSERT(memcmp(m[0].gn, m[k].gn, (size_t)D * 4) == 0,
+                      "D %d mode %d: d norm w bits differ", D, k);
+        }
+        int nonzero = 0;
+        for (int i = 0; i < D * D; i++) nonzero += m[0].gw[i] != 0.0f;
+        HY_ASSERT(nonzero > D * D / 2, "D %d: dW is mostly zero (%d of %d): the test is vacuous",
+                  D, nonzero, D * D);
+        printf("  (37, %d): add + rmsnorm, bf16 copy from the norm's backward, fused forward: "
+               "y, dx, dW, d norm w same bits\n", D);
+        for (int k = 0; k < 3; k++) free(m[k].y), free(m[k].gx), free(m[k].gw), free(m[k].gn);
+    }
+}
+
 // ================================================================ misuse
 // Dtype checks come before any kernel, so these need no GPU memory: the
 // "GPU" tensors are host tensors marked as CUDA.
