@@ -444,7 +444,8 @@ static void parts_table(const step_parts *p, int steps) {
              steps);
     table *t = table_new("parts", title, cols, 3);
     const char *names[6] = {"forward (tape: embedding ... head + loss)", "backward (every tape node)",
-                            "gradient clip (norm + scale)", "optimizer (AdamW + Muon, with the bf16 copies)",
+                            "gradient norm (clipped in the update)",
+                            "optimizer (AdamW + Muon, with the bf16 copies)",
                             "host and sync gaps (wall - parts)", "step (wall clock)"};
     double ms[6] = {p->fwd, p->bwd, p->clip, p->opt, p->wall - p->fwd - p->bwd - p->clip - p->opt,
                     p->wall};

@@ -191,6 +191,12 @@ void hy_cuda_optim_plan_set_ns_fp32(hy_cuda_optim_plan *p, int on);
 // needed (when this plan updates every parameter: one GPU). NULL (default):
 // only the values are written.
 void hy_cuda_optim_plan_set_half(hy_cuda_optim_plan *p, void *half);
+// Clipping fused into the update: the steps after this (AdamW and Muon) multiply each
+// gradient they read by hy_cuda_clip_grad_norm()'s factor, decided on the device from
+// norm_dev[0] (the norm hy_cuda_grad_norm() writes there before each step), instead of a
+// pass that scales the gradients in place (the same products, so the same bits; the
+// gradient buffer keeps the unclipped values). max_norm <= 0 or norm_dev NULL: off.
+void hy_cuda_optim_plan_set_clip(hy_cuda_optim_plan *p, float max_norm, const float *norm_dev);
 // Scratch bytes for hy_cuda_optim_step() / hy_cuda_muon_step() (the
 // largest Muon batch's Newton-Schulz buffers: about 4 fp32 copies of every
 // matrix of the largest same-shape group, e.g. ~342 MiB for the 115M

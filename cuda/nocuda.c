@@ -180,6 +180,9 @@ hy_cuda_optim_plan *hy_cuda_optim_plan_create(const hy_cuda_param_range *r, int 
 void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p) { NO_CUDA(); }
 void hy_cuda_optim_plan_set_ns_fp32(hy_cuda_optim_plan *p, int on) { NO_CUDA(); }
 void hy_cuda_optim_plan_set_half(hy_cuda_optim_plan *p, void *half) { NO_CUDA(); }
+void hy_cuda_optim_plan_set_clip(hy_cuda_optim_plan *p, float max_norm, const float *norm_dev) {
+    NO_CUDA();
+}
 size_t hy_cuda_optim_scratch_bytes(const hy_cuda_optim_plan *p) { NO_CUDA(); return 0; }
 void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_config *c, int64_t t,
                         float lr_mult, float *values, const float *grads, float *m, float *v,

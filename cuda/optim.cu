@@ -97,9 +97,9 @@ typedef struct {
 // What a recorded Muon step depends on besides the lr (which it reads from
 // device memory): the buffers, the stream and the configuration.
 typedef struct {
-    const void *values, *grads, *m, *scratch, *stream, *half;
+    const void *values, *grads, *m, *scratch, *stream, *half, *clip_norm;
     int fp32, nesterov, ns_steps;
-    float momentum, wd;
+    float momentum, wd, clip_max;
 } muon_graph_key;
 
 struct hy_cuda_optim_plan {
@@ -115,6 +115,8 @@ struct hy_cuda_optim_plan {
     size_t muon_scratch;        // largest batch's Newton-Schulz buffers
     int ns_fp32;                // Newton-Schulz on fp32 GEMMs (exact mode)
     uint16_t *half;             // the values' bf16 copies, written with them; NULL: not written
+    const float *clip_norm;     // device: the gradients' norm, by which the next step clips
+    float clip_max;             // as it reads them (hy_cuda_optim_plan_set_clip); <= 0: off
     float *lr_dev;              // device: this step's Muon lr (read by the recorded step)
     cudaGraphExec_t graph;      // the recorded Muon step, NULL until the first one
     muon_graph_key key;         // what it was recorded with
@@ -274,6 +276,12 @@ extern "C" void hy_cuda_optim_plan_set_half(hy_cuda_optim_plan *p, void *half) {
     p->half = (uint16_t *)half;
 }
 
+extern "C" void hy_cuda_optim_plan_set_clip(hy_cuda_optim_plan *p, float max_norm,
+                                            const float *norm_dev) {
+    p->clip_max = norm_dev && max_norm > 0 ? max_norm : 0.0f;
+    p->clip_norm = p->clip_max > 0 ? norm_dev : NULL;
+}
+
 extern "C" void hy_cuda_optim_plan_destroy(hy_cuda_optim_plan *p) {
     if (!p) return;
     CUDA_CHECK(cudaFree(p->ranges));
@@ -318,16 +326,35 @@ static __device__ double block_sum(double v) {
     return r;
 }
 
+// ---------------------------------------------------------------- clipping
+// clip.c's rule, decided on the device from the norm: 1 when the gradients
+// stay as they are (no limit, a norm within it or not finite), else the
+// factor (float)(max_norm / norm) that k_clip_tiles multiplies them by.
+static __device__ float clip_factor(float max_norm, const float *norm_dev) {
+    if (!norm_dev || !(max_norm > 0)) return 1.0f;
+    const float norm = norm_dev[0];
+    if (!isfinite(norm) || norm <= max_norm) return 1.0f;
+    return (float)((double)max_norm / (double)norm);
+}
+
+// A gradient as the clipped buffer would hold it (k_clip_tiles' product).
+static __device__ __forceinline__ float clipped(float g, float factor, bool clip) {
+    return clip ? __fmul_rn(g, factor) : g;
+}
+
 // ---------------------------------------------------------------- AdamW
 // optim.c's adamw_update, operation for operation:
 //   p *= decay; m = b1 m + a1 g; v = b2 v + (a2 g) g;
 //   denom = sqrt(v) / bc2_sqrt + eps; p -= step_size * (m / denom)
-// half (not NULL): the new value's bf16 copy at the same offset.
+// half (not NULL): the new value's bf16 copy at the same offset. g clipped
+// by clip_factor(clip_max, clip_norm) as it is read.
 __global__ void k_adamw(const dev_tile *__restrict__ tiles, const dev_range *__restrict__ ranges,
                         float *__restrict__ values, const float *__restrict__ grads,
                         float *__restrict__ m, float *__restrict__ v, uint16_t *__restrict__ half,
                         float lr, float wd, float b1, float b2, float eps, float step_size,
-                        float bc2_sqrt) {
+                        float bc2_sqrt, float clip_max, const float *__restrict__ clip_norm) {
+    const float cf = clip_factor(clip_max, clip_norm);
+    const bool clip = cf != 1.0f;
     dev_tile t = tiles[blockIdx.x];
     dev_range r = ranges[t.range];
     float decay = __fsub_rn(1.0f, __fmul_rn(lr, __fmul_rn(wd, r.wd_mult)));
@@ -336,7 +363,7 @@ __global__ void k_adamw(const dev_tile *__restrict__ tiles, const dev_range *__r
     float *p = values + r.offset, *mm = m + r.m_offset, *vv = v + r.v_offset;
     const float *g = grads + r.offset;
     for (size_t j = t.start + threadIdx.x; j < end; j += blockDim.x) {
-        float gj = g[j];
+        float gj = clipped(g[j], cf, clip);
         float pj = __fmul_rn(p[j], decay);
         float mj = __fadd_rn(__fmul_rn(b1, mm[j]), __fmul_rn(a1, gj));
         float vj = __fadd_rn(__fmul_rn(b2, vv[j]), __fmul_rn(__fmul_rn(a2, gj), gj));
@@ -360,7 +387,7 @@ extern "C" void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_c
     float bc2_sqrt = (float)sqrt(1.0 - pow(c->beta2, (double)t));
     k_adamw<<<p->n_adamw_tiles, THREADS, 0, (cudaStream_t)stream>>>(
         p->adamw_tiles, p->ranges, values, grads, m, v, p->half, (float)lr, c->weight_decay,
-        c->beta1, c->beta2, c->eps, step_size, bc2_sqrt);
+        c->beta1, c->beta2, c->eps, step_size, bc2_sqrt, p->clip_max, p->clip_norm);
     LAUNCH_CHECK();
 }
 
@@ -404,9 +431,8 @@ extern "C" void hy_cuda_grad_norm(const hy_cuda_optim_plan *p, const float *grad
 __global__ void k_clip_tiles(const dev_tile *__restrict__ tiles,
                              const dev_range *__restrict__ ranges, float *__restrict__ g,
                              float max_norm, const float *__restrict__ norm_dev) {
-    float norm = norm_dev[0];
-    if (!(max_norm > 0) || !isfinite(norm) || norm <= max_norm) return;
-    float scale = (float)((double)max_norm / (double)norm);
+    const float scale = clip_factor(max_norm, norm_dev);
+    if (scale == 1.0f) return;
     dev_tile t = tiles[blockIdx.x];
     dev_range r = ranges[t.range];
     size_t end = t.start + TILE < r.numel ? t.start + TILE : r.numel;
@@ -457,13 +483,16 @@ extern "C" void hy_cuda_clip_grad_norm(const hy_cuda_optim_plan *p, float *grads
 __global__ void k_muon_momentum(const dev_muon_mat *__restrict__ mats,
                                 const float *__restrict__ grads, float *__restrict__ bufs,
                                 float *__restrict__ X, size_t N, size_t sx, float mu,
-                                int nesterov, double *__restrict__ partial) {
+                                int nesterov, double *__restrict__ partial, float clip_max,
+                                const float *__restrict__ clip_norm) {
+    const float cf = clip_factor(clip_max, clip_norm);
+    const bool clip = cf != 1.0f;
     const float *g = grads + mats[blockIdx.y].offset;
     float *buf = bufs + mats[blockIdx.y].m_offset, *U = X + blockIdx.y * sx;
     double s = 0.0;
     for (size_t j = blockIdx.x * (size_t)blockDim.x + threadIdx.x; j < N;
          j += (size_t)gridDim.x * blockDim.x) {
-        float gj = g[j];
+        float gj = clipped(g[j], cf, clip);
         float b = __fadd_rn(__fmul_rn(mu, buf[j]), gj);
         float u = nesterov ? __fadd_rn(gj, __fmul_rn(mu, b)) : b;
         buf[j] = b;
@@ -623,10 +652,12 @@ static void ns_gemm(int fp32, int ta, int tb, int M, int N, int K, float alpha, 
 }
 
 // One batch of Muon matrices of one shape.
-static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
-                           const dev_muon_mat *mats, const float *lr_dev, int fp32, float *values,
-                           uint16_t *half, const float *grads, float *m, char *scratch,
-                           cudaStream_t s) {
+static void muon_batch_run(const hy_cuda_optim_plan *p, const hy_optim_config *c,
+                           const muon_batch *mb, const dev_muon_mat *mats, float *values,
+                           const float *grads, float *m, char *scratch, cudaStream_t s) {
+    const float *lr_dev = p->lr_dev;
+    const int fp32 = p->ns_fp32;
+    uint16_t *half = p->half;
     int rows = mb->rows, cols = mb->cols, nmat = mb->count;
     int tall = rows > cols, n = tall ? cols : rows, mdim = tall ? rows : cols;
     size_t N = (size_t)rows * cols, NN = (size_t)n * n, sx = mb->sx, sa = mb->sa;
@@ -642,7 +673,8 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
     void *st = (void *)s;
 
     k_muon_momentum<<<dim3((unsigned)nb, (unsigned)nmat), THREADS, 0, s>>>(
-        mats, grads, m, X, N, sx, c->muon_momentum, c->muon_nesterov, partial);
+        mats, grads, m, X, N, sx, c->muon_momentum, c->muon_nesterov, partial, p->clip_max,
+        p->clip_norm);
     LAUNCH_CHECK();
     k_muon_denom<<<nmat, 1024, 0, s>>>(partial, nb, denom);
     LAUNCH_CHECK();
@@ -711,8 +743,8 @@ static void muon_batch_run(const hy_optim_config *c, const muon_batch *mb,
 static void muon_run_all(const hy_cuda_optim_plan *p, const hy_optim_config *c, float *values,
                          const float *grads, float *m, void *scratch, cudaStream_t s) {
     for (int b = 0; b < p->n_batches; b++)
-        muon_batch_run(c, &p->batches[b], p->muon_mats + p->batches[b].first, p->lr_dev,
-                       p->ns_fp32, values, p->half, grads, m, (char *)scratch, s);
+        muon_batch_run(p, c, &p->batches[b], p->muon_mats + p->batches[b].first, values, grads, m,
+                       (char *)scratch, s);
 }
 
 // A Muon step is ~6 launches per Newton-Schulz iteration and matrix shape
@@ -742,7 +774,7 @@ extern "C" void hy_cuda_muon_step(const hy_cuda_optim_plan *p, const hy_optim_co
     muon_graph_key k;
     memset(&k, 0, sizeof k);  // the padding too: keys are compared with memcmp
     k.values = values, k.grads = grads, k.m = m, k.scratch = scratch, k.stream = s;
-    k.half = p->half;
+    k.half = p->half, k.clip_norm = p->clip_norm, k.clip_max = p->clip_max;
     k.fp32 = p->ns_fp32, k.nesterov = c->muon_nesterov, k.ns_steps = c->ns_steps;
     k.momentum = c->muon_momentum, k.wd = c->muon_weight_decay;
     hy_cuda_optim_plan *w = (hy_cuda_optim_plan *)p;  // the recorded graph is a cache

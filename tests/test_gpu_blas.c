@@ -759,6 +759,75 @@ HY_TEST(gpu_optim_writes_half, "gpu") {
     optim_half_run(1);
 }
 
+// The clip fused into the update (hy_cuda_optim_plan_set_clip) against the in-place clip
+// then the update: three steps (the Muon graph recorded, then replayed), clipping in the
+// first two (a limit of a third of the norm) and not in the third (a limit above it): the
+// same values, m and v bit for bit, and the fused run's gradients never written.
+static void optim_clip_run(int exact) {
+    tab s;
+    build_table(&s);
+    tab_alloc(&s, 31, 7.0f);
+    hy_optim_config c = hy_optim_defaults();
+    c.kind = HY_OPTIM_MUON_HYBRID;
+    c.lr = 1e-2f;
+    c.muon_lr = 0.02f;
+    c.muon_weight_decay = 0.1f;
+    hy_param_table *t = &s.t;
+    gpu_opt a, b;  // a: clipped in place; b: clipped as read
+    gpu_opt_init(&a, &c, t);
+    gpu_opt_init(&b, &c, t);
+    hy_cuda_optim_plan_set_ns_fp32(a.plan, exact);
+    hy_cuda_optim_plan_set_ns_fp32(b.plan, exact);
+    float *d_na = (float *)dev_poisoned(4), *d_nb = (float *)dev_poisoned(4);
+    float norm = hy_grad_norm(t);
+    const float limits[3] = {norm / 3, norm / 3, norm * 3};
+    for (int k = 1; k <= 3; k++) {
+        hy_cuda_memcpy_h2d(a.grads, t->grads, t->numel * 4);  // fresh gradients each step
+        hy_cuda_clip_grad_norm(a.plan, a.grads, limits[k - 1], d_na, a.scratch, a.scratch_bytes,
+                               NULL);
+        hy_cuda_optim_step(a.plan, &c, k, 1.0f, a.values, a.grads, a.m, a.v, a.scratch,
+                           a.scratch_bytes, NULL);
+        hy_cuda_grad_norm(b.plan, b.grads, d_nb, b.scratch, b.scratch_bytes, NULL);
+        hy_cuda_optim_plan_set_clip(b.plan, limits[k - 1], d_nb);
+        hy_cuda_optim_step(b.plan, &c, k, 1.0f, b.values, b.grads, b.m, b.v, b.scratch,
+                           b.scratch_bytes, NULL);
+        hy_cuda_optim_plan_set_clip(b.plan, 0.0f, NULL);
+        float *va = dev_download_f32(a.values, t->numel), *vb = dev_download_f32(b.values, t->numel);
+        float *ma = dev_download_f32(a.m, t->numel), *mb = dev_download_f32(b.m, t->numel);
+        size_t nv = a.v_numel ? a.v_numel : 1;
+        float *wa = dev_download_f32(a.v, nv), *wb = dev_download_f32(b.v, nv);
+        float *gb = dev_download_f32(b.grads, t->numel);
+        HY_ASSERT(!memcmp(va, vb, t->numel * 4) && !memcmp(ma, mb, t->numel * 4) &&
+                      !memcmp(wa, wb, nv * 4),
+                  "%s, step %d (limit %g, norm %g): the fused clip's update differs from the "
+                  "in-place clip's", exact ? "exact" : "bf16", k, limits[k - 1], norm);
+        HY_ASSERT(!memcmp(gb, t->grads, t->numel * 4), "step %d: the fused clip wrote gradients",
+                  k);
+        if (k == 1) {  // the clip did change the update (a test that can fail)
+            size_t moved = 0, inside = 0;
+            float *ga = dev_download_f32(a.grads, t->numel);
+            for (int i = 0; i < t->n; i++)
+                for (size_t e = t->p[i].offset; e < t->p[i].offset + pnumel(&t->p[i]); e++)
+                    moved += ga[e] != t->grads[e], inside++;
+            HY_ASSERT(moved > inside / 2, "the limit clipped %zu of %zu gradients", moved, inside);
+            free(ga);
+        }
+        free(va), free(vb), free(ma), free(mb), free(wa), free(wb), free(gb);
+    }
+    printf("  %s: 3 steps (clipped, clipped, not): fused clip = in-place clip, bit for bit\n",
+           exact ? "exact mode" : "bf16 mode");
+    hy_cuda_free(d_na), hy_cuda_free(d_nb);
+    gpu_opt_free(&a);
+    gpu_opt_free(&b);
+    tab_free(&s);
+}
+
+HY_TEST(gpu_optim_fused_clip, "gpu") {
+    need_gpu();
+    optim_clip_run(0);
+    optim_clip_run(1);
+}
+
 // The batched Muon step (the plan groups matrices of one shape) against
 // the same matrices run one plan per matrix (every batch of one), on the
 // same device state and gradients. The momentum buffers are elementwise

@@ -232,9 +232,11 @@ void hy_train_gpu_reduce_grads(hy_train_gpu *g) {
 float hy_train_gpu_clip(hy_train_gpu *g, float max_norm) {
     float *grads = g->model.params.grads, norm;
     if (g->world == 1) {
-        hy_cuda_clip_grad_norm(g->plan, grads, max_norm, g->norm, g->scratch, g->scratch_bytes,
-                               NULL);
-        hy_cuda_memcpy_d2h(&norm, g->norm, sizeof norm);  // waits for the clip
+        // The norm only: the update clips each gradient as it reads it (the same products
+        // as a pass scaling them in place, without that pass's read and write of all).
+        hy_cuda_grad_norm(g->plan, grads, g->norm, g->scratch, g->scratch_bytes, NULL);
+        hy_cuda_optim_plan_set_clip(g->plan, max_norm, g->norm);
+        hy_cuda_memcpy_d2h(&norm, g->norm, sizeof norm);  // waits for the norm
         return norm;
     }
     // Each rank's shard's norm; the whole norm from their squares. The sum
@@ -253,6 +255,7 @@ void hy_train_gpu_step(hy_train_gpu *g, hy_optimizer *opt, float lr_mult) {
     hy_param_table *t = &g->model.params;
     hy_cuda_optim_step(g->plan, &opt->cfg, opt->step + 1, lr_mult, t->values, t->grads, g->m, g->v,
                        g->scratch, g->scratch_bytes, NULL);
+    hy_cuda_optim_plan_set_clip(g->plan, 0.0f, NULL);  // a step without hy_train_gpu_clip: none
     if (g->world > 1) {
         hy_dist_broadcast_from_owners(t->values, g->pieces, t->n, NULL);
         hy_params_refresh_half(t);  // the GEMMs read the bf16 copies

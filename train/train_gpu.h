@@ -88,7 +88,9 @@ void hy_train_gpu_reduce_grads(hy_train_gpu *g);
 void hy_train_gpu_attach(hy_train_gpu *g, hy_tape *t);
 void hy_train_gpu_arm(hy_train_gpu *g, int armed);
 // hy_clip_grad_norm() on the device: returns the norm before clipping (of
-// the whole model's averaged gradient, whichever rank owns what).
+// the whole model's averaged gradient, whichever rank owns what). One GPU:
+// the clipping itself happens in the next hy_train_gpu_step, which reads
+// each gradient clipped (the gradient buffer keeps the unclipped values).
 float hy_train_gpu_clip(hy_train_gpu *g, float max_norm);
 // hy_optim_step() on the device, then (data parallel) the owners' updated
 // values to every rank; opt->step advances (it is checkpointed).
