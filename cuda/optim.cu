@@ -392,7 +392,10 @@ extern "C" void hy_cuda_adamw_step(const hy_cuda_optim_plan *p, const hy_optim_c
 }
 
 // ---------------------------------------------------------------- gradient norm
-// partial[b] = sum of g^2 over tile b, in double.
+// partial[b] = sum of g^2 over tile b, in double: four elements a thread at a time (one
+// 16-byte load) where the tile starts 16-byte aligned, then the rest one at a time; the
+// order depends on the layout alone. (One element a thread read the 115M model's 460 MB
+// of gradients at ~2.2 TB/s: 212 us.)
 __global__ void k_sumsq_tiles(const dev_tile *__restrict__ tiles,
                               const dev_range *__restrict__ ranges, const float *__restrict__ g,
                               double *__restrict__ partial) {
@@ -401,7 +404,20 @@ __global__ void k_sumsq_tiles(const dev_tile *__restrict__ tiles,
     size_t end = t.start + TILE < r.numel ? t.start + TILE : r.numel;
     const float *x = g + r.offset;
     double s = 0.0;
-    for (size_t j = t.start + threadIdx.x; j < end; j += blockDim.x) s += (double)x[j] * x[j];
+    size_t first = t.start;
+    if (((uintptr_t)(x + first) & 15u) == 0) {
+        const float4 *x4 = (const float4 *)(x + first);
+        const size_t n4 = (end - first) / 4;
+        for (size_t i = threadIdx.x; i < n4; i += blockDim.x) {
+            const float4 v = x4[i];
+            s += (double)v.x * v.x;
+            s += (double)v.y * v.y;
+            s += (double)v.z * v.z;
+            s += (double)v.w * v.w;
+        }
+        first += n4 * 4;
+    }
+    for (size_t j = first + threadIdx.x; j < end; j += blockDim.x) s += (double)x[j] * x[j];
     s = block_sum(s);
     if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }

@@ -40,9 +40,18 @@ static hy_tensor *zeroed_f32(hy_tape *t, const int64_t *shape, const char *name)
     return z;
 }
 
+// The rows split evenly over as few chunks as the cap allows, each a multiple of 128 rows
+// when that fits: 16384 rows at vocab 32000 are 4 chunks of 4096, not 3 of 4194 and one of
+// 3802. Measured on an H200 with blas.cu's tuned choice of algorithm: the logits GEMM of
+// 4194 rows took 341 us (no candidate beat cuBLAS's first), of 4096 rows 291 us (347 for
+// cuBLAS's first).
 int hy_head_loss_chunk_rows(int rows, int V) {
     size_t per = HEAD_CHUNK_ELEMS / (size_t)(V > 0 ? V : 1);
-    return per < 1 ? 1 : per > (size_t)rows ? rows : (int)per;
+    if (per < 1) return 1;
+    if (per >= (size_t)rows) return rows;
+    size_t n = ((size_t)rows + per - 1) / per, even = ((size_t)rows + n - 1) / n;
+    size_t up = (even + 127) / 128 * 128;
+    return (int)(up <= per ? up : even);
 }
 
 static hy_tensor *head_loss_cuda(hy_tape *t, hy_tensor *x, hy_tensor *E, hy_tensor *targets,
