@@ -201,23 +201,27 @@ __global__ void __launch_bounds__(CE_REG_THREADS, 1)
 #pragma unroll
     for (int i = 0; i < NV; i++) m = fmaxf(m, fmaxf(fmaxf(v[i].x, v[i].y), fmaxf(v[i].z, v[i].w)));
     m = block_reduce(m, sh, true);
+    // v becomes exp(x - max) (kept for the gradient: one exponential an element, not two;
+    // with two, the exponentials were most of the kernel's time, measured on an H200).
     float s = 0.0f;
 #pragma unroll
-    for (int i = 0; i < NV; i++)
-        s += (expf(v[i].x - m) + expf(v[i].y - m)) + (expf(v[i].z - m) + expf(v[i].w - m));
+    for (int i = 0; i < NV; i++) {
+        v[i] = make_float4(expf(v[i].x - m), expf(v[i].y - m), expf(v[i].z - m),
+                           expf(v[i].w - m));
+        s += (v[i].x + v[i].y) + (v[i].z + v[i].w);
+    }
     s = block_reduce(s, sh, false);
     float lse = m + logf(s);
     if (tid == 0) rowloss[r] = valid ? lse - xt : NAN;  // a bad target poisons the loss
     if (!write_grad) return;
     // Every read of the row happened before block_reduce's barriers: the
-    // in-place writes cannot overtake one.
-    float scale = hdr->scale;
+    // in-place writes cannot overtake one. softmax = exp(x - max) / sum.
+    float scale = hdr->scale, inv = 1.0f / s;
 #pragma unroll
     for (int i = 0; i < NV; i++) {
         int j = tid + i * CE_REG_THREADS;
         if (j >= V4) break;
-        float p[4] = {expf(v[i].x - lse), expf(v[i].y - lse), expf(v[i].z - lse),
-                      expf(v[i].w - lse)};
+        float p[4] = {v[i].x * inv, v[i].y * inv, v[i].z * inv, v[i].w * inv};
         if ((t >> 2) == j) p[t & 3] -= 1.0f;
         uint2 o;
         o.x = (uint32_t)f32_to_bf16(p[0] * scale) | ((uint32_t)f32_to_bf16(p[1] * scale) << 16);
