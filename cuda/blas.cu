@@ -293,9 +293,10 @@ static int lt_align(const void *p, long long stride, int size = 2) {
 // ---------------------------------------------------------------- tuning
 // cuBLAS's heuristic (cublasGemmEx's choice, cuBLASLt's first candidate) is not the fastest
 // algorithm for several of a training step's GEMM shapes: measured on an H200 over the 115M
-// model's shapes (8 x 2048 tokens), the fastest of the heuristic's first 16 candidates took
-// the step's GEMMs from 18.4 to 16.4 ms (the head's logits 349 -> 265 us, the MLP's up
-// projection 145 -> 123 us, its down projection's dx 97 -> 77 us). So a GEMM of at least
+// model's shapes (8 x 2048 tokens), each timed alone, the fastest of the heuristic's
+// candidates (always among its first eight) took the step's GEMMs from 18.4 to 16.4 ms (the
+// head's logits 349 -> 265 us, the MLP's up projection 145 -> 123 us, its down projection's
+// dx 97 -> 77 us); in the step, less (README). So a GEMM of at least
 // kTuneFlops takes, at its shape's first call, the fastest of the heuristic's first
 // kTuneCandidates candidates, timed on its own operands into a scratch output; the shape
 // keeps it for the process (the same bits every call). HYDRA_GEMM_TUNE=0 keeps the
