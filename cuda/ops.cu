@@ -350,18 +350,32 @@ __global__ void embedding_bwd_kernel(int64_t rows, int D, int V, const float *dy
 }
 
 // ---------------------------------------------------------------- swiglu
+// Two units a thread at a time (a streaming grid: stream_blocks), both units' loads issued
+// before either's arithmetic. (One unit a thread, a block per 256 units, moved the MLP's
+// (16384, 2 x 2048) input at ~2.9 TB/s on an H200: 70 us.)
 template <int VEC>
 __global__ void swiglu_fwd_kernel(int64_t rows, int H, const uint16_t *gv, uint16_t *y) {
-    for (RowWalk w(H / VEC); w.r < rows; w.next()) {  // no 64-bit division a unit
-        const int64_t r = w.r;
-        const int c = w.j * VEC;
-        const uint16_t *gp = gv + r * 2 * H + c;
-        float g[VEC], v[VEC];
-        ld_bf<VEC>(gp, g);
-        ld_bf<VEC>(gp + H, v);
+    for (RowWalk w(H / VEC); w.r < rows;) {  // no 64-bit division a unit
+        RowWalk w2 = w;
+        w2.next();
+        const bool two = w2.r < rows;
+        float g[2][VEC], v[2][VEC];
+        ld_bf<VEC>(gv + w.r * 2 * H + w.j * VEC, g[0]);
+        ld_bf<VEC>(gv + w.r * 2 * H + w.j * VEC + H, v[0]);
+        if (two) {
+            ld_bf<VEC>(gv + w2.r * 2 * H + w2.j * VEC, g[1]);
+            ld_bf<VEC>(gv + w2.r * 2 * H + w2.j * VEC + H, v[1]);
+        }
 #pragma unroll
-        for (int k = 0; k < VEC; k++) g[k] = g[k] * sigm(g[k]) * v[k];
-        st_bf<VEC>(y + r * H + c, g);
+        for (int u = 0; u < 2; u++) {
+            if (u == 1 && !two) break;
+#pragma unroll
+            for (int k = 0; k < VEC; k++) g[u][k] = g[u][k] * sigm(g[u][k]) * v[u][k];
+            const RowWalk &at = u == 0 ? w : w2;
+            st_bf<VEC>(y + at.r * H + at.j * VEC, g[u]);
+        }
+        w = w2;
+        w.next();
     }
 }
 
@@ -641,10 +655,11 @@ extern "C" void hy_cuda_swiglu_fwd(int rows, int H, const void *gv, void *y, voi
     const uint16_t *g = (const uint16_t *)gv;
     uint16_t *yo = (uint16_t *)y;
     if (H % 8 == 0 && aligned16(gv) && aligned16(y))
-        swiglu_fwd_kernel<8><<<blocks_for((int64_t)rows * H / 8), kThreads, 0, s>>>(rows, H, g,
-                                                                                   yo);
+        swiglu_fwd_kernel<8><<<stream_blocks((int64_t)rows * H / 16), kThreads, 0, s>>>(rows, H,
+                                                                                      g, yo);
     else
-        swiglu_fwd_kernel<1><<<blocks_for((int64_t)rows * H), kThreads, 0, s>>>(rows, H, g, yo);
+        swiglu_fwd_kernel<1><<<stream_blocks((int64_t)rows * H / 2), kThreads, 0, s>>>(rows, H,
+                                                                                     g, yo);
     LAUNCH_CHECK();
 }
 
