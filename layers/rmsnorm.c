@@ -81,8 +81,8 @@ static hy_tensor *rmsnorm_fwd_cuda(hy_tape *t, hy_tensor *x, hy_tensor *w, float
     HY_REQUIRE(rows <= INT_MAX && D <= INT_MAX, "rmsnorm: '%s' %s is too large for the GPU kernels",
                x->name, hy_shape_str(x));
     hy_tensor *y = hy_tape_new(t, HY_BF16, x->ndim, x->shape, "rmsnorm");  // (..., D) bf16
-    int rec = t->enabled &&
-              (x->requires_grad || w->requires_grad || (a && (a->requires_grad || b->requires_grad)));
+    int in_grad = x->requires_grad || (a && (a->requires_grad || b->requires_grad));
+    int rec = t->enabled && (in_grad || w->requires_grad);
     hy_tensor *rstd = rec ? hy_tape_new(t, HY_F32, 1, &rows, "rmsnorm.rstd") : NULL;  // (rows)
     // The backward kernel takes D up to 12288 (hy_cuda_ops.h): fail now, not in backward.
     HY_REQUIRE(!rec || D <= 12288, "rmsnorm: '%s' %s: the GPU backward takes D <= 12288",

@@ -854,7 +854,8 @@ static void optim_clip_run(int exact) {
         hy_cuda_optim_step(b.plan, &c, k, 1.0f, b.values, b.grads, b.m, b.v, b.scratch,
                            b.scratch_bytes, NULL);
         hy_cuda_optim_plan_set_clip(b.plan, 0.0f, NULL);
-        float *va = dev_download_f32(a.values, t->numel), *vb = dev_download_f32(b.values, t->numel);
+        float *va = dev_download_f32(a.values, t->numel);
+        float *vb = dev_download_f32(b.values, t->numel);
         float *ma = dev_download_f32(a.m, t->numel), *mb = dev_download_f32(b.m, t->numel);
         size_t nv = a.v_numel ? a.v_numel : 1;
         float *wa = dev_download_f32(a.v, nv), *wb = dev_download_f32(b.v, nv);
