@@ -760,6 +760,16 @@ HY_TEST(gpu_muon_vs_cpu, "gpu") {
     muon_run(0);
 }
 
+// The Muon-hybrid configuration of the bf16-copy and fused-clip checks below.
+static hy_optim_config hybrid_config(void) {
+    hy_optim_config c = hy_optim_defaults();
+    c.kind = HY_OPTIM_MUON_HYBRID;
+    c.lr = 1e-2f;
+    c.muon_lr = 0.02f;
+    c.muon_weight_decay = 0.1f;
+    return c;
+}
+
 // With the values' bf16 copies handed to the plan (hy_cuda_optim_plan_set_half),
 // AdamW and Muon write each updated value's copy: after two steps (the Muon graph
 // recorded, then replayed), in both Newton-Schulz modes, every element of every
@@ -769,11 +779,7 @@ static void optim_half_run(int exact) {
     tab s;
     build_table(&s);
     tab_alloc(&s, 31, 7.0f);
-    hy_optim_config c = hy_optim_defaults();
-    c.kind = HY_OPTIM_MUON_HYBRID;
-    c.lr = 1e-2f;
-    c.muon_lr = 0.02f;
-    c.muon_weight_decay = 0.1f;
+    hy_optim_config c = hybrid_config();
     hy_param_table *t = &s.t;
     gpu_opt g;
     gpu_opt_init(&g, &c, t);
@@ -829,11 +835,7 @@ static void optim_clip_run(int exact) {
     tab s;
     build_table(&s);
     tab_alloc(&s, 31, 7.0f);
-    hy_optim_config c = hy_optim_defaults();
-    c.kind = HY_OPTIM_MUON_HYBRID;
-    c.lr = 1e-2f;
-    c.muon_lr = 0.02f;
-    c.muon_weight_decay = 0.1f;
+    hy_optim_config c = hybrid_config();
     hy_param_table *t = &s.t;
     gpu_opt a, b;  // a: clipped in place; b: clipped as read
     gpu_opt_init(&a, &c, t);
