@@ -5,6 +5,7 @@
 
 #include "check.h"
 #include "../cuda/hy_cuda.h"
+#include "../cuda/hy_cuda_glue.h"
 
 void hy_tape_init(hy_tape *t, hy_arena *acts, hy_arena *scratch, int max_nodes, int max_slots) {
     memset(t, 0, sizeof *t);
@@ -255,6 +256,7 @@ static void run_backward(hy_tape *t) {
     t->backward_done = 1;
 }
 
+// out's gradient = seed (host memory, numel(out) floats), or 1 when seed is NULL.
 static void seed_grad(hy_tape *t, hy_tensor *out, const float *seed) {
     HY_REQUIRE(!t->backward_done,
                "backward: called twice on the same forward; run a new forward first");
@@ -265,7 +267,11 @@ static void seed_grad(hy_tape *t, hy_tensor *out, const float *seed) {
                "(was the tape disabled, or no parameter bound?)",
                out->name, hy_shape_str(out));
     hy_tensor *g = hy_grad_acc(t, out);
-    if (g->device == HY_CUDA)
+    if (!seed && g->device == HY_CUDA)  // d loss / d loss = 1 by a kernel: a graph records it
+        hy_cuda_fill_f32(1, 1.0f, hy_f32(g), NULL);
+    else if (!seed)
+        hy_f32(g)[0] = 1.0f;
+    else if (g->device == HY_CUDA)
         hy_cuda_memcpy_h2d(g->data, seed, hy_nbytes(g));
     else
         memcpy(g->data, seed, hy_nbytes(g));
@@ -276,8 +282,7 @@ void hy_tape_backward(hy_tape *t, hy_tensor *loss) {
                "backward: the loss must be a scalar, but '%s' has shape %s; reduce it first "
                "(for example with hy_mean)",
                loss->name, hy_shape_str(loss));
-    float one = 1.0f;
-    seed_grad(t, loss, &one);
+    seed_grad(t, loss, NULL);  // 1
     run_backward(t);
 }
 

@@ -76,11 +76,13 @@ void gpu_run_build(gpu_run *r) {
     r->gpu.model.recompute = c->train.recompute;  // as the trainer (the plan above counts on it)
     hy_tape_init(&r->tape, &r->acts, &r->scratch, 1 << 14, 1 << 15);
     hy_params_bind(&r->gpu.model.params, &r->tape);
+    hy_step_graph_init(&r->graph, c->train.cuda_graph);
     r->sched = hy_run_config_schedule(c);
     random_batches(r);
 }
 
 void gpu_run_free(gpu_run *r) {
+    hy_step_graph_free(&r->graph);
     hy_tape_free(&r->tape);
     hy_train_gpu_free(&r->gpu);
     hy_model_destroy(&r->host);
@@ -101,17 +103,29 @@ void print_model(const gpu_run *r, const char *path) {
            r->cfg.train.grad_accum, m->vocab_size);
 }
 
-hy_tensor *gpu_run_forward(gpu_run *r, int64_t mb) {
+// A fresh tape and micro-batch `mb` in the acts arena (as the trainer: the same addresses
+// each time).
+static void batch_in(gpu_run *r, int64_t mb, hy_tensor **ids, hy_tensor **tgt) {
     size_t n = (size_t)r->B * r->T, k = (size_t)(mb % NB);
     int64_t shape[2] = {r->B, r->T};
     hy_tape_reset(&r->tape);
-    hy_tensor *ids = hy_tensor_new(&r->acts, HY_I32, 2, shape, "ids");
-    hy_tensor *tgt = hy_tensor_new(&r->acts, HY_I32, 2, shape, "targets");
-    hy_cuda_memcpy_h2d(ids->data, r->ids + k * n, n * sizeof(int32_t));
-    hy_cuda_memcpy_h2d(tgt->data, r->tgt + k * n, n * sizeof(int32_t));
-    hy_tensor *loss;
+    *ids = hy_tensor_new(&r->acts, HY_I32, 2, shape, "ids");
+    *tgt = hy_tensor_new(&r->acts, HY_I32, 2, shape, "targets");
+    hy_cuda_memcpy_h2d((*ids)->data, r->ids + k * n, n * sizeof(int32_t));
+    hy_cuda_memcpy_h2d((*tgt)->data, r->tgt + k * n, n * sizeof(int32_t));
+}
+
+hy_tensor *gpu_run_forward(gpu_run *r, int64_t mb) {
+    hy_tensor *ids, *tgt, *loss;
+    batch_in(r, mb, &ids, &tgt);
     hy_model_forward(&r->gpu.model, &r->tape, ids, tgt, HY_IGNORE_INDEX, &loss);
     return loss;
+}
+
+float gpu_run_fwd_bwd(gpu_run *r, int64_t mb) {
+    hy_tensor *ids, *tgt;
+    batch_in(r, mb, &ids, &tgt);
+    return hy_step_graph_run(&r->graph, &r->gpu.model, &r->tape, ids, tgt);
 }
 
 float tensor_scalar(const hy_tensor *t) {

@@ -12,6 +12,7 @@
 #include "../autograd/tape.h"
 #include "../layers/model.h"
 #include "../train/run_config.h"
+#include "../train/step_graph.h"
 #include "../train/train_gpu.h"
 #include "bench_common.h"
 
@@ -23,6 +24,7 @@ typedef struct {
     hy_optimizer opt;
     hy_train_gpu gpu;
     hy_tape tape;
+    hy_step_graph graph;  // train.cuda_graph: gpu_run_fwd_bwd's recording
     hy_schedule sched;
     int32_t *ids, *tgt;  // (4, B, T): tgt is ids shifted by one, as in a text batch
 } gpu_run;
@@ -44,6 +46,9 @@ void run_figures(const gpu_run *r, const char *path);
 // Micro-batch `mb` (of the 4 random ones) as (B, T) i32 tensors on the GPU, a fresh tape,
 // and the forward: the loss, on the device.
 hy_tensor *gpu_run_forward(gpu_run *r, int64_t mb);
+// The same and the backward pass, as the trainer runs a micro-batch (replayed as a CUDA
+// graph from the second call with train.cuda_graph, step_graph.h): the loss (a wait).
+float gpu_run_fwd_bwd(gpu_run *r, int64_t mb);
 // The value of a one-value tensor; waits for the GPU.
 float tensor_scalar(const hy_tensor *t);
 

@@ -26,11 +26,7 @@ static float train_step(gpu_run *r, int64_t step) {
     int accum = r->cfg.train.grad_accum;
     hy_params_zero_grads(p);
     double sum = 0;
-    for (int micro = 0; micro < accum; micro++) {
-        hy_tensor *loss = gpu_run_forward(r, step * accum + micro);
-        hy_tape_backward(&r->tape, loss);
-        sum += tensor_scalar(loss);
-    }
+    for (int micro = 0; micro < accum; micro++) sum += gpu_run_fwd_bwd(r, step * accum + micro);
     if (accum > 1) hy_cuda_scale_f32(p->numel, 1.0f / accum, p->grads, NULL);
     hy_train_gpu_clip(&r->gpu, r->cfg.train.grad_clip);
     hy_train_gpu_step(&r->gpu, &r->opt, hy_lr_mult(&r->sched, step));
@@ -117,6 +113,8 @@ int bench_train(int argc, char **argv) {
     run_figures(r, opt_str(o, "--config"));
     fig_num("warmup_steps", "untimed warm-up steps", warmup, "%.0f", "");
     fig_num("steps", "timed steps", steps, "%.0f", "");
+    fig_num("cuda_graph", "micro-batch replayed as a CUDA graph (train.cuda_graph)",
+            r->cfg.train.cuda_graph, "%.0f", "");
     fig_num("ms_per_step", "ms per step (median)", med, "%.1f", "ms");
     fig_num("ms_per_step_mean", "ms per step (mean)", sum / steps, "%.1f", "ms");
     fig_num("ms_per_step_min", "ms per step (fastest)", lo, "%.1f", "ms");

@@ -65,8 +65,11 @@ extern "C" void *hy_cuda_malloc(size_t bytes) {
 
 extern "C" void hy_cuda_free(void *p) { CUDA_CHECK(cudaFree(p)); }
 
+// Device memory only: the fill and the device-to-device copy below are queued on this
+// thread's default stream (in order with the kernels, as the synchronous calls were for device
+// memory), so that a CUDA graph can record them.
 extern "C" void hy_cuda_memset(void *p, int value, size_t bytes) {
-    CUDA_CHECK(cudaMemset(p, value, bytes));
+    CUDA_CHECK(cudaMemsetAsync(p, value, bytes, cudaStreamPerThread));
 }
 
 extern "C" void hy_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes) {
@@ -78,7 +81,7 @@ extern "C" void hy_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes) {
 }
 
 extern "C" void hy_cuda_memcpy_d2d(void *dst, const void *src, size_t bytes) {
-    CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cudaStreamPerThread));
 }
 
 extern "C" void hy_cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }

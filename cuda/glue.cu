@@ -109,6 +109,10 @@ __global__ void scale_kernel(int64_t n, float s, float *y) {
     update_body<V4>(ScaleF{s}, n, nullptr, y);
 }
 
+__global__ void fill_kernel(int64_t n, float v, float *y) {
+    GRID_STRIDE(i, n) y[i] = v;
+}
+
 // ---------------------------------------------------------------- sigmoid, fp32 out
 __global__ void sigmoid_f32out_kernel(int64_t n, const uint16_t *x, float *y) {
     GRID_STRIDE(i, n) y[i] = sigm(bf2f(x[i]));
@@ -310,6 +314,15 @@ extern "C" void hy_cuda_scale_f32(size_t n, float s_, float *y, void *stream) {
         scale_kernel<true><<<blocks_for(nn / 4 + 3), kThreads, 0, s>>>(nn, s_, y);
     else
         scale_kernel<false><<<blocks_for(nn), kThreads, 0, s>>>(nn, s_, y);
+    LAUNCH_CHECK();
+}
+
+extern "C" void hy_cuda_fill_f32(size_t n, float v, float *y, void *stream) {
+    CHECK_COUNT("cuda fill_f32", n);
+    if (n == 0) return;
+    HY_REQUIRE(y, "cuda fill_f32: y is NULL");
+    const int64_t nn = (int64_t)n;
+    fill_kernel<<<blocks_for(nn), kThreads, 0, as_stream(stream)>>>(nn, v, y);
     LAUNCH_CHECK();
 }
 

@@ -31,14 +31,15 @@ size_t hy_cuda_mem_in_use(void);
 
 void *hy_cuda_malloc(size_t bytes);
 void hy_cuda_free(void *p);
+// memset and memcpy_d2d: device memory, queued on the default stream (a graph records them).
 void hy_cuda_memset(void *p, int value, size_t bytes);
 void hy_cuda_memcpy_h2d(void *dst, const void *src, size_t bytes);
 void hy_cuda_memcpy_d2h(void *dst, const void *src, size_t bytes);
 void hy_cuda_memcpy_d2d(void *dst, const void *src, size_t bytes);
 void hy_cuda_synchronize(void);
 // CUDA graphs: record every launch this thread makes on the default stream
-// between begin and end (nothing runs meanwhile; no synchronous copy may
-// happen in between), then replay it as one launch. end returns the
+// between begin and end (nothing runs meanwhile; no copy to or from the
+// host may happen in between), then replay it as one launch. end returns the
 // instantiated graph.
 void hy_cuda_capture_begin(void);
 void *hy_cuda_capture_end(void);

@@ -26,6 +26,9 @@ void hy_cuda_acc_f32(size_t n, const float *x, float *y, void *stream);
 void hy_cuda_axpy_dev(size_t n, const float *a_dev, const float *x, float *y, void *stream);
 // y (n) fp32 *= s.
 void hy_cuda_scale_f32(size_t n, float s, float *y, void *stream);
+// y (n) fp32 = v (a kernel, so that a CUDA graph can record it: a copy from
+// the host's stack could not be).
+void hy_cuda_fill_f32(size_t n, float v, float *y, void *stream);
 // y (n) fp32 = sigmoid(x), x bf16, computed in fp32 (1 / (1 + expf(-x))).
 // The gates of the gated delta rule stay fp32 on the GPU: a bf16 alpha near
 // 1 would lose most of log(alpha). Backward is hy_cuda_sigmoid_bwd (it takes

@@ -295,6 +295,7 @@ int hy_cuda_gemv_resident(int B, int K, const hy_gemv_in *in, const hy_gemv_out 
 void hy_cuda_acc_f32(size_t n, const float *x, float *y, void *stream) { NO_CUDA(); }
 void hy_cuda_axpy_dev(size_t n, const float *a_dev, const float *x, float *y, void *stream) { NO_CUDA(); }
 void hy_cuda_scale_f32(size_t n, float s, float *y, void *stream) { NO_CUDA(); }
+void hy_cuda_fill_f32(size_t n, float v, float *y, void *stream) { NO_CUDA(); }
 void hy_cuda_sigmoid_f32out_fwd(size_t n, const void *x, float *y, void *stream) { NO_CUDA(); }
 void hy_cuda_conv_cache_update(int B, int T, int C, int K, const void *x, void *cache,
                                void *stream) { NO_CUDA(); }

@@ -74,6 +74,8 @@ static const key_spec KEYS[] = {
     {"train", "grad_clip", K_FLOAT, F(train.grad_clip), 0, BIG, 0, "global gradient-norm clip (0: off)"},
     {"train", "recompute", K_BOOL, F(train.recompute), 0, 1, 0,
      "keep only each block's input and replay the block in backward (less memory, one more forward)"},
+    {"train", "cuda_graph", K_BOOL, F(train.cuda_graph), 0, 1, 0,
+     "one GPU: record a micro-batch's forward and backward once as a CUDA graph and replay it"},
     {"train", "overlap_reduce", K_BOOL, F(train.overlap_reduce), 0, 1, 0,
      "several GPUs: reduce each block's gradients during the backward pass (off: after it)"},
 
@@ -137,6 +139,7 @@ void hy_run_config_defaults(hy_run_config *c) {
     c->train.grad_clip = 1.0f;
     c->train.overlap_reduce = 0;
     c->train.recompute = 0;
+    c->train.cuda_graph = 1;
     c->optim = hy_optim_defaults();
     snprintf(c->schedule_name, sizeof c->schedule_name, "cosine");
     c->warmup_steps = 100;

@@ -36,6 +36,7 @@ typedef struct {
     float grad_clip;       // global norm; 0 = off
     int overlap_reduce;    // data parallel: reduce gradients block by block during backward
     int recompute;         // activation recomputation, block by block (hy_model.recompute)
+    int cuda_graph;        // one GPU: a micro-batch replayed as a CUDA graph (step_graph.h)
 } hy_train_config;
 
 typedef struct {

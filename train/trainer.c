@@ -24,6 +24,7 @@
 #include "checkpoint.h"
 #include "launch.h"
 #include "plan.h"
+#include "step_graph.h"
 #include "train_gpu.h"
 #include "train_log.h"
 
@@ -60,6 +61,7 @@ typedef struct {
     hy_train_gpu gpu;   // GPU runs only
     int32_t *eval_idx;  // GPU runs: (B, T) argmax of the logits, for accuracy; NULL: not counted
     hy_tape tape;
+    hy_step_graph graph;  // one GPU, train.cuda_graph: the micro-batch's recording
     hy_optimizer opt;
     hy_schedule sched;
     hy_batcher data;
@@ -306,6 +308,7 @@ static void build(run *r) {
     hy_params_bind(&net(r)->params, &r->tape);
     // Data parallel, train.overlap_reduce: block reduces start during backward.
     if (r->device == HY_CUDA && c->train.overlap_reduce) hy_train_gpu_attach(&r->gpu, &r->tape);
+    hy_step_graph_init(&r->graph, r->device == HY_CUDA && r->world == 1 && c->train.cuda_graph);
     r->sched = hy_run_config_schedule(c);
     size_t n = (size_t)c->train.batch_size * c->train.seq_len;
     r->in = (int32_t *)hy_xmalloc(n * sizeof(int32_t));
@@ -384,10 +387,7 @@ static float train_step(run *r, int64_t step) {
         hy_tape_reset(&r->tape);
         hy_tensor *ids = batch_tensor(r, r->in, "ids");
         hy_tensor *tgt = batch_tensor(r, r->tgt, "targets");
-        hy_tensor *loss;
-        hy_model_forward(net(r), &r->tape, ids, tgt, HY_IGNORE_INDEX, &loss);
-        hy_tape_backward(&r->tape, loss);
-        sum += scalar(loss);
+        sum += hy_step_graph_run(&r->graph, net(r), &r->tape, ids, tgt);
     }
     // Data parallel: each gradient averaged over the ranks onto the rank that
     // owns it (ZeRO-1, train_gpu.h), the blocks' reduces already under way;
@@ -805,6 +805,7 @@ int hy_train_main(int argc, char **argv) {
     hy_metrics_close(&r->log);
     hy_dist_destroy();
     hy_batcher_close(&r->data);
+    hy_step_graph_free(&r->graph);
     hy_tape_free(&r->tape);
     if (r->device == HY_CUDA) hy_train_gpu_free(&r->gpu);
     hy_model_destroy(&r->model);
