@@ -86,31 +86,6 @@ extern "C" void hy_cuda_memcpy_d2d(void *dst, const void *src, size_t bytes) {
 
 extern "C" void hy_cuda_synchronize(void) { CUDA_CHECK(cudaDeviceSynchronize()); }
 
-// ---------------------------------------------------------------- CUDA graphs
-// The library is compiled with --default-stream per-thread, so the NULL
-// stream every entry point uses by default is this thread's default stream,
-// which (unlike the legacy stream) can be captured.
-extern "C" void hy_cuda_capture_begin(void) {
-    CUDA_CHECK(cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal));
-}
-
-extern "C" void *hy_cuda_capture_end(void) {
-    cudaGraph_t graph = NULL;
-    CUDA_CHECK(cudaStreamEndCapture(cudaStreamPerThread, &graph));
-    cudaGraphExec_t exec = NULL;
-    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    CUDA_CHECK(cudaGraphDestroy(graph));
-    return (void *)exec;
-}
-
-extern "C" void hy_cuda_graph_launch(void *exec) {
-    CUDA_CHECK(cudaGraphLaunch((cudaGraphExec_t)exec, cudaStreamPerThread));
-}
-
-extern "C" void hy_cuda_graph_destroy(void *exec) {
-    if (exec) CUDA_CHECK(cudaGraphExecDestroy((cudaGraphExec_t)exec));
-}
-
 // ---------------------------------------------------------------- host memory and events
 extern "C" void *hy_cuda_host_alloc(size_t bytes) {
     void *p = NULL, *dev = NULL;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "check.cuh"
+#include "graph.cuh"
 #include "hy_cuda_blas.h"
 
 #define LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
@@ -801,7 +802,7 @@ extern "C" void hy_cuda_muon_step(const hy_cuda_optim_plan *p, const hy_optim_co
         CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
         muon_run_all(p, c, values, grads, m, scratch, s);
         CUDA_CHECK(cudaStreamEndCapture(s, &g));
-        CUDA_CHECK(cudaGraphInstantiate(&w->graph, g, 0));
+        w->graph = hy_graph_instantiate(g);
         CUDA_CHECK(cudaGraphDestroy(g));
         w->key = k;
     }

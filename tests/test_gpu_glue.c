@@ -170,6 +170,83 @@ HY_TEST(gpu_glue_axpy_dev, "gpu") { run_update(UP_AXPY, 202); }
 HY_TEST(gpu_glue_scale_f32, "gpu") { run_update(UP_SCALE, 203); }
 
 // ================================================================ sigmoid, fp32 out
+// fill_f32: every element of odd and misaligned lengths, the guards untouched.
+HY_TEST(gpu_glue_fill_f32, "gpu") {
+    need_gpu();
+    const size_t sizes[] = {0, 1, 3, 45, 4099};
+    for (int pad = 0; pad <= 1; pad++)
+        for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+            size_t n = sizes[si];
+            float v = si % 2 ? -2.75f : 1.0f;
+            char cfg[96];
+            snprintf(cfg, sizeof cfg, "fill_f32 n=%zu%s v=%g", n, pad ? " misaligned" : "",
+                     (double)v);
+            float *want = (float *)hbuf(n * sizeof(float));
+            for (size_t i = 0; i < n; i++) want[i] = v;
+            gbuf gy;
+            float *dy = (float *)gnew(&gy, n * 4, 4 * (size_t)pad, NULL);
+            hy_cuda_fill_f32(n, v, dy, NULL);
+            expect_bits(cfg, "y", gdown(&gy, cfg, "y"), want, n, 4);
+        }
+    free_all();
+}
+
+// ================================================================ graphs' memsets
+// A recorded graph's small memsets run as kernel nodes (cuda/graph.cu). The calls below (sets
+// of 5, 4, 1, 65536 and 3 bytes, converted, and 65537, kept; odd offsets; a kernel that adds
+// into bytes just set, a set of one of its bytes after it, a set over an earlier one) give the
+// same bytes run directly, as a graph, and as a graph with HYDRA_GRAPH_MEMSETS=1 (memset nodes
+// kept), and the bytes the host computes.
+enum { MS_BYTES = 140000 };
+
+static void memset_calls(uint8_t *d, const float *x) {
+    hy_cuda_memset(d + 3, 0xAB, 5);
+    hy_cuda_memset(d + 16, 0, 4);
+    hy_cuda_acc_f32(1, x, (float *)(d + 16), NULL);  // 0 + x[0]: after the set
+    hy_cuda_memset(d + 17, 0x3C, 1);                  // after the add
+    hy_cuda_memset(d + 1001, 0x7F, 65536);
+    hy_cuda_memset(d + 70001, 0x22, 65537);
+    hy_cuda_memset(d + 1101, 0x01, 3);  // over the 0x7F run
+}
+
+static void memset_want(uint8_t *h, float x) {
+    memset(h, 0x11, MS_BYTES);
+    memset(h + 3, 0xAB, 5);
+    memcpy(h + 16, &x, 4);
+    h[17] = 0x3C;
+    memset(h + 1001, 0x7F, 65536);
+    memset(h + 70001, 0x22, 65537);
+    memset(h + 1101, 0x01, 3);
+}
+
+HY_TEST(gpu_graph_memsets_as_kernels, "gpu") {
+    need_gpu();
+    const float x = 1.25f;
+    uint8_t *want = (uint8_t *)hbuf(MS_BYTES);
+    memset_want(want, x);
+    static const char *modes[] = {"direct", "graph", "graph, memset nodes kept"};
+    for (int mode = 0; mode < 3; mode++) {
+        gbuf gd, gx;
+        uint8_t *d = (uint8_t *)gnew(&gd, MS_BYTES, 1, NULL);
+        float *dx = (float *)gnew(&gx, 4, 0, &x);
+        hy_cuda_memset(d, 0x11, MS_BYTES);
+        if (mode == 0) {
+            memset_calls(d, dx);
+        } else {
+            if (mode == 2) setenv("HYDRA_GRAPH_MEMSETS", "1", 1);
+            hy_cuda_capture_begin();
+            memset_calls(d, dx);
+            void *g = hy_cuda_capture_end();
+            unsetenv("HYDRA_GRAPH_MEMSETS");
+            hy_cuda_graph_launch(g);
+            hy_cuda_synchronize();
+            hy_cuda_graph_destroy(g);
+        }
+        expect_bits(modes[mode], "bytes", gdown(&gd, modes[mode], "bytes"), want, MS_BYTES, 1);
+    }
+    free_all();
+}
+
 HY_TEST(gpu_glue_sigmoid_f32out, "gpu") {
     need_gpu();
     hy_rng r;

@@ -296,12 +296,31 @@ HY_TEST(gpu_model_errors, "gpu") {
 }
 
 // train.cuda_graph (train/step_graph.h): micro-batches recorded once and replayed against the
-// same micro-batches run directly, from the same weights: four steps of `accum` micro-batches
-// (the first call direct, the second recorded, then replays), new tokens each micro-batch
-// (one target ignored) and the weights moved between steps (w -= 0.01 g, the bf16 copies
-// refreshed), so a replay that read stale tokens, weights or gradients would differ. The
-// same kernels in the same order: losses and gradients agree bit for bit. Then a batch at
-// another address is a usage error.
+// same micro-batches run directly: four steps of `accum` micro-batches (the first call
+// direct, the second recorded, then replays), new tokens each micro-batch (one target
+// ignored) and the weights moved between steps (w -= 0.01 g, the bf16 copies refreshed, then
+// copied to the other model), so a replay that read stale tokens, weights or gradients would
+// differ. The same kernels in the same order: the losses and every gradient agree bit for bit,
+// except the embedding's, which its backward scatters with atomic adds (an order that varies
+// from run to run: within 1e-5 of its norm). Then a batch at another address is a usage error.
+static void compare_grads(const hy_param_table *t, const float *g0, const float *g1, int step) {
+    for (int i = 0; i < t->n; i++) {
+        const hy_param *p = &t->p[i];
+        size_t k = (size_t)hy_numel(p->grad), bad = 0;
+        const float *a = g0 + p->offset, *b = g1 + p->offset;
+        if (!strcmp(p->name, "embed.weight")) {
+            double dn = diff_norm(a, b, k), nn = 0;
+            for (size_t j = 0; j < k; j++) nn += (double)a[j] * a[j];
+            HY_ASSERT(dn <= 1e-5 * sqrt(nn), "step %d: %s: gradients differ by %.3e of %.3e",
+                      step, p->name, dn, sqrt(nn));
+            continue;
+        }
+        for (size_t j = 0; j < k; j++) bad += memcmp(&a[j], &b[j], sizeof(float)) != 0;
+        HY_ASSERT(bad == 0, "step %d: %zu of %zu gradient values of %s differ", step, bad, k,
+                  p->name);
+    }
+}
+
 static void graph_vs_direct(hy_arch arch, int B, int T, int recompute, int accum) {
     need_gpu();
     hy_model_config c = gpu_config(4, 2, 48);
@@ -316,7 +335,7 @@ static void graph_vs_direct(hy_arch arch, int B, int T, int recompute, int accum
         ids[k] = hy_new2(&gw[k].data, HY_I32, B, T, "ids");
         tgt[k] = hy_new2(&gw[k].data, HY_I32, B, T, "targets");
     }
-    const hy_param_table *pt = &gw[0].m.params;
+    hy_param_table *pt = &gw[0].m.params, *pt1 = &gw[1].m.params;
     size_t n = (size_t)B * T, bytes = hy_params_bytes(pt);
     int32_t *hi = malloc(n * sizeof(int32_t)), *ht = malloc(n * sizeof(int32_t));
     float *g0 = malloc(bytes), *g1 = malloc(bytes);
@@ -335,21 +354,19 @@ static void graph_vs_direct(hy_arch arch, int B, int T, int recompute, int accum
                 loss[k] += hy_step_graph_run(&sg[k], &w->m, &w->tape, ids[k], tgt[k]);
             }
         }
-        hy_cuda_memcpy_d2h(g0, gw[0].m.params.grads, bytes);
-        hy_cuda_memcpy_d2h(g1, gw[1].m.params.grads, bytes);
+        hy_cuda_memcpy_d2h(g0, pt->grads, bytes);
+        hy_cuda_memcpy_d2h(g1, pt1->grads, bytes);
         printf("  step %d: loss direct %.7f, %s %.7f\n", step, loss[0] / accum,
                step == 0 ? "direct" : step == 1 ? "recorded" : "replayed", loss[1] / accum);
         HY_ASSERT(isfinite(loss[0]) && !memcmp(&loss[0], &loss[1], sizeof(float)),
                   "step %d: loss %.9g (direct) vs %.9g (graph)", step, loss[0], loss[1]);
-        size_t bad = 0;
-        for (size_t i = 0; i < pt->numel; i++) bad += memcmp(&g0[i], &g1[i], sizeof(float)) != 0;
-        HY_ASSERT(bad == 0, "step %d: %zu of %zu gradient values differ", step, bad, pt->numel);
-        for (int k = 0; k < 2; k++) {  // w -= 0.01 g on both
-            hy_param_table *t = &gw[k].m.params;
-            hy_cuda_scale_f32(t->numel, -0.01f, t->grads, NULL);
-            hy_cuda_acc_f32(t->numel, t->grads, t->values, NULL);
-            hy_params_refresh_half(t);
-        }
+        compare_grads(pt, g0, g1, step);
+        // w -= 0.01 g from the direct model's gradients, into both models.
+        hy_cuda_scale_f32(pt->numel, -0.01f, pt->grads, NULL);
+        hy_cuda_acc_f32(pt->numel, pt->grads, pt->values, NULL);
+        hy_cuda_memcpy_d2d(pt1->values, pt->values, bytes);
+        hy_params_refresh_half(pt);
+        hy_params_refresh_half(pt1);
     }
     HY_ASSERT(sg[1].exec != NULL && sg[0].exec == NULL, "the graph world recorded nothing");
     // A batch somewhere else: the recording cannot read it.
