@@ -227,7 +227,7 @@ HY_TEST(gpu_graph_memsets_as_kernels, "gpu") {
     static const char *modes[] = {"direct", "graph", "graph, memset nodes kept"};
     for (int mode = 0; mode < 3; mode++) {
         gbuf gd, gx;
-        uint8_t *d = (uint8_t *)gnew(&gd, MS_BYTES, 1, NULL);
+        uint8_t *d = (uint8_t *)gnew(&gd, MS_BYTES, 0, NULL);  // the float at d + 16 aligned
         float *dx = (float *)gnew(&gx, 4, 0, &x);
         hy_cuda_memset(d, 0x11, MS_BYTES);
         if (mode == 0) {
