@@ -59,7 +59,9 @@ bool plain_neighbours(cudaGraphNode_t node, bool in, cudaGraphNode_t **nodes, si
     *nodes = (cudaGraphNode_t *)malloc((*n ? *n : 1) * sizeof **nodes);
     cudaGraphEdgeData *ed = (cudaGraphEdgeData *)malloc((*n ? *n : 1) * sizeof *ed);
     HY_CHECK(*nodes && ed, "graph: out of host memory");
-    if (in)
+    if (*n == 0)  // the graph's first node or its last: no arrays to fill (they are refused)
+        ;
+    else if (in)
         CUDA_CHECK(cudaGraphNodeGetDependencies(node, *nodes, ed, n));
     else
         CUDA_CHECK(cudaGraphNodeGetDependentNodes(node, *nodes, ed, n));
