@@ -94,7 +94,8 @@ bool memset_as_kernel(cudaGraph_t g, cudaGraphNode_t node) {
         kp.kernelParams = args;
         cudaGraphNode_t k;
         CUDA_CHECK(cudaGraphAddKernelNode(&k, g, deps, nd, &kp));
-        for (size_t i = 0; i < no; i++) CUDA_CHECK(cudaGraphAddDependencies(g, &k, &outs[i], NULL, 1));
+        for (size_t i = 0; i < no; i++)
+            CUDA_CHECK(cudaGraphAddDependencies(g, &k, &outs[i], NULL, 1));
         CUDA_CHECK(cudaGraphDestroyNode(node));  // and its edges
     }
     free(deps);

@@ -388,7 +388,9 @@ static void graph_vs_direct(hy_arch arch, int B, int T, int recompute, int accum
 
 HY_TEST(gpu_train_graph_matches_direct, "gpu") { graph_vs_direct(HY_ARCH_HYDRA, 3, 150, 0, 1); }
 HY_TEST(gpu_train_graph_recompute_accum, "gpu") { graph_vs_direct(HY_ARCH_HYDRA, 2, 130, 1, 2); }
-HY_TEST(gpu_dense_train_graph_matches_direct, "gpu") { graph_vs_direct(HY_ARCH_DENSE, 2, 77, 0, 2); }
+HY_TEST(gpu_dense_train_graph_matches_direct, "gpu") {
+    graph_vs_direct(HY_ARCH_DENSE, 2, 77, 0, 2);
+}
 
 // The decoding graph (recorded at the first step, replayed after) against
 // the same steps launched one kernel at a time (HYDRA_DECODE_GRAPH=0): the
