@@ -110,10 +110,17 @@ __global__ void rmsnorm_fwd_reg_kernel(int64_t rows, int D, float eps, const uin
 constexpr int kNormWarps = 8;
 constexpr int kNormMaxD = 12288;  // 48 KiB of shared memory for one warp's dw row
 
-// Number of dw partials (= blocks of the backward), a function of rows only.
+// Number of dw partials (= blocks of the backward), a function of rows only. At most
+// kNormMaxParts: measured on an H200 at (16384, 768) (`hydra-bench step`'s RMSNorm piece, the
+// backward a call), 1,024 blocks of 16 rows took 0.065-0.066 ms, 256 of 64 rows 0.057, 128 of
+// 128 rows 0.056 and 64 of 256 rows 0.069 (fewer blocks than SMs): each block zeroes, sums and
+// writes a (D) partial that colsum_kernel reads back, so fewer and longer blocks do less of it
+// as long as they fill the GPU (two blocks an SM at 256 threads).
+constexpr int64_t kNormMaxParts = 256;
+
 int rmsnorm_parts(int64_t rows) {
     int64_t p = (rows + kNormWarps - 1) / kNormWarps;
-    if (p > 1024) p = 1024;
+    if (p > kNormMaxParts) p = kNormMaxParts;
     if (p < 1) p = 1;
     return (int)p;
 }
