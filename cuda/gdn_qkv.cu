@@ -41,7 +41,7 @@ constexpr int kQkvMaxR = 8;
 
 struct QkvShape {
     int B, T, H, D, K, C, I, R, norm_qk;
-    float eps;
+    float eps, inv_eps;  // inv_eps = 1 / eps (inf at eps 0)
 };
 
 // x at (b, s, c0 + k) for s in [-(K-1), T): the input, the bf16 cache
@@ -61,10 +61,56 @@ __device__ __forceinline__ void qkv_tap(const QkvShape &p, const uint16_t *x,
     }
 }
 
+// 2^x, a denormal result flushed to zero: sigmoid's 1 + 2^x is the same
+// either way (1 + a denormal rounds to 1), and __expf's care for denormal
+// results costs three instructions an element.
+__device__ __forceinline__ float ex2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // sigmoid with the fast exponential and division (a few ulp of fp32; the
-// outputs are bf16).
+// outputs are bf16). The same bits as __fdividef(1, 1 + __expf(-u)).
 __device__ __forceinline__ float sigm_fast(float u) {
-    return __fdividef(1.0f, 1.0f + __expf(-u));
+    return __fdividef(1.0f, 1.0f + ex2_ftz(u * -1.44269504f));
+}
+
+// Sums over aligned groups of G lanes (G a power of two, 1 to 32; every lane
+// of the warp calls), unrolled: a level is a shuffle and an add predicated
+// on o < G, where group_sum's loop takes eight instructions.
+__device__ __forceinline__ float group_sum_unrolled(float v, int G) {
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const float t = __shfl_xor_sync(0xffffffffu, v, o);
+        if (o < G) v += t;
+    }
+    return v;
+}
+
+// a and b summed over the groups (as above) in one chain of shuffles: after
+// the first level the even lanes carry a's partial sums and the odd lanes
+// b's, so that a level takes one shuffle for both, and a last shuffle hands
+// each lane the other sum. Each level adds a pair of values in both orders
+// (the same bits), so every lane of a group ends with the same sums.
+__device__ __forceinline__ void group_sum2(float &a, float &b, int G, int lane) {
+    if (G < 2) return;  // uniform
+    const bool odd = lane & 1;
+    float keep = odd ? b : a;
+    keep += __shfl_xor_sync(0xffffffffu, odd ? a : b, 1);
+#pragma unroll
+    for (int o = 2; o < 32; o <<= 1) {
+        const float t = __shfl_xor_sync(0xffffffffu, keep, o);
+        if (o < G) keep += t;
+    }
+    const float other = __shfl_xor_sync(0xffffffffu, keep, 1);
+    a = odd ? other : keep;
+    b = odd ? keep : other;
+}
+
+// 4 values at p (8-byte aligned) in bf16 by the paired conversion.
+__device__ __forceinline__ void st_bf4_rn(uint16_t *p, const float *f) {
+    *reinterpret_cast<uint2 *>(p) = make_uint2(pack2_rn(f[0], f[1]), pack2_rn(f[2], f[3]));
 }
 
 // (b, t) of the group's rows row0 + r, r < R, into shared memory (one
@@ -295,8 +341,19 @@ __global__ void __launch_bounds__(kQkvThreads)
 // their bytes at 4.2 TB/s. The pipeline keeps 64 KB (forward: 32 KB a
 // block, three an SM) and 96 KB (backward: 48 KB a block, two) of loads in
 // flight an SM. The shared-memory kernels took 0.198 and 0.484 ms.
+// With their loads in flight both were bound by the instructions they issue
+// (Nsight Compute: 0.72 a cycle per scheduler at two and three blocks an
+// SM): per row and warp, the backward 421 and the forward 233, of which the
+// heads' sums as a loop took 74 and 28, the IEEE sqrt and divisions ~35,
+// 64-bit row arithmetic ~45 and 25, bf16 rounding in integer instructions
+// ~25 and __expf's care for denormals 12. Unrolled sums (both of the
+// backward's in one chain), rsqrt, pointers stepped a row at a time, the
+// paired conversion and ex2.ftz leave 277 and 131: backward 0.203 -> 0.142
+// ms, forward 0.099 -> 0.066 ms (hydra-bench step's "GDN input" piece).
 constexpr int kQkvLanes = 32, kQkvRowsY = 8, kQkvVec = 4, kQkvRun = 32;
 constexpr int kQkvStages = 8, kQkvFwdStages = 16;
+static_assert((kQkvStages & (kQkvStages - 1)) == 0 && (kQkvFwdStages & (kQkvFwdStages - 1)) == 0,
+              "a row's stage is its index masked");
 constexpr size_t kQkvFwdSmem = (size_t)kQkvFwdStages * kQkvRowsY * kQkvLanes * 8;
 // The backward's dynamic shared memory: the row pipeline, reused after the
 // walk for the block's dw/db sums (8 rows x (K + 1) x 128 floats, 20 KB at K 4).
@@ -376,36 +433,46 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 3)
     typedef uint2 XStage[kQkvRowsY][kQkvLanes];  // 4 bf16 of x a lane
     XStage *sx = (XStage *)fwd_smem;
     const int tx = threadIdx.x, ty = threadIdx.y;
+    const uint32_t sx0 = smem_addr(&sx[0][ty][tx]);
     const int per = (p.T + kQkvRun - 1) / kQkvRun;
     const int64_t runs = (int64_t)p.B * per;
     for (ConvWalk r(per); r.p < runs; r.next()) {
-        const int b = (int)r.b, s0 = r.i * kQkvRun, s1 = min(s0 + kQkvRun, p.T);
-        const int64_t rowb = (int64_t)b * p.T;
-        auto issue = [&](int i) {  // row s0 + i into stage i % kQkvFwdStages
-            const bool live = L.on && s0 + i < s1;
-            cp_async8_zfill(&sx[i % kQkvFwdStages][ty][tx],
-                            live ? x + (rowb + s0 + i) * p.C + L.c0 : x, live ? 8 : 0);
+        const int b = (int)r.b, s0 = r.i * kQkvRun, n = min(kQkvRun, p.T - s0);  // rows s0 + i
+        const int64_t row0 = (int64_t)b * p.T + s0;
+        // Row s0 + i into stage i % kQkvFwdStages for i = 0, 1, ... in turn
+        // (xi: row i's x; none past the run: zeros). Pointers stepped a row
+        // at a time, and the stages' shared addresses, cost fewer
+        // instructions than the 64-bit index arithmetic of each row.
+        const uint16_t *xi = x + row0 * p.C + L.c0;
+        int i = 0;
+        auto issue = [&]() {
+            const bool live = L.on && i < n;
+            cp_async8_zfill(sx0 + (uint32_t)(i & (kQkvFwdStages - 1)) * (uint32_t)sizeof(XStage),
+                            live ? xi : x, live ? 8 : 0);
             cp_async_commit_group();
+            xi += p.C;
+            i++;
         };
 #pragma unroll
-        for (int i = 0; i < kQkvFwdStages; i++) issue(i);
+        for (int j = 0; j < kQkvFwdStages; j++) issue();
         // x rows t - (K-1) .. t once row t is shifted in; before the run's
         // first row, slots 1 .. KM-1 hold rows s0 - (K-1) .. s0 - 1.
         float xw[KM][VEC];
 #pragma unroll
         for (int j = 0; j < KM; j++) L.tap(p, x, cache, b, j > 0 ? s0 - KM + j : p.T, xw[j]);
-        for (int t = s0; t < s1; t++) {  // uniform over the warp
+        uint16_t *o = out + row0 * p.I + L.off;  // row s0 + t of the output
+        for (int t = 0; t < n; t++) {            // uniform over the warp
             cp_async_wait_group<kQkvFwdStages - 1>();  // row t's group is complete
             float xn[VEC];
             {
-                const uint2 xr = sx[(t - s0) % kQkvFwdStages][ty][tx];
+                const uint2 xr = sx[t & (kQkvFwdStages - 1)][ty][tx];
                 xn[0] = __uint_as_float(xr.x << 16), xn[1] = __uint_as_float(xr.x & 0xffff0000u);
                 xn[2] = __uint_as_float(xr.y << 16), xn[3] = __uint_as_float(xr.y & 0xffff0000u);
             }
             shift_in(xw, xn);
             float y[VEC];
             L.conv(xw, y);  // reads the row: its stage may be refilled
-            issue(t - s0 + kQkvFwdStages);
+            issue();
             float ss = 0.0f;
 #pragma unroll
             for (int e = 0; e < VEC; e++) {
@@ -413,14 +480,15 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 3)
                 ss += y[e] * y[e];
             }
             if (p.norm_qk) {
-                ss = group_sum(ss, L.G);
-                if (L.nrm) {
-                    const float sc = 1.0f / fmaxf(sqrtf(ss), p.eps);
+                ss = group_sum_unrolled(ss, L.G);
+                if (L.nrm) {  // 1 / max(||s||, eps)
+                    const float sc = fminf(rsqrtf(ss), p.inv_eps);
 #pragma unroll
                     for (int e = 0; e < VEC; e++) y[e] *= sc;
                 }
             }
-            if (L.on) st_bf<VEC>(out + (rowb + t) * p.I + L.off, y);
+            if (L.on) st_bf4_rn(o, y);
+            o += p.I;
         }
         cp_async_wait_group<0>();  // the run's trailing (empty) groups
     }
@@ -461,6 +529,8 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
     XStage *sx = (XStage *)bwd_smem;
     GStage *sg = (GStage *)(bwd_smem + sizeof(XStage) * kQkvStages);
     const int tx = threadIdx.x, ty = threadIdx.y;
+    const uint32_t sx0 = smem_addr(&sx[0][ty][tx]), sg0 = smem_addr(&sg[0][ty][tx]);
+    typedef typename std::conditional<BF16, uint16_t, float>::type dx_t;
     float acc[KM + 1][VEC];  // acc[j]: dw tap j; acc[KM]: db
 #pragma unroll
     for (int j = 0; j <= KM; j++)
@@ -470,20 +540,27 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
     const int64_t runs = (int64_t)p.B * per;
     for (ConvWalk r(per); r.p < runs; r.next()) {
         const int b = (int)r.b, s0 = r.i * kQkvRun, s1 = min(s0 + kQkvRun, p.T);
-        const int e1 = s1 + KM - 1;  // rows t of du walked: [s0, e1); those >= T are zero
-        const int64_t rowb = (int64_t)b * p.T;
-        // Row s0 + i into stage i % kQkvStages (zeros past the rows that exist).
-        auto issue = [&](int i) {
-            const int t = s0 + i, st = i % kQkvStages;
-            const bool live = L.on && t < e1 && t < p.T;
-            const uint16_t *xs = live ? x + (rowb + t) * p.C + L.c0 : x;
-            const float *gs = live && gp ? gp + (rowb + t) * p.I + L.off : w;
-            cp_async8_zfill(&sx[st][ty][tx], xs, live ? 8 : 0);
-            cp_async16_zfill(&sg[st][ty][tx], gs, live && gp ? 16 : 0);
+        // Rows s0 + t of du walked: t < nw; those with data (below T): t < nd.
+        const int nw = s1 - s0 + KM - 1, nd = min(s1 + KM - 1, p.T) - s0;
+        const int64_t row0 = (int64_t)b * p.T + s0;
+        // Row s0 + i into stage i % kQkvStages for i = 0, 1, ... in turn
+        // (xi, gi: row i's x and gradient; none past nd: zeros). Pointers
+        // stepped a row at a time, as in the forward.
+        const uint16_t *xi = x + row0 * p.C + L.c0;
+        const float *gi = gp ? gp + row0 * p.I + L.off : nullptr;
+        int i = 0;
+        auto issue = [&]() {
+            const uint32_t so = (uint32_t)(i & (kQkvStages - 1));
+            const bool live = L.on && i < nd, glive = live && gi;
+            cp_async8_zfill(sx0 + so * (uint32_t)sizeof(XStage), live ? xi : x, live ? 8 : 0);
+            cp_async16_zfill(sg0 + so * (uint32_t)sizeof(GStage), glive ? gi : w, glive ? 16 : 0);
             cp_async_commit_group();
+            xi += p.C;
+            if (gi) gi += p.I;
+            i++;
         };
 #pragma unroll
-        for (int i = 0; i < kQkvStages; i++) issue(i);
+        for (int j = 0; j < kQkvStages; j++) issue();
         // x and du at rows t - (K-1) .. t once row t is shifted in (as the
         // forward's window); du before s0 is never read by this run's dx.
         float xw[KM][VEC], duw[KM][VEC];
@@ -493,8 +570,9 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
 #pragma unroll
             for (int k = 0; k < VEC; k++) duw[j][k] = 0.0f;
         }
-        for (int t = s0; t < e1; t++) {  // uniform over the warp
-            const int st = (t - s0) % kQkvStages;
+        dx_t *dxo = dx_ ? (dx_t *)dx_ + row0 * p.C + L.c0 : nullptr;  // dx row s0 + t - (K-1)
+        for (int t = 0; t < nw; t++) {  // uniform over the warp
+            const int st = t & (kQkvStages - 1);
             cp_async_wait_group<kQkvStages - 1>();  // row t's group is complete
             float xn[VEC], gn[VEC];
             {
@@ -506,31 +584,30 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
             }
             shift_in(xw, xn);
             float d[VEC];
-            if (t < p.T) {  // uniform
-                float uu[VEC], sg_[VEC];
+            if (t < nd) {  // uniform
+                float uu[VEC], sg_[VEC], sv[VEC];
                 L.conv(xw, uu);
                 float ss = 0.0f, dot = 0.0f;
 #pragma unroll
                 for (int e = 0; e < VEC; e++) {
                     sg_[e] = sigm_fast(uu[e]);
-                    const float sv = uu[e] * sg_[e];
-                    ss += sv * sv;
-                    dot += sv * gn[e];
+                    sv[e] = uu[e] * sg_[e];
+                    ss += sv[e] * sv[e];
+                    dot += sv[e] * gn[e];
                 }
                 float nv = 1.0f, kc = 0.0f;
                 if (p.norm_qk) {
-                    ss = group_sum(ss, L.G);
-                    dot = group_sum(dot, L.G);
-                    if (L.nrm) {
-                        const float n = sqrtf(ss);
-                        const bool clamped = n < p.eps;
-                        nv = 1.0f / (clamped ? p.eps : n);
-                        kc = clamped ? 0.0f : dot / (n * n * n);
+                    group_sum2(ss, dot, L.G, tx);
+                    if (L.nrm) {  // n = ||s|| = 1 / rs
+                        const float rs = rsqrtf(ss);
+                        const bool clamped = rs > p.inv_eps;  // n < eps
+                        nv = clamped ? p.inv_eps : rs;
+                        kc = clamped ? 0.0f : dot * rs * rs * rs;
                     }
                 }
 #pragma unroll
                 for (int e = 0; e < VEC; e++) {
-                    const float ds = gn[e] * nv - uu[e] * sg_[e] * kc;
+                    const float ds = gn[e] * nv - sv[e] * kc;
                     d[e] = ds * sg_[e] * (1.0f + uu[e] * (1.0f - sg_[e]));
                 }
             } else {
@@ -538,9 +615,9 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
                 for (int e = 0; e < VEC; e++) d[e] = 0.0f;
             }
             // The stage's values are in registers and used: refill it.
-            issue(t - s0 + kQkvStages);
+            issue();
             shift_in(duw, d);
-            if (partial && t < s1) {  // the run's own rows: dw, db
+            if (partial && t < s1 - s0) {  // the run's own rows: dw, db
 #pragma unroll
                 for (int j = 0; j < KM; j++)
 #pragma unroll
@@ -548,29 +625,28 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
 #pragma unroll
                 for (int e = 0; e < VEC; e++) acc[KM][e] += d[e];
             }
-            const int s = t - (KM - 1);  // dx row: du[s .. t] known
-            if (dx_ && L.on && s >= s0) {
-                float *dx = (float *)dx_;
-                float o[VEC];
-                if (BF16 || set_dx) {
-#pragma unroll
-                    for (int e = 0; e < VEC; e++) o[e] = 0.0f;
-                } else {
-                    ld_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
-                }
+            if (dxo && t >= KM - 1) {  // dx row s0 + t - (K-1): du up to row t known
                 float a[VEC];
 #pragma unroll
-                for (int e = 0; e < VEC; e++) a[e] = 0.0f;
+                for (int e = 0; e < VEC; e++) a[e] = duw[KM - 1][e] * L.wr[0][e];
 #pragma unroll
-                for (int j = 0; j < KM; j++)  // du[s + K-1-j] = duw[KM-1-j]
+                for (int j = 1; j < KM; j++)  // du[s + K-1-j] = duw[KM-1-j], s = s0 + t - (K-1)
 #pragma unroll
                     for (int e = 0; e < VEC; e++) a[e] += duw[KM - 1 - j][e] * L.wr[j][e];
+                if (L.on) {
+                    if constexpr (BF16) {
+                        st_bf4_rn(dxo, a);
+                    } else {
+                        if (!set_dx) {
+                            float o[VEC];
+                            ld_f<VEC>(dxo, o);
 #pragma unroll
-                for (int e = 0; e < VEC; e++) o[e] += a[e];
-                if constexpr (BF16)
-                    st_bf<VEC>((uint16_t *)dx_ + (rowb + s) * p.C + L.c0, o);
-                else
-                    st_f<VEC>(dx + (rowb + s) * p.C + L.c0, o);
+                            for (int e = 0; e < VEC; e++) a[e] = o[e] + a[e];
+                        }
+                        st_f<VEC>(dxo, a);
+                    }
+                }
+                dxo += p.C;
             }
         }
         cp_async_wait_group<0>();  // the run's trailing (empty) groups, before the next run's
@@ -643,6 +719,7 @@ QkvShape qkv_shape(const char *fn, int B, int T, int H, int D, int K, int norm_q
                fn, B, T, H, D, K, (double)eps);
     QkvShape p;
     p.B = B, p.T = T, p.H = H, p.D = D, p.K = K, p.norm_qk = norm_qk, p.eps = eps;
+    p.inv_eps = 1.0f / eps;
     p.I = H * D;
     p.C = 3 * p.I;
     size_t r = kQkvRowBytes / ((size_t)p.C * 4);

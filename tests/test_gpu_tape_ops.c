@@ -513,8 +513,9 @@ static hy_tensor *f_gdn_qkv(hy_tape *t, hy_tensor **in, const void *arg) {
 HY_TEST(gpu_tape_gdn_qkv, "gpu") {
     // Odd sizes (H 3, D 5: the scalar path), the 16-byte path (D 64), a
     // cache, no bias, K 1 and K 7, and x as a window of a larger tensor. The
-    // streaming kernels take D 16, 64 and 128 (K <= 4, heads on 4, 16 or 32
-    // lanes, aligned rows; T 41 and 70 cross their 32-row runs), the
+    // streaming kernels take D 4, 8, 16, 64 and 128 (K <= 4, heads on 1, 2,
+    // 4, 16 or 32 lanes: their sums' edge cases; aligned rows; T 37, 41, 45
+    // and 70 cross their 32-row runs), the
     // shared-memory ones the rest: D 5, K 7, D 48 (12 lanes: not a power of
     // two) and the window. The "fresh" cases feed x + x, whose gradient
     // buffer the op writes instead of adding to. Then every case again with
@@ -525,7 +526,8 @@ HY_TEST(gpu_tape_gdn_qkv, "gpu") {
                          all64 = {2, 64, 1, 2, 3, 3, 0}, plain64 = {2, 64, 0, -1, 2, 3, 0},
                          k1 = {1, 16, 1, 2, -1, 3, 0}, all128 = {1, 128, 1, 2, 3, 3, 0},
                          all48 = {3, 48, 1, 2, -1, 3, 0}, fresh64 = {2, 64, 1, 2, 3, 3, 1},
-                         fresh5 = {3, 5, 1, 2, -1, 3, 1};
+                         fresh5 = {3, 5, 1, 2, -1, 3, 1}, g1 = {3, 4, 1, 2, -1, 3, 0},
+                         g2 = {2, 8, 1, 2, -1, 3, 0};
     static const op_case cases[] = {
         {"gdn_qkv (2, 37, 45) H 3 D 5 K 4 -> q", f_gdn_qkv, &q0, 3,
          {{"qkv", ACT, 1, 3, {2, 37, 45}, 0, 1.0f, 0},
@@ -596,6 +598,16 @@ HY_TEST(gpu_tape_gdn_qkv, "gpu") {
          {{"qkv", ACT, 1, 3, {3, 29, 45}, 0, 1.0f, 0},
           {"w", PARAM, 1, 3, {45, 1, 4}, 0, 0.5f, 0},
           {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 37, 36) H 3 D 4 K 2 -> q+k+v", f_gdn_qkv, &g1, 3,
+         {{"qkv", ACT, 1, 3, {2, 37, 36}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {36, 1, 2}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {36}, 0, 0.5f, 0}},
+         HY_BF16, 0, 0},
+        {"gdn_qkv (2, 45, 48) H 2 D 8 -> q+k+v", f_gdn_qkv, &g2, 3,
+         {{"qkv", ACT, 1, 3, {2, 45, 48}, 0, 1.0f, 0},
+          {"w", PARAM, 1, 3, {48, 1, 4}, 0, 0.5f, 0},
+          {"b", PARAM, 1, 1, {48}, 0, 0.5f, 0}},
          HY_BF16, 0, 0},
     };
     check_cases(cases, N_CASES(cases), 2100);
