@@ -61,21 +61,6 @@ __device__ __forceinline__ void qkv_tap(const QkvShape &p, const uint16_t *x,
     }
 }
 
-// 2^x, a denormal result flushed to zero: sigmoid's 1 + 2^x is the same
-// either way (1 + a denormal rounds to 1), and __expf's care for denormal
-// results costs three instructions an element.
-__device__ __forceinline__ float ex2_ftz(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-    return y;
-}
-
-// sigmoid with the fast exponential and division (a few ulp of fp32; the
-// outputs are bf16). The same bits as __fdividef(1, 1 + __expf(-u)).
-__device__ __forceinline__ float sigm_fast(float u) {
-    return __fdividef(1.0f, 1.0f + ex2_ftz(u * -1.44269504f));
-}
-
 // Sums over aligned groups of G lanes (G a power of two, 1 to 32; every lane
 // of the warp calls), unrolled: a level is a shuffle and an add predicated
 // on o < G, where group_sum's loop takes eight instructions.
@@ -106,11 +91,6 @@ __device__ __forceinline__ void group_sum2(float &a, float &b, int G, int lane) 
     const float other = __shfl_xor_sync(0xffffffffu, keep, 1);
     a = odd ? other : keep;
     b = odd ? keep : other;
-}
-
-// 4 values at p (8-byte aligned) in bf16 by the paired conversion.
-__device__ __forceinline__ void st_bf4_rn(uint16_t *p, const float *f) {
-    *reinterpret_cast<uint2 *>(p) = make_uint2(pack2_rn(f[0], f[1]), pack2_rn(f[2], f[3]));
 }
 
 // (b, t) of the group's rows row0 + r, r < R, into shared memory (one
@@ -487,7 +467,7 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 3)
                     for (int e = 0; e < VEC; e++) y[e] *= sc;
                 }
             }
-            if (L.on) st_bf4_rn(o, y);
+            if (L.on) st_bf_rn<VEC>(o, y);
             o += p.I;
         }
         cp_async_wait_group<0>();  // the run's trailing (empty) groups
@@ -635,7 +615,7 @@ __global__ void __launch_bounds__(kQkvLanes *kQkvRowsY, 2)
                     for (int e = 0; e < VEC; e++) a[e] += duw[KM - 1 - j][e] * L.wr[j][e];
                 if (L.on) {
                     if constexpr (BF16) {
-                        st_bf4_rn(dxo, a);
+                        st_bf_rn<VEC>(dxo, a);
                     } else {
                         if (!set_dx) {
                             float o[VEC];

@@ -117,6 +117,19 @@ __device__ __forceinline__ void st_bf(uint16_t *p, const float *f) {
     }
 }
 
+// st_bf by the paired conversion (pack2_rn): VEC 8 or 4, p aligned to VEC
+// elements.
+template <int VEC>
+__device__ __forceinline__ void st_bf_rn(uint16_t *p, const float *f) {
+    static_assert(VEC == 8 || VEC == 4, "st_bf_rn: 8 or 4 elements");
+    if constexpr (VEC == 8) {
+        *reinterpret_cast<uint4 *>(p) = make_uint4(pack2_rn(f[0], f[1]), pack2_rn(f[2], f[3]),
+                                                   pack2_rn(f[4], f[5]), pack2_rn(f[6], f[7]));
+    } else {
+        *reinterpret_cast<uint2 *>(p) = make_uint2(pack2_rn(f[0], f[1]), pack2_rn(f[2], f[3]));
+    }
+}
+
 // Asynchronous copies global -> shared (sm_80+) of 8 or 16 bytes; `bytes`
 // below the size fills the rest with zeros (0: no read, all zeros; src must
 // still be a valid address). A thread that reads back only what it copied
@@ -193,6 +206,23 @@ __device__ __forceinline__ void acc_f(float *p, const float *f) {
 }
 
 __device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// 2^x, a denormal result flushed to zero: sigm_fast's 1 + 2^x is the same
+// either way (1 + a denormal rounds to 1), and __expf's care for denormal
+// results costs three instructions an element.
+__device__ __forceinline__ float ex2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// sigmoid by the approximate 2^x and reciprocal: a few ulp of fp32 in five
+// instructions, where sigm's expf and IEEE division take ~17; for kernels
+// whose outputs are bf16 (or that are bound by the instructions they issue).
+// The same bits as __fdividef(1, 1 + __expf(-u)).
+__device__ __forceinline__ float sigm_fast(float u) {
+    return __fdividef(1.0f, 1.0f + ex2_ftz(u * -1.44269504f));
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
