@@ -1,23 +1,9 @@
 // The basic tape ops (layers/ops.h) on the GPU against the same ops on the
 // CPU, through the tape: forward, recorded node, backward. Skipped (exit 77)
 // without a GPU or a CUDA build. (tests/test_gpu_ops.c tests the kernels
-// themselves; this file tests that the ops call them right.)
-//
-// Every case draws random inputs, rounds the ones that are activations
-// (bf16 on the GPU) to bf16, and runs the op twice:
-//   * on a CPU tape (host arenas; f32 tensors holding the rounded values);
-//   * on a GPU tape (CUDA arenas; activations uploaded as bf16, parameters
-//     f32), with the activation and scratch arenas poisoned with 0xFF bytes
-//     first, so an output element or a kernel partial sum the op fails to
-//     write shows up as a NaN.
-// Input and parameter gradients are bound (hy_tape_bind_grad) to zeroed f32
-// buffers; backward starts from the same random seed gradient on both
-// sides. Checked, as max |gpu - cpu| / max |cpu| over each tensor:
-//   * the output: <= 1e-2 (one bf16 rounding is 2^-9 relative);
-//   * every input and parameter gradient: <= 2e-2;
-//   * the output dtype: bf16 on the GPU (f32 for sigmoid and mean);
-//   * a second forward with the tape disabled (nothing saved, e.g. no rstd)
-//     gives the same output bits.
+// themselves; this file tests that the ops call them right.) The harness
+// and what it checks: tests/util_tape_cases.h; the output dtype is bf16 on
+// the GPU (f32 for sigmoid and mean).
 // Sizes are odd (the kernels' scalar paths) in one case of each op and
 // multiples of 8 (the 16-byte vector paths) in another; some inputs are row
 // windows (views) of larger tensors, so pointers are misaligned and the
@@ -34,266 +20,7 @@
 #include "../layers/gdn.h"
 #include "../layers/ops.h"
 #include "harness.h"
-
-static void need_gpu(void) {
-    if (!hy_cuda_built()) hy_test_skip("built without CUDA");
-    if (hy_cuda_device_count() == 0) hy_test_skip("no GPU");
-}
-
-// ================================================================ cases
-// ACT: a float activation (f32 on the CPU, bf16 on the GPU), values rounded
-// to bf16 on both sides. PARAM: f32 on both devices (parameters, and the
-// f32 input of mean). IDS: i32 in [0, id_below).
-enum { ACT, PARAM, IDS };
-
-#define MAX_IN 6
-
-typedef struct {
-    const char *name;
-    int kind;
-    int grad;  // bind a gradient (float inputs)
-    int ndim;
-    int64_t shape[HY_MAX_DIMS];  // the shape the op sees
-    int64_t row0;  // > 0: the op sees rows [row0, row0 + shape[0]) of a larger tensor
-    float std;
-    int32_t id_below;
-} in_spec;
-
-typedef hy_tensor *(*op_fn)(hy_tape *t, hy_tensor **in, const void *arg);
-
-typedef struct {
-    const char *cfg;
-    op_fn fn;
-    const void *arg;
-    int n_in;
-    in_spec in[MAX_IN];
-    hy_dtype gpu_out;         // the dtype the GPU output must have
-    double tol_out, tol_grad;  // 0: 1e-2 and 2e-2
-} op_case;
-
-static int64_t numel_of(int ndim, const int64_t *shape) {
-    int64_t n = 1;
-    for (int i = 0; i < ndim; i++) n *= shape[i];
-    return n;
-}
-
-// The owner's shape: the op's shape with row0 more rows.
-static int64_t owner_numel(const in_spec *s) {
-    int64_t shape[HY_MAX_DIMS];
-    memcpy(shape, s->shape, sizeof shape);
-    shape[0] += s->row0;
-    return numel_of(s->ndim, shape);
-}
-
-// Host values of one case, shared by both devices.
-typedef struct {
-    float *v[MAX_IN];    // float inputs (owner numel), rounded to bf16 for ACT
-    int32_t *id[MAX_IN];  // IDS inputs
-    float *seed;         // d loss / d output, the output's numel
-} case_data;
-
-// Results of one device.
-typedef struct {
-    hy_dtype out_dtype;
-    int64_t n_out;
-    float *out;           // (n_out)
-    float *grad[MAX_IN];  // owner numel, or NULL without a gradient
-    int infer_same;       // the tape-disabled forward gave the same bits
-} case_result;
-
-// ================================================================ helpers
-// A test-only op: y (n) f32 = x (n) bf16 on the GPU, dx += dy. It lets the
-// seed gradient enter at a bf16 output (hy_tape_backward_seed takes an f32
-// output).
-static void upcast_backward(hy_tape *t, hy_node *n) {
-    const float *dy = hy_f32(hy_grad(t, n->out[0]));
-    hy_tensor *dx = hy_grad_acc(t, n->in[0]);
-    if (dx) hy_cuda_add_bwd((size_t)hy_numel(n->in[0]), dy, hy_f32(dx), NULL, NULL);
-}
-
-static hy_tensor *upcast(hy_tape *t, hy_tensor *x) {
-    hy_tensor *y = hy_tape_new(t, HY_F32, x->ndim, x->shape, "upcast");
-    hy_cuda_bf16_to_f32(x->data, hy_f32(y), (size_t)hy_numel(x), NULL);
-    hy_tape_record(t, "upcast", upcast_backward, &x, 1, &y, 1);
-    return y;
-}
-
-typedef struct {
-    hy_arena in, acts, scratch;
-    hy_tape tape;
-    hy_device dev;
-} env;
-
-static void env_init(env *e, hy_device dev) {
-    e->dev = dev;
-    hy_arena_init(&e->in, "tape-ops-in", dev, (size_t)16 << 20);
-    hy_arena_init(&e->acts, "tape-ops-acts", dev, (size_t)32 << 20);
-    hy_arena_init(&e->scratch, "tape-ops-scratch", dev, (size_t)32 << 20);
-    hy_tape_init(&e->tape, &e->acts, &e->scratch, 128, 256);
-}
-
-static void env_free(env *e) {
-    hy_tape_free(&e->tape);
-    hy_arena_free(&e->in);
-    hy_arena_free(&e->acts);
-    hy_arena_free(&e->scratch);
-}
-
-static void poison(env *e) {
-    if (e->dev != HY_CUDA) return;
-    hy_cuda_memset(e->acts.base, 0xff, e->acts.cap);
-    hy_cuda_memset(e->scratch.base, 0xff, e->scratch.cap);
-}
-
-static void zero(hy_tensor *t) {
-    if (t->device == HY_CUDA)
-        hy_cuda_memset(t->data, 0, hy_nbytes(t));
-    else
-        memset(t->data, 0, hy_nbytes(t));
-}
-
-static float *to_host(const hy_tensor *t) {
-    float *h = (float *)hy_xcalloc((size_t)hy_numel(t) + 1, sizeof(float));
-    if (t->device == HY_CUDA) hy_cuda_synchronize();
-    hy_tensor_to_host_f32(t, h);
-    return h;
-}
-
-// Run case `c` on `dev`.
-static void run_case(const op_case *c, const case_data *d, hy_device dev, case_result *r) {
-    memset(r, 0, sizeof *r);
-    env e;
-    env_init(&e, dev);
-    hy_tensor *x[MAX_IN] = {0}, *g[MAX_IN] = {0};
-    for (int i = 0; i < c->n_in; i++) {
-        const in_spec *s = &c->in[i];
-        int64_t shape[HY_MAX_DIMS];
-        memcpy(shape, s->shape, sizeof shape);
-        shape[0] += s->row0;
-        hy_dtype dt = s->kind == IDS ? HY_I32 : s->kind == ACT ? hy_act_dtype(dev) : HY_F32;
-        hy_tensor *owner = hy_tensor_new(&e.in, dt, s->ndim, shape, s->name);
-        if (s->kind == IDS) {
-            if (dev == HY_CUDA)
-                hy_cuda_memcpy_h2d(owner->data, d->id[i], hy_nbytes(owner));
-            else
-                memcpy(owner->data, d->id[i], hy_nbytes(owner));
-        } else {
-            hy_tensor_from_host_f32(owner, d->v[i]);
-        }
-        if (s->grad) {
-            g[i] = hy_tensor_new(&e.in, HY_F32, s->ndim, shape, s->name);  // f32 always
-            zero(g[i]);
-            hy_tape_bind_grad(&e.tape, owner, g[i]);
-        }
-        x[i] = s->row0 > 0 ? hy_view_rows(&e.in, owner, s->row0, s->shape[0]) : owner;
-    }
-    poison(&e);
-    hy_tensor *y = c->fn(&e.tape, x, c->arg);
-    r->out_dtype = y->dtype;
-    r->n_out = hy_numel(y);
-    r->out = to_host(y);
-
-    // Inference: the same forward with the tape disabled saves nothing.
-    e.tape.enabled = 0;
-    hy_tensor *y2 = c->fn(&e.tape, x, c->arg);
-    e.tape.enabled = 1;
-    float *out2 = to_host(y2);
-    r->infer_same = hy_numel(y2) == r->n_out &&
-                    memcmp(out2, r->out, (size_t)r->n_out * sizeof(float)) == 0;
-    free(out2);
-
-    if (y->dtype == HY_BF16) y = upcast(&e.tape, y);
-    hy_tape_backward_seed(&e.tape, y, d->seed);
-    for (int i = 0; i < c->n_in; i++)
-        if (g[i]) r->grad[i] = to_host(g[i]);
-    env_free(&e);
-}
-
-static void result_free(case_result *r) {
-    free(r->out);
-    for (int i = 0; i < MAX_IN; i++) free(r->grad[i]);
-}
-
-static void expect_err(const char *cfg, const char *what, double err, double tol) {
-    printf("  %-40s %-12s max rel err %.3e (tol %.0e)%s\n", cfg, what, err, tol,
-           err <= tol ? "" : (err != err ? "  <- NaN: an element was not written" : "  <- FAIL"));
-    HY_ASSERT(err <= tol, "%s: %s max relative error %.3e is above %.0e%s", cfg, what, err, tol,
-              err != err ? " (NaN: an element was left unwritten, or the op made a NaN)" : "");
-}
-
-// Draw the inputs and the seed, run both devices, compare.
-static void check_case(const op_case *c, uint64_t seed) {
-    hy_rng r;
-    hy_rng_seed(&r, seed);
-    case_data d;
-    memset(&d, 0, sizeof d);
-    for (int i = 0; i < c->n_in; i++) {
-        const in_spec *s = &c->in[i];
-        int64_t n = owner_numel(s);
-        if (s->kind == IDS) {
-            d.id[i] = (int32_t *)hy_xcalloc((size_t)n + 1, sizeof(int32_t));
-            for (int64_t k = 0; k < n; k++)
-                d.id[i][k] = (int32_t)hy_rng_below(&r, (uint64_t)s->id_below);
-            continue;
-        }
-        d.v[i] = (float *)hy_xcalloc((size_t)n + 1, sizeof(float));
-        float std = s->std > 0 ? s->std : 1.0f;
-        for (int64_t k = 0; k < n; k++) {
-            float v = std * hy_rng_normal(&r);
-            d.v[i][k] = s->kind == ACT ? hy_bf16_to_f32(hy_f32_to_bf16(v)) : v;
-        }
-    }
-    case_result cpu, gpu;
-    // The seed's size is the output's: run the CPU side first with a
-    // provisional seed buffer large enough for any output here.
-    size_t seed_cap = (size_t)1 << 20;
-    d.seed = (float *)hy_xcalloc(seed_cap, sizeof(float));
-    for (size_t k = 0; k < seed_cap; k++) d.seed[k] = hy_rng_normal(&r);
-    run_case(c, &d, HY_CPU, &cpu);
-    HY_CHECK((size_t)cpu.n_out <= seed_cap, "test: output of %lld elements is too large",
-             (long long)cpu.n_out);
-    run_case(c, &d, HY_CUDA, &gpu);
-
-    double tol_out = c->tol_out > 0 ? c->tol_out : 1e-2;
-    double tol_grad = c->tol_grad > 0 ? c->tol_grad : 2e-2;
-    HY_ASSERT(gpu.out_dtype == c->gpu_out, "%s: the GPU output is %s, expected %s", c->cfg,
-              hy_dtype_name(gpu.out_dtype), hy_dtype_name(c->gpu_out));
-    HY_ASSERT(cpu.out_dtype == HY_F32, "%s: the CPU output is %s", c->cfg,
-              hy_dtype_name(cpu.out_dtype));
-    HY_ASSERT(gpu.n_out == cpu.n_out, "%s: GPU output has %lld elements, CPU %lld", c->cfg,
-              (long long)gpu.n_out, (long long)cpu.n_out);
-    int cpu_finite = 1;
-    for (int64_t k = 0; k < cpu.n_out; k++)
-        if (!isfinite(cpu.out[k])) cpu_finite = 0;
-    HY_ASSERT(cpu_finite, "%s: the CPU reference output is not finite", c->cfg);
-    expect_err(c->cfg, "output", hy_max_rel_err_f(gpu.out, cpu.out, (long)cpu.n_out), tol_out);
-    for (int i = 0; i < c->n_in; i++) {
-        if (!c->in[i].grad) continue;
-        char what[64];
-        snprintf(what, sizeof what, "d %s", c->in[i].name);
-        expect_err(c->cfg, what,
-                   hy_max_rel_err_f(gpu.grad[i], cpu.grad[i], (long)owner_numel(&c->in[i])),
-                   tol_grad);
-    }
-    printf("  %-40s %-12s %s\n", c->cfg, "no-tape fwd",
-           gpu.infer_same ? "same bits" : "DIFFERENT  <- FAIL");
-    HY_ASSERT(gpu.infer_same, "%s: the forward with the tape disabled differs", c->cfg);
-    HY_ASSERT(cpu.infer_same, "%s: the CPU forward with the tape disabled differs", c->cfg);
-    result_free(&cpu);
-    result_free(&gpu);
-    for (int i = 0; i < MAX_IN; i++) {
-        free(d.v[i]);
-        free(d.id[i]);
-    }
-    free(d.seed);
-}
-
-static void check_cases(const op_case *cases, int n, uint64_t seed) {
-    need_gpu();
-    for (int i = 0; i < n; i++) check_case(&cases[i], seed + (uint64_t)i);
-}
-
-#define N_CASES(a) ((int)(sizeof(a) / sizeof((a)[0])))
+#include "util_tape_cases.h"
 
 // ================================================================ rmsnorm
 static hy_tensor *f_rmsnorm(hy_tape *t, hy_tensor **in, const void *arg) {
@@ -319,7 +46,7 @@ HY_TEST(gpu_tape_rmsnorm, "gpu") {
          {{"x", ACT, 0, 2, {37, 48}, 0, 1.0f, 0}, {"w", PARAM, 1, 1, {48}, 0, 1.0f, 0}},
          HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1100);
+    tape_check_cases(cases, N_CASES(cases), 1100);
 }
 
 // ================================================================ swiglu
@@ -335,7 +62,7 @@ HY_TEST(gpu_tape_swiglu, "gpu") {
         {"swiglu gv (3, 37, 96)", f_swiglu, NULL, 1,
          {{"gv", ACT, 1, 3, {3, 37, 96}, 0, 2.0f, 0}}, HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1200);
+    tape_check_cases(cases, N_CASES(cases), 1200);
 }
 
 // ================================================================ elementwise
@@ -391,7 +118,7 @@ HY_TEST(gpu_tape_add, "gpu") {
         {"add rows [0,37) + [1,38) of (38, 48)", f_add_shift, NULL, 1,
          {{"x", ACT, 1, 2, {38, 48}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1300);
+    tape_check_cases(cases, N_CASES(cases), 1300);
 }
 
 HY_TEST(gpu_tape_mul, "gpu") {
@@ -407,7 +134,7 @@ HY_TEST(gpu_tape_mul, "gpu") {
         {"mul rows [0,37) * [1,38) of (38, 48)", f_mul_shift, NULL, 1,
          {{"x", ACT, 1, 2, {38, 48}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1400);
+    tape_check_cases(cases, N_CASES(cases), 1400);
 }
 
 HY_TEST(gpu_tape_silu, "gpu") {
@@ -417,7 +144,7 @@ HY_TEST(gpu_tape_silu, "gpu") {
         {"silu (2, 37, 48)", f_silu, NULL, 1, {{"x", ACT, 1, 3, {2, 37, 48}, 0, 3.0f, 0}},
          HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1500);
+    tape_check_cases(cases, N_CASES(cases), 1500);
 }
 
 // The GPU sigmoid outputs f32 (the gates of the gated delta rule).
@@ -428,7 +155,7 @@ HY_TEST(gpu_tape_sigmoid, "gpu") {
         {"sigmoid (2, 37, 48)", f_sigmoid, NULL, 1, {{"x", ACT, 1, 3, {2, 37, 48}, 0, 3.0f, 0}},
          HY_F32, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1600);
+    tape_check_cases(cases, N_CASES(cases), 1600);
 }
 
 // ================================================================ l2norm_heads
@@ -450,7 +177,7 @@ HY_TEST(gpu_tape_l2norm_heads, "gpu") {
         {"l2norm x (37, 2 x 48) rows [1, 38)", f_l2norm, &a48, 1,
          {{"x", ACT, 1, 2, {37, 96}, 1, 1.0f, 0}}, HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1700);
+    tape_check_cases(cases, N_CASES(cases), 1700);
 }
 
 // ================================================================ short_conv
@@ -489,7 +216,7 @@ HY_TEST(gpu_tape_short_conv, "gpu") {
           {"b", PARAM, 1, 1, {45}, 0, 0.5f, 0}},
          HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1800);
+    tape_check_cases(cases, N_CASES(cases), 1800);
 }
 
 // ================================================================ gdn_qkv
@@ -610,9 +337,9 @@ HY_TEST(gpu_tape_gdn_qkv, "gpu") {
           {"b", PARAM, 1, 1, {48}, 0, 0.5f, 0}},
          HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 2100);
+    tape_check_cases(cases, N_CASES(cases), 2100);
     setenv("HY_GDN_QKV_SHARED", "1", 1);
-    check_cases(cases, N_CASES(cases), 2100);
+    tape_check_cases(cases, N_CASES(cases), 2100);
     unsetenv("HY_GDN_QKV_SHARED");
 }
 
@@ -640,7 +367,7 @@ HY_TEST(gpu_tape_gdn_gates, "gpu") {
         {"gdn_gates (2, 41, 24) window -> beta", f_gdn_gates, &be12, 1,
          {{"ab", ACT, 1, 3, {2, 41, 24}, 1, 2.0f, 0}}, HY_F32, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 2200);
+    tape_check_cases(cases, N_CASES(cases), 2200);
 }
 
 static hy_tensor *f_silu_gate(hy_tape *t, hy_tensor **in, const void *arg) {
@@ -659,7 +386,7 @@ HY_TEST(gpu_tape_silu_gate, "gpu") {
         {"silu_gate x x (33, 40)", f_silu_gate, &same, 1,
          {{"x", ACT, 1, 2, {33, 40}, 0, 2.0f, 0}}, HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 2250);
+    tape_check_cases(cases, N_CASES(cases), 2250);
 }
 
 // ================================================================ rope
@@ -681,7 +408,7 @@ HY_TEST(gpu_tape_rope, "gpu") {
         {"rope x (1, 37, 2, 32) pos0 1000", f_rope, &p1000, 1,
          {{"x", ACT, 1, 4, {1, 37, 2, 32}, 0, 1.0f, 0}}, HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1900);
+    tape_check_cases(cases, N_CASES(cases), 1900);
 }
 
 // ================================================================ qkv_rope
@@ -726,7 +453,7 @@ HY_TEST(gpu_tape_qkv_rope, "gpu") {
         {"qkv_rope rows [1, 3) of (3, 33, 384) H 2 D 64", f_qkv_rope, &all64, 1,
          {{"qkv", ACT, 1, 3, {2, 33, 384}, 1, 1.0f, 0}}, HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 1950);
+    tape_check_cases(cases, N_CASES(cases), 1950);
 }
 
 // ================================================================ slice_last
@@ -749,7 +476,7 @@ HY_TEST(gpu_tape_slice_last, "gpu") {
         {"slice x rows [1, 38) of (38, 45) [0, 7)", f_slice, &s0, 1,
          {{"x", ACT, 1, 2, {37, 45}, 1, 1.0f, 0}}, HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 2000);
+    tape_check_cases(cases, N_CASES(cases), 2000);
 }
 
 // ================================================================ mean
@@ -766,7 +493,7 @@ HY_TEST(gpu_tape_mean, "gpu") {
         {"mean x (1) f32", f_mean, NULL, 1, {{"x", PARAM, 1, 1, {1}, 0, 1.0f, 0}}, HY_F32, 0,
          0},
     };
-    check_cases(cases, N_CASES(cases), 2100);
+    tape_check_cases(cases, N_CASES(cases), 2100);
 }
 
 // ================================================================ embedding
@@ -789,7 +516,7 @@ HY_TEST(gpu_tape_embedding, "gpu") {
          {{"W", PARAM, 1, 2, {101, 48}, 0, 1.0f, 0}, {"ids", IDS, 0, 1, {37}, 0, 0, 101}},
          HY_BF16, 0, 0},
     };
-    check_cases(cases, N_CASES(cases), 2200);
+    tape_check_cases(cases, N_CASES(cases), 2200);
 }
 
 // ================================================================ a chain
@@ -823,7 +550,7 @@ HY_TEST(gpu_tape_chain, "gpu") {
           {"conv b", PARAM, 1, 1, {48}, 0, 0.5f, 0}},
          HY_F32, 1e-2, 5e-2},
     };
-    check_cases(cases, N_CASES(cases), 2300);
+    tape_check_cases(cases, N_CASES(cases), 2300);
 }
 
 // ================================================================ bf16 gradients
@@ -842,7 +569,7 @@ typedef struct {
     int took_bf16;
 } mlp_result;
 
-static hy_tensor *gpu_weight(env *e, int64_t out, int64_t in, hy_rng *r, const char *name) {
+static hy_tensor *gpu_weight(tape_env *e, int64_t out, int64_t in, hy_rng *r, const char *name) {
     hy_tensor *w = hy_new2(&e->in, HY_F32, out, in, name);
     size_t n = (size_t)(out * in);
     float *h = (float *)hy_xmalloc(n * sizeof(float));
@@ -868,7 +595,7 @@ static void grad_bf16_mode(int on) {
 }
 
 // An input of N(0, 1) values rounded to bf16, on the GPU.
-static hy_tensor *gpu_input(env *e, int ndim, const int64_t *shape, hy_rng *r) {
+static hy_tensor *gpu_input(tape_env *e, int ndim, const int64_t *shape, hy_rng *r) {
     hy_tensor *x = hy_tensor_new(&e->in, HY_BF16, ndim, shape, "x");
     size_t n = (size_t)hy_numel(x);
     float *xv = (float *)hy_xmalloc(n * sizeof(float));
@@ -885,27 +612,28 @@ static void run_gate(int bf16, mlp_result *res) {
     enum { ROWS = 37, D = 40, N = 32 };
     hy_rng r;
     hy_rng_seed(&r, 2600);
-    env e;
-    env_init(&e, HY_CUDA);
+    tape_env e;
+    tape_env_init(&e, HY_CUDA);
     int64_t xs[2] = {ROWS, D};
     hy_tensor *x = gpu_input(&e, 2, xs, &r);
     hy_tensor *wa = gpu_weight(&e, N, D, &r, "w_a"), *wb = gpu_weight(&e, N, D, &r, "w_b");
     hy_tensor *gx = hy_new2(&e.in, HY_F32, ROWS, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, N, D, "g1");
     hy_tensor *g2 = hy_new2(&e.in, HY_F32, N, D, "g2");
-    zero(gx), zero(g1), zero(g2);
+    tape_zero(gx), tape_zero(g1), tape_zero(g2);
     hy_tape_bind_grad(&e.tape, x, gx);
     hy_tape_bind_grad(&e.tape, wa, g1);
     hy_tape_bind_grad(&e.tape, wb, g2);
-    poison(&e);
+    tape_poison(&e);
     hy_tensor *ya = hy_linear(&e.tape, x, wa, NULL), *gb = hy_linear(&e.tape, x, wb, NULL);
-    hy_tensor *y = upcast(&e.tape, hy_silu_gate(&e.tape, ya, gb));
+    hy_tensor *y = tape_upcast(&e.tape, hy_silu_gate(&e.tape, ya, gb));
     float *seed = (float *)hy_xmalloc((size_t)ROWS * N * sizeof(float));
     for (int i = 0; i < ROWS * N; i++) seed[i] = hy_rng_normal(&r);
     hy_tape_backward_seed(&e.tape, y, seed);
     free(seed);
     res->took_bf16 = hy_grad_bf16(&e.tape, ya) != NULL && hy_grad_bf16(&e.tape, gb) != NULL;
-    res->gx = to_host(gx), res->g1 = to_host(g1), res->g2 = to_host(g2), res->g3 = NULL;
-    env_free(&e);
+    res->gx = tape_to_host(gx), res->g1 = tape_to_host(g1), res->g2 = tape_to_host(g2);
+    res->g3 = NULL;
+    tape_env_free(&e);
     unsetenv("HYDRA_GRAD_BF16");
 }
 
@@ -914,21 +642,21 @@ static void run_mlp(int bf16, mlp_result *res) {
     enum { ROWS = 37, D = 40, H = 24 };
     hy_rng r;
     hy_rng_seed(&r, 2400);
-    env e;
-    env_init(&e, HY_CUDA);
+    tape_env e;
+    tape_env_init(&e, HY_CUDA);
     int64_t xs[2] = {ROWS, D};
     hy_tensor *x = gpu_input(&e, 2, xs, &r);
     hy_tensor *w1 = gpu_weight(&e, 2 * H, D, &r, "w_fused"), *w2 = gpu_weight(&e, D, H, &r, "w_down");
     hy_tensor *gx = hy_new2(&e.in, HY_F32, ROWS, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, 2 * H, D, "g1");
     hy_tensor *g2 = hy_new2(&e.in, HY_F32, D, H, "g2");
-    zero(gx), zero(g1), zero(g2);
+    tape_zero(gx), tape_zero(g1), tape_zero(g2);
     hy_tape_bind_grad(&e.tape, x, gx);
     hy_tape_bind_grad(&e.tape, w1, g1);
     hy_tape_bind_grad(&e.tape, w2, g2);
-    poison(&e);
+    tape_poison(&e);
     hy_tensor *fused = hy_linear(&e.tape, x, w1, NULL);  // (ROWS, 2H)
     hy_tensor *down = hy_linear(&e.tape, hy_swiglu(&e.tape, fused), w2, NULL);  // (ROWS, D)
-    hy_tensor *y = upcast(&e.tape, hy_add(&e.tape, x, down));
+    hy_tensor *y = tape_upcast(&e.tape, hy_add(&e.tape, x, down));
     float *seed = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
     for (int i = 0; i < ROWS * D; i++) seed[i] = hy_rng_normal(&r);
     hy_tape_backward_seed(&e.tape, y, seed);
@@ -937,8 +665,8 @@ static void run_mlp(int bf16, mlp_result *res) {
     res->g3 = NULL;
     if (res->took_bf16)
         HY_EXPECT_ERROR(hy_grad(&e.tape, fused), HY_EXIT_FAIL, "held in bf16");
-    res->gx = to_host(gx), res->g1 = to_host(g1), res->g2 = to_host(g2);
-    env_free(&e);
+    res->gx = tape_to_host(gx), res->g1 = tape_to_host(g1), res->g2 = tape_to_host(g2);
+    tape_env_free(&e);
     unsetenv("HYDRA_GRAD_BF16");
 }
 
@@ -949,8 +677,8 @@ static void run_qkv(int bf16, mlp_result *res) {
     enum { B = 2, T = 37, D = 40, C = 96 };
     hy_rng r;
     hy_rng_seed(&r, 2500);
-    env e;
-    env_init(&e, HY_CUDA);
+    tape_env e;
+    tape_env_init(&e, HY_CUDA);
     int64_t xs[3] = {B, T, D};
     hy_tensor *x = gpu_input(&e, 3, xs, &r);
     hy_tensor *wq = gpu_weight(&e, C, D, &r, "w_qkv");
@@ -964,21 +692,21 @@ static void run_qkv(int bf16, mlp_result *res) {
                        hy_new2(&e.in, HY_F32, C, 4, "g2"), hy_new1(&e.in, HY_F32, C, "g3")};
     hy_tensor *p[4] = {x, wq, cw, cb};
     for (int i = 0; i < 4; i++) {
-        zero(g[i]);
+        tape_zero(g[i]);
         hy_tape_bind_grad(&e.tape, p[i], g[i]);
     }
-    poison(&e);
+    tape_poison(&e);
     hy_tensor *qkv = hy_linear(&e.tape, x, wq, NULL), *o[3];  // (B, T, 96)
     hy_gdn_qkv(&e.tape, qkv, cw, cb, NULL, 2, 16, 1, 1e-6f, o);
-    hy_tensor *y = upcast(&e.tape, hy_add(&e.tape, hy_add(&e.tape, o[0], o[1]), o[2]));
+    hy_tensor *y = tape_upcast(&e.tape, hy_add(&e.tape, hy_add(&e.tape, o[0], o[1]), o[2]));
     float *seed = (float *)hy_xmalloc((size_t)B * T * 32 * sizeof(float));
     for (int i = 0; i < B * T * 32; i++) seed[i] = hy_rng_normal(&r);
     hy_tape_backward_seed(&e.tape, y, seed);
     free(seed);
     res->took_bf16 = hy_grad_bf16(&e.tape, qkv) != NULL;
-    res->gx = to_host(g[0]), res->g1 = to_host(g[1]), res->g2 = to_host(g[2]);
-    res->g3 = to_host(g[3]);
-    env_free(&e);
+    res->gx = tape_to_host(g[0]), res->g1 = tape_to_host(g[1]), res->g2 = tape_to_host(g[2]);
+    res->g3 = tape_to_host(g[3]);
+    tape_env_free(&e);
     unsetenv("HYDRA_GRAD_BF16");
 }
 
@@ -990,16 +718,16 @@ static void run_attn(int bf16, int fused, mlp_result *res) {
     enum { B = 2, T = 37, D = 40, H = 2, HD = 16, I = H * HD };
     hy_rng r;
     hy_rng_seed(&r, 2700);
-    env e;
-    env_init(&e, HY_CUDA);
+    tape_env e;
+    tape_env_init(&e, HY_CUDA);
     int64_t xs[3] = {B, T, D};
     hy_tensor *x = gpu_input(&e, 3, xs, &r);
     hy_tensor *wq = gpu_weight(&e, 3 * I, D, &r, "w_qkv");
     hy_tensor *gx = hy_new3(&e.in, HY_F32, B, T, D, "gx"), *g1 = hy_new2(&e.in, HY_F32, 3 * I, D, "g1");
-    zero(gx), zero(g1);
+    tape_zero(gx), tape_zero(g1);
     hy_tape_bind_grad(&e.tape, x, gx);
     hy_tape_bind_grad(&e.tape, wq, g1);
-    poison(&e);
+    tape_poison(&e);
     hy_tensor *qkv = hy_linear(&e.tape, x, wq, NULL), *o[3];  // (B, T, 3I)
     if (fused) {
         hy_qkv_rope(&e.tape, qkv, H, HD, 3, 10000.0f, o);
@@ -1010,14 +738,14 @@ static void run_attn(int bf16, int fused, mlp_result *res) {
             if (i < 2) o[i] = hy_rope(&e.tape, o[i], 3, 10000.0f);
         }
     }
-    hy_tensor *y = upcast(&e.tape, hy_add(&e.tape, hy_add(&e.tape, o[0], o[1]), o[2]));
+    hy_tensor *y = tape_upcast(&e.tape, hy_add(&e.tape, hy_add(&e.tape, o[0], o[1]), o[2]));
     float *seed = (float *)hy_xmalloc((size_t)B * T * I * sizeof(float));
     for (int i = 0; i < B * T * I; i++) seed[i] = hy_rng_normal(&r);
     hy_tape_backward_seed(&e.tape, y, seed);
     free(seed);
     res->took_bf16 = hy_grad_bf16(&e.tape, qkv) != NULL;
-    res->gx = to_host(gx), res->g1 = to_host(g1), res->g2 = res->g3 = NULL;
-    env_free(&e);
+    res->gx = tape_to_host(gx), res->g1 = tape_to_host(g1), res->g2 = res->g3 = NULL;
+    tape_env_free(&e);
     unsetenv("HYDRA_GRAD_BF16");
 }
 
@@ -1029,7 +757,7 @@ static int same_values(const float *a, const float *b, size_t n) {
 }
 
 HY_TEST(gpu_tape_grad_bf16, "gpu") {
-    need_gpu();
+    tape_need_gpu();
     hy_cuda_blas_init();
     mlp_result a, b;
     run_mlp(0, &a);
@@ -1108,8 +836,8 @@ static void run_add_norm(int mode, int D, norm_result *res) {
     enum { ROWS = 37 };
     hy_rng r;
     hy_rng_seed(&r, 2800);
-    env e;
-    env_init(&e, HY_CUDA);
+    tape_env e;
+    tape_env_init(&e, HY_CUDA);
     int64_t xs[2] = {ROWS, D};
     hy_tensor *x = gpu_input(&e, 2, xs, &r);
     hy_tensor *w = gpu_weight(&e, D, D, &r, "w_down");
@@ -1120,11 +848,11 @@ static void run_add_norm(int mode, int D, norm_result *res) {
     free(h);
     hy_tensor *gx = hy_new2(&e.in, HY_F32, ROWS, D, "gx"), *gw = hy_new2(&e.in, HY_F32, D, D, "gw");
     hy_tensor *gn = hy_new1(&e.in, HY_F32, D, "gn");
-    zero(gx), zero(gw), zero(gn);
+    tape_zero(gx), tape_zero(gw), tape_zero(gn);
     hy_tape_bind_grad(&e.tape, x, gx);
     hy_tape_bind_grad(&e.tape, w, gw);
     hy_tape_bind_grad(&e.tape, nw, gn);
-    poison(&e);
+    tape_poison(&e);
     hy_tensor *down = hy_linear(&e.tape, x, w, NULL), *sum, *hn;
     if (mode == 2) {
         hn = hy_add_rmsnorm(&e.tape, x, down, nw, 1e-5f, &sum);
@@ -1132,19 +860,20 @@ static void run_add_norm(int mode, int D, norm_result *res) {
         sum = hy_add(&e.tape, x, down);
         hn = hy_rmsnorm(&e.tape, sum, nw, 1e-5f);
     }
-    hy_tensor *y = upcast(&e.tape, hy_add(&e.tape, sum, hn));
+    hy_tensor *y = tape_upcast(&e.tape, hy_add(&e.tape, sum, hn));
     float *seed = (float *)hy_xmalloc((size_t)ROWS * D * sizeof(float));
     for (int i = 0; i < ROWS * D; i++) seed[i] = hy_rng_normal(&r);
     hy_tape_backward_seed(&e.tape, y, seed);
     free(seed);
     res->took_bf16 = hy_grad_bf16(&e.tape, down) != NULL;
-    res->y = to_host(y), res->gx = to_host(gx), res->gw = to_host(gw), res->gn = to_host(gn);
-    env_free(&e);
+    res->y = tape_to_host(y), res->gx = tape_to_host(gx);
+    res->gw = tape_to_host(gw), res->gn = tape_to_host(gn);
+    tape_env_free(&e);
     unsetenv("HYDRA_GRAD_BF16");
 }
 
 HY_TEST(gpu_tape_add_rmsnorm, "gpu") {
-    need_gpu();
+    tape_need_gpu();
     hy_cuda_blas_init();
     const int dims[2] = {256, 40};
     for (int di = 0; di < 2; di++) {
